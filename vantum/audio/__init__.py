@@ -1,0 +1,1 @@
+"""Audio plumbing: streaming resampling, PCM helpers, WAV files."""

@@ -1,0 +1,98 @@
+"""Server configuration: one frozen value, read from the environment and CLI flags.
+
+Provider keys decide the engines: each stage independently uses its cloud
+provider when a key is set and the embedded offline engine otherwise.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+
+from .errors import ConfigError
+
+
+def _env_float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a number") from None
+
+
+def _env_int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not an integer") from None
+
+
+def _default(name: str) -> Any:
+    return getattr(attrs.fields(Config), name).default
+
+
+@attrs.frozen
+class Config:
+    host: str = "127.0.0.1"
+    port: int = 8000
+
+    deepgram_api_key: str | None = None
+    deepgram_url: str = "wss://api.deepgram.com/v1/listen"
+    deepgram_model: str = "nova-3"
+
+    openai_api_key: str | None = None
+    openai_base_url: str | None = None
+    openai_model: str = "gpt-4o-mini"
+
+    cartesia_api_key: str | None = None
+    cartesia_url: str = "wss://api.cartesia.ai/tts/websocket"
+    cartesia_voice_id: str = "a0e99841-438c-4a64-b679-ae501e7d6091"
+    cartesia_sample_rate: int = 24_000
+
+    system_prompt: str | None = None
+    max_frame_bytes: int = 1 << 20
+    """Larger WebSocket messages close the connection with code 1009."""
+    max_sessions: int = 1_000
+    playback_lead_ms: int = 200
+    """How far ahead of real time answer audio is sent; also bounds barge-in latency."""
+    output_chunk_ms: int = 40
+    request_queue: int = 10
+    graceful_timeout: float = 10.0
+    """Seconds sessions get to finish on SIGINT/SIGTERM before they are closed (1001)."""
+    log_level: str = "INFO"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Config:
+        e = os.environ if env is None else env
+        values: dict[str, object] = {
+            "host": e.get("VANTUM_HOST", _default("host")),
+            "port": _env_int(e, "VANTUM_PORT", _default("port")),
+            "deepgram_api_key": e.get("DEEPGRAM_API_KEY") or None,
+            "deepgram_url": e.get("DEEPGRAM_URL", _default("deepgram_url")),
+            "deepgram_model": e.get("DEEPGRAM_MODEL", _default("deepgram_model")),
+            "openai_api_key": e.get("OPENAI_API_KEY") or None,
+            "openai_base_url": e.get("OPENAI_BASE_URL") or None,
+            "openai_model": e.get("OPENAI_MODEL", _default("openai_model")),
+            "cartesia_api_key": e.get("CARTESIA_API_KEY") or None,
+            "cartesia_url": e.get("CARTESIA_URL", _default("cartesia_url")),
+            "cartesia_voice_id": e.get("CARTESIA_VOICE_ID", _default("cartesia_voice_id")),
+            "system_prompt": e.get("VANTUM_SYSTEM_PROMPT") or None,
+            "max_frame_bytes": _env_int(e, "VANTUM_MAX_FRAME_BYTES", _default("max_frame_bytes")),
+            "max_sessions": _env_int(e, "VANTUM_MAX_SESSIONS", _default("max_sessions")),
+            "playback_lead_ms": _env_int(e, "VANTUM_PLAYBACK_LEAD_MS", _default("playback_lead_ms")),
+            "graceful_timeout": _env_float(e, "VANTUM_GRACEFUL_TIMEOUT", _default("graceful_timeout")),
+            "log_level": e.get("VANTUM_LOG_LEVEL", _default("log_level")),
+        }
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        try:
+            return cls(**values)  # type: ignore[arg-type]
+        except TypeError as exc:
+            raise ConfigError(str(exc)) from None

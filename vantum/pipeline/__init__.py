@@ -1,0 +1,1 @@
+"""The per-call pipeline: session actors, turn-taking, chunking and conversation context."""

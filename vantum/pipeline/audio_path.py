@@ -1,0 +1,116 @@
+"""The audio path actors between ingress and the STT engine.
+
+The resampler brings every caller's audio to 16 kHz; the STT supervisor keeps a
+recogniser running for the whole call and turns a provider failure into an
+error event instead of a dead session.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import trio
+
+from ..audio.resample import StreamResampler
+from ..errors import STTError
+from ..protocol import events as ev
+from ..providers.base import STT_SAMPLE_RATE, Finalize, STTEngine, STTEvent, STTInput
+from .messages import AudioFormat, ServerEvent, TurnInput
+
+log = logging.getLogger("vantum.audio")
+
+AudioItem = bytes | Finalize | AudioFormat
+
+
+async def run_resampler(
+    audio_in: trio.MemoryReceiveChannel[AudioItem],
+    audio_out: trio.MemorySendChannel[STTInput],
+) -> None:
+    """Client-rate PCM16 in, 16 kHz PCM16 out, one filter state per stream."""
+    resampler: StreamResampler | None = None
+    async with audio_in, audio_out:
+        async for item in audio_in:
+            if isinstance(item, AudioFormat):
+                if resampler is not None:
+                    tail = resampler.flush()
+                    if tail:
+                        await audio_out.send(tail)
+                resampler = StreamResampler(item.rate, STT_SAMPLE_RATE)
+            elif isinstance(item, Finalize):
+                if resampler is not None:
+                    tail = resampler.flush()
+                    if tail:
+                        await audio_out.send(tail)
+                await audio_out.send(item)
+            elif resampler is not None:
+                pcm = resampler.process(item)
+                if pcm:
+                    await audio_out.send(pcm)
+
+
+async def run_stt(
+    engine: STTEngine,
+    audio: trio.MemoryReceiveChannel[STTInput],
+    inbox: trio.MemorySendChannel[TurnInput],
+    out: trio.MemorySendChannel[ServerEvent],
+    *,
+    language: str = "en-US",
+    restart_delay: float = 1.0,
+) -> None:
+    """Keep ``engine`` recognising ``audio`` until it closes, restarting after failures.
+
+    Each attempt gets its own channels, so an engine that dies mid-stream cannot
+    take the session's channels down with it. Audio that arrives while no engine
+    runs is dropped *with* an error event, never silently.
+    """
+    async with audio, inbox:
+        while True:
+            feed_tx, feed_rx = trio.open_memory_channel[STTInput](64)
+            events_tx, events_rx = trio.open_memory_channel[STTEvent](64)
+            finished = False
+            failed: str | None = None
+
+            async def pump_in() -> None:
+                nonlocal finished
+                async with feed_tx:
+                    async for item in audio:
+                        try:
+                            await feed_tx.send(item)
+                        except trio.BrokenResourceError:
+                            return
+                finished = True
+
+            async def pump_out() -> None:
+                async with events_rx:
+                    async for event in events_rx:
+                        await inbox.send(event)
+
+            async def engine_task() -> None:
+                nonlocal failed
+                try:
+                    await engine.run(feed_rx, events_tx, language=language)
+                except STTError as exc:
+                    failed = str(exc)
+                    nursery.cancel_scope.cancel()
+                finally:
+                    await feed_rx.aclose()
+                    await events_tx.aclose()
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(pump_out)
+                nursery.start_soon(engine_task)
+                nursery.start_soon(pump_in)
+            if failed is None and finished:
+                return
+            if failed is not None:
+                log.warning("STT engine %s failed: %s", engine.name, failed)
+                await out.send(
+                    ServerEvent(
+                        ev.ERR_STT,
+                        {"message": f"speech recognition failed: {failed}"},
+                        request_type=ev.INPUT_CHUNK,
+                    )
+                )
+                await trio.sleep(restart_delay)
+            elif finished:
+                return

@@ -1,0 +1,54 @@
+"""The conversation a session keeps for its LLM, bounded so long calls stay cheap.
+
+A phone call can last an hour; sending every turn back to the model would grow
+latency and cost without bound. The history keeps the newest ``max_messages``
+user/assistant messages; the system prompt is outside that budget and always
+goes first, because it is what makes answers speakable.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+from ..providers.base import ChatMessage
+
+DEFAULT_SYSTEM_PROMPT = (
+    "You are a friendly voice assistant on a live phone call. Everything you write is "
+    "read aloud by a speech synthesizer, so answer the way a person talks: short, plain "
+    "spoken sentences, usually one to three, and ask a short question when you need more "
+    "details. Never use markdown, bullet points, numbered lists, tables, code blocks, "
+    "emojis, URLs or special symbols; say numbers, dates and units as they are spoken. "
+    "Insert the exact marker ||BREAK|| between speakable chunks, for example after each "
+    "sentence or natural pause, so speech can start while you are still writing. "
+    "Example: Sure, I can help with that. ||BREAK|| What city are you in?"
+)
+
+
+class Conversation:
+    """System prompt plus the newest ``max_messages`` user and assistant messages."""
+
+    def __init__(self, system_prompt: str = DEFAULT_SYSTEM_PROMPT, max_messages: int = 50) -> None:
+        if max_messages < 1:
+            raise ValueError("max_messages must be at least 1")
+        self.system_prompt = system_prompt
+        self.max_messages = max_messages
+        self._history: deque[ChatMessage] = deque(maxlen=max_messages)
+
+    def add_user(self, text: str) -> None:
+        self._history.append(ChatMessage("user", text))
+
+    def add_assistant(self, text: str) -> None:
+        """Record what the assistant said (after barge-in: only what was heard)."""
+        self._history.append(ChatMessage("assistant", text))
+
+    def messages(self) -> list[ChatMessage]:
+        """What to send to the model: the system prompt first, then the history."""
+        system = [ChatMessage("system", self.system_prompt)] if self.system_prompt else []
+        return [*system, *self._history]
+
+    def clear(self) -> None:
+        self._history.clear()
+
+    def __len__(self) -> int:
+        """Number of history messages (the system prompt is not counted)."""
+        return len(self._history)

@@ -1,0 +1,103 @@
+"""Values that flow between a session's actors.
+
+Actors share nothing but these values and the bounded channels that carry them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+
+from ..protocol.client_events import ClientEvent
+from ..providers.base import STTEvent
+
+
+@attrs.frozen
+class ServerEvent:
+    """One event for the client, before any wire encoding (the transport encodes)."""
+
+    event_type: str
+    payload: dict[str, Any]
+    event_id: str | None = None
+    request_type: str | None = None
+
+
+@attrs.frozen
+class AudioFormat:
+    """In-band on the audio channel: audio after this marker is at ``rate`` Hz."""
+
+    rate: int
+
+
+@attrs.frozen
+class InputEnded:
+    """The caller ended the turn (manual mode); ``at`` is trio time."""
+
+    at: float
+
+
+@attrs.frozen
+class TextTurn:
+    """A typed user turn (``conversation.text.input``)."""
+
+    text: str
+    at: float
+
+
+@attrs.frozen
+class ModeChanged:
+    turn_mode: str
+    language: str
+
+
+ControlEvent = InputEnded | TextTurn | ModeChanged
+TurnInput = STTEvent | ControlEvent
+
+
+@attrs.define
+class TurnTimings:
+    """Trio-clock instants of one turn; differences become ``metrics.turn``."""
+
+    end_of_speech: float | None = None
+    transcript_final: float | None = None
+    llm_first_token: float | None = None
+    tts_first_audio: float | None = None
+    first_audio_sent: float | None = None
+
+    def as_payload(self) -> dict[str, float | None]:
+        def ms(a: float | None, b: float | None) -> float | None:
+            if a is None or b is None:
+                return None
+            return round((b - a) * 1000.0, 1)
+
+        eos = self.end_of_speech
+        return {
+            "endOfSpeechToFinalMs": ms(eos, self.transcript_final),
+            "finalToLlmFirstTokenMs": ms(self.transcript_final, self.llm_first_token),
+            "llmFirstTokenToTtsFirstAudioMs": ms(self.llm_first_token, self.tts_first_audio),
+            "ttsFirstAudioToFirstAudioSentMs": ms(self.tts_first_audio, self.first_audio_sent),
+            "voiceToVoiceMs": ms(eos, self.first_audio_sent),
+        }
+
+
+@attrs.frozen
+class TurnRequest:
+    """Ask the responder for one spoken answer to ``text``."""
+
+    text: str
+    timings: TurnTimings
+
+
+__all__ = [
+    "AudioFormat",
+    "ClientEvent",
+    "ControlEvent",
+    "InputEnded",
+    "ModeChanged",
+    "ServerEvent",
+    "TextTurn",
+    "TurnInput",
+    "TurnRequest",
+    "TurnTimings",
+]

@@ -1,0 +1,109 @@
+"""The TTS player: resamples answer audio to the caller's rate and paces it.
+
+Audio is released at real-time pace with a small lead instead of as fast as the
+provider produces it. That keeps the client's buffer short, so a barge-in
+silences the bot within one lead interval, and it tells the server how much of
+the answer was actually heard.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+import attrs
+import trio
+
+from ..audio.resample import StreamResampler
+from ..protocol import events as ev
+from ..providers.base import TTSAudio, TTSEvent, WordTimestamps
+from .messages import ServerEvent
+
+
+@attrs.define
+class Playback:
+    """What one answer's player has sent so far."""
+
+    utterance_id: str
+    rate: int
+    started_at: float | None = None
+    sent_samples: int = 0
+    words: list[tuple[str, float, float]] = attrs.Factory(list)
+
+    @property
+    def sent_seconds(self) -> float:
+        return self.sent_samples / self.rate
+
+    def heard_seconds(self, now: float) -> float:
+        """Seconds of this answer the caller has heard by ``now`` (trio time)."""
+        if self.started_at is None:
+            return 0.0
+        return max(0.0, min(self.sent_seconds, now - self.started_at))
+
+    def heard_words(self, now: float) -> list[str]:
+        heard = self.heard_seconds(now)
+        return [w for (w, _start, end) in self.words if end <= heard]
+
+
+async def play(
+    audio: trio.MemoryReceiveChannel[TTSEvent],
+    out: trio.MemorySendChannel[ServerEvent],
+    playback: Playback,
+    *,
+    source_rate: int,
+    lead: float,
+    chunk_ms: int,
+    on_first_audio: Callable[[], Awaitable[None]] | None = None,
+    on_tts_audio: Callable[[], None] | None = None,
+) -> None:
+    """Send ``audio`` to the caller as ``audio.output.*`` events, paced to real time."""
+    resampler = StreamResampler(source_rate, playback.rate)
+    chunk_bytes = 2 * max(1, playback.rate * chunk_ms // 1000)
+    pending = bytearray()
+
+    async def send_chunk(pcm: bytes) -> None:
+        now = trio.current_time()
+        if playback.started_at is None:
+            playback.started_at = now
+            if on_first_audio is not None:
+                await on_first_audio()
+            await out.send(
+                ServerEvent(
+                    ev.OUTPUT_START,
+                    {"utteranceId": playback.utterance_id, "timestamp": _wall_ms()},
+                )
+            )
+        due = playback.started_at + playback.sent_seconds - lead
+        if due > now:
+            await trio.sleep_until(due)
+        await out.send(
+            ServerEvent(
+                ev.OUTPUT_CHUNK,
+                {"audio": pcm, "utteranceId": playback.utterance_id, "sampleRate": playback.rate},
+            )
+        )
+        playback.sent_samples += len(pcm) // 2
+
+    async with audio:
+        async for item in audio:
+            if isinstance(item, WordTimestamps):
+                for w, s, e in zip(item.words, item.start, item.end, strict=False):
+                    playback.words.append((w, s, e))
+                continue
+            if isinstance(item, TTSAudio):
+                if on_tts_audio is not None:
+                    on_tts_audio()
+                pending += resampler.process(item.pcm)
+                while len(pending) >= chunk_bytes:
+                    await send_chunk(bytes(pending[:chunk_bytes]))
+                    del pending[:chunk_bytes]
+    pending += resampler.flush()
+    if pending:
+        await send_chunk(bytes(pending))
+    if playback.started_at is not None:
+        await out.send(ServerEvent(ev.OUTPUT_COMPLETE, {"utteranceId": playback.utterance_id}))
+
+
+def _wall_ms() -> int:
+    import time
+
+    return int(time.time() * 1000)

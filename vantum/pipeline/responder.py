@@ -1,0 +1,176 @@
+"""The responder: one spoken answer at a time, each inside its own cancel scope.
+
+For every turn request it runs three actors in a nursery — LLM+chunker, TTS,
+player — joined by bounded channels. Cancelling the answer's scope (barge-in,
+hang-up) stops all three: the LLM stream is closed, the TTS context is cancelled
+at the provider and unplayed audio is dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from contextlib import AsyncExitStack
+
+import attrs
+import trio
+
+from ..errors import LLMError, LLMErrorKind, TTSError
+from ..protocol import events as ev
+from ..protocol.ids import new_id
+from ..providers.base import LLMEngine, TTSConnection, TTSEngine, TTSEvent
+from ..providers.llm_retry import FallbackMessages, stream_with_retry
+from .chunker import SemanticChunker
+from .context import Conversation
+from .messages import ServerEvent, TurnRequest
+from .player import Playback, play
+from .state import SessionState
+
+log = logging.getLogger("vantum.responder")
+
+
+@attrs.define
+class Responder:
+    llm: LLMEngine
+    tts: TTSEngine
+    conversation: Conversation
+    state: SessionState
+    out: trio.MemorySendChannel[ServerEvent]
+    lead: float = 0.2
+    chunk_ms: int = 40
+    fallbacks: FallbackMessages = attrs.Factory(FallbackMessages)
+
+    async def run(self, requests: trio.MemoryReceiveChannel[TurnRequest]) -> None:
+        """Answer requests in order; (re)connect the TTS lazily so a TTS outage only mutes."""
+        async with requests, AsyncExitStack() as stack:
+            conn: TTSConnection | None = None
+            async for request in requests:
+                if conn is None:
+                    try:
+                        conn = await stack.enter_async_context(self.tts.connect())
+                    except TTSError as exc:
+                        await self._error(ev.ERR_TTS, f"TTS unavailable: {exc}")
+                ok = await self.respond(conn, request)
+                if not ok:
+                    await stack.aclose()
+                    conn = None
+
+    async def respond(self, conn: TTSConnection | None, request: TurnRequest) -> bool:
+        """Speak one answer. Returns False when the TTS connection should be renewed."""
+        uid = new_id()
+        timings = request.timings
+        self.state.turns += 1
+        self.conversation.add_user(request.text)
+        messages = self.conversation.messages()
+        await self.out.send(
+            ServerEvent(ev.RESPONSE_START, {"utteranceId": uid, "timestamp": _wall_ms()})
+        )
+        spoken: list[str] = []
+        tts_ok = True
+        playback = Playback(uid, self.state.output_rate)
+
+        async def produce_text(text_tx: trio.MemorySendChannel[str]) -> None:
+            chunker = SemanticChunker()
+            tokens_tx, tokens_rx = trio.open_memory_channel[str](64)
+
+            async def call_llm() -> None:
+                async with tokens_tx:
+                    try:
+                        await stream_with_retry(self.llm, messages, tokens_tx)
+                        self.fallbacks.success()
+                    except LLMError as exc:
+                        await self._error(ev.llm_error(exc.kind.value), exc.message)
+                        if not spoken:
+                            await tokens_tx.send(self.fallbacks.message_for(exc.kind))
+
+            async def emit(chunk: str) -> None:
+                spoken.append(chunk)
+                await self.out.send(
+                    ServerEvent(ev.RESPONSE_TEXT, {"utteranceId": uid, "text": chunk})
+                )
+                try:
+                    await text_tx.send(chunk)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    pass  # TTS failed: the answer continues as text only
+
+            async with text_tx, trio.open_nursery() as nursery:
+                nursery.start_soon(call_llm)
+                async for delta in tokens_rx:
+                    if timings.llm_first_token is None:
+                        timings.llm_first_token = trio.current_time()
+                    for chunk in chunker.feed(delta):
+                        await emit(chunk)
+                for chunk in chunker.flush():
+                    await emit(chunk)
+
+        async def synthesize(
+            text_rx: trio.MemoryReceiveChannel[str],
+            audio_tx: trio.MemorySendChannel[TTSEvent],
+        ) -> None:
+            nonlocal tts_ok
+            async with text_rx, audio_tx:
+                if conn is None:
+                    async for _ in text_rx:
+                        pass
+                    return
+                try:
+                    await conn.synthesize(uid, text_rx, audio_tx, voice_id=self.state.voice_id)
+                except TTSError as exc:
+                    tts_ok = False
+                    await self._error(ev.ERR_TTS, str(exc))
+
+        async def first_audio() -> None:
+            timings.first_audio_sent = trio.current_time()
+
+        def first_tts_audio() -> None:
+            if timings.tts_first_audio is None:
+                timings.tts_first_audio = trio.current_time()
+
+        async def player(audio_rx: trio.MemoryReceiveChannel[TTSEvent]) -> None:
+            await play(
+                audio_rx,
+                self.out,
+                playback,
+                source_rate=self.tts.sample_rate,
+                lead=self.lead,
+                chunk_ms=self.chunk_ms,
+                on_first_audio=first_audio,
+                on_tts_audio=first_tts_audio,
+            )
+
+        with trio.CancelScope() as scope:
+            self.state.response_scope = scope
+            text_tx, text_rx = trio.open_memory_channel[str](8)
+            audio_tx, audio_rx = trio.open_memory_channel[TTSEvent](32)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(produce_text, text_tx)
+                nursery.start_soon(synthesize, text_rx, audio_tx)
+                nursery.start_soon(player, audio_rx)
+        self.state.response_scope = None
+        if scope.cancelled_caught:
+            heard = playback.heard_words(trio.current_time())
+            text = " ".join(heard) if heard else ""
+            if playback.started_at is not None:
+                await self.out.send(
+                    ServerEvent(ev.OUTPUT_CANCEL, {"utteranceId": uid, "reason": "barge_in"})
+                )
+        else:
+            text = " ".join(spoken)
+        if text:
+            self.conversation.add_assistant(text)
+        await self.out.send(ServerEvent(ev.RESPONSE_COMPLETE, {"utteranceId": uid}))
+        await self.out.send(
+            ServerEvent(ev.METRICS_TURN, {"utteranceId": uid, **timings.as_payload()})
+        )
+        return tts_ok
+
+    async def _error(self, event_type: str, message: str) -> None:
+        log.warning("session %s: %s: %s", self.state.session_id, event_type, message)
+        await self.out.send(ServerEvent(event_type, {"message": message}, request_type="turn"))
+
+
+def _wall_ms() -> int:
+    return int(time.time() * 1000)
+
+
+__all__ = ["LLMErrorKind", "Responder"]

@@ -1,0 +1,192 @@
+"""One call = one nursery of actors joined by bounded channels.
+
+    ingress ─audio─► resampler ─16k─► STT ─┐
+       └──control──────────────────────────┴─► turn manager ─requests─► responder
+                                                     │                     │
+    egress ◄──────────────events───────────────────────┴─────────────────────┘
+
+Leaving the nursery ends every actor of the call; nothing outlives the connection.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Protocol
+
+import attrs
+import trio
+
+from ..errors import ProtocolError
+from ..protocol import events as ev
+from ..protocol.client_events import InputChunk, InputEnd, InputStart, TextInput
+from ..providers.base import Finalize, LLMEngine, STTEngine, STTInput, TTSEngine
+from .audio_path import AudioItem, run_resampler, run_stt
+from .context import DEFAULT_SYSTEM_PROMPT, Conversation
+from .messages import (
+    AudioFormat,
+    InputEnded,
+    ModeChanged,
+    ServerEvent,
+    TextTurn,
+    TurnInput,
+    TurnRequest,
+)
+from .responder import Responder
+from .state import SessionState
+from .transport import PeerGone, Transport
+from .turns import run_turn_manager
+
+log = logging.getLogger("vantum.session")
+
+
+@attrs.frozen
+class Engines:
+    stt: STTEngine
+    llm: LLMEngine
+    tts: TTSEngine
+
+
+@attrs.frozen
+class SessionOptions:
+    system_prompt: str = DEFAULT_SYSTEM_PROMPT
+    playback_lead: float = 0.2
+    output_chunk_ms: int = 40
+    request_queue: int = 10
+    audio_buffer: int = 50
+    """Audio chunks ingress may queue before the session reports backpressure."""
+
+
+class EventObserver(Protocol):
+    """Sees every event the session sends (metrics, call records); must not block."""
+
+    def on_event(self, event: ServerEvent) -> None: ...
+
+
+async def run_session(
+    transport: Transport,
+    engines: Engines,
+    options: SessionOptions = SessionOptions(),
+    observer: EventObserver | None = None,
+) -> None:
+    """Serve one connected caller until they leave; returns when every actor is done."""
+    state = SessionState(transport.session_id)
+    out_tx, out_rx = trio.open_memory_channel[ServerEvent](32)
+    audio_tx, audio_rx = trio.open_memory_channel[AudioItem](options.audio_buffer)
+    stt_tx, stt_rx = trio.open_memory_channel[STTInput](32)
+    inbox_tx, inbox_rx = trio.open_memory_channel[TurnInput](64)
+    req_tx, req_rx = trio.open_memory_channel[TurnRequest](options.request_queue)
+    responder = Responder(
+        engines.llm,
+        engines.tts,
+        Conversation(options.system_prompt),
+        state,
+        out_tx.clone(),
+        lead=options.playback_lead,
+        chunk_ms=options.output_chunk_ms,
+    )
+
+    await transport.send(ServerEvent(ev.CONNECTION_ACK, {"success": True}))
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(run_egress, out_rx, transport, observer)
+        nursery.start_soon(run_resampler, audio_rx, stt_tx)
+        nursery.start_soon(run_stt, engines.stt, stt_rx, inbox_tx.clone(), out_tx.clone())
+        nursery.start_soon(run_turn_manager, inbox_rx, out_tx.clone(), req_tx)
+        nursery.start_soon(_run_responder, responder, req_rx)
+        async with out_tx, inbox_tx, audio_tx:
+            await run_ingress(transport, state, audio_tx, inbox_tx, out_tx)
+        # The caller is gone: nothing left to say to them.
+        nursery.cancel_scope.cancel()
+
+
+async def _run_responder(
+    responder: Responder, requests: trio.MemoryReceiveChannel[TurnRequest]
+) -> None:
+    async with responder.out:
+        await responder.run(requests)
+
+
+async def run_egress(
+    events: trio.MemoryReceiveChannel[ServerEvent],
+    transport: Transport,
+    observer: EventObserver | None = None,
+) -> None:
+    """The only writer to the connection, so frames leave in the order actors sent them."""
+    async with events:
+        async for event in events:
+            if observer is not None:
+                observer.on_event(event)
+            try:
+                await transport.send(event)
+            except PeerGone:
+                return
+
+
+async def run_ingress(
+    transport: Transport,
+    state: SessionState,
+    audio: trio.MemorySendChannel[AudioItem],
+    inbox: trio.MemorySendChannel[TurnInput],
+    out: trio.MemorySendChannel[ServerEvent],
+) -> None:
+    """Read frames until the peer leaves; bad frames get an error event, never a crash."""
+    reported_backpressure = False
+    while True:
+        try:
+            item = await transport.receive()
+        except PeerGone:
+            return
+        if isinstance(item, ProtocolError):
+            await out.send(
+                ServerEvent(
+                    item.event_type, {"message": item.message}, request_type=item.request_type
+                )
+            )
+            continue
+        if isinstance(item, InputStart):
+            if state.client_rate != item.sampling_rate:
+                await audio.send(AudioFormat(item.sampling_rate))
+            state.client_rate = item.sampling_rate
+            state.language = item.language
+            state.voice_id = item.voice_id
+            state.turn_mode = item.turn_mode
+            await inbox.send(ModeChanged(item.turn_mode, item.language))
+            await out.send(_ack(ev.INPUT_START, item.event_id))
+        elif isinstance(item, InputChunk):
+            if state.client_rate is None:
+                await out.send(
+                    ServerEvent(
+                        ev.ERR_NOT_STARTED,
+                        {"message": "audio.input.chunk before audio.input.start"},
+                        request_type=ev.INPUT_CHUNK,
+                    )
+                )
+                continue
+            pcm = bytes(len(item.audio)) if item.is_muted else item.audio
+            try:
+                audio.send_nowait(pcm)
+            except trio.WouldBlock:
+                if not reported_backpressure:
+                    reported_backpressure = True
+                    log.warning("session %s: audio path behind real time", state.session_id)
+                    await out.send(
+                        ServerEvent(
+                            ev.ERR_BACKPRESSURE,
+                            {
+                                "message": "audio processing is behind real time; input is being slowed"
+                            },
+                            request_type=ev.INPUT_CHUNK,
+                        )
+                    )
+                await audio.send(pcm)
+        elif isinstance(item, InputEnd):
+            await out.send(_ack(ev.INPUT_END, item.event_id))
+            if state.client_rate is None:
+                continue
+            await inbox.send(InputEnded(trio.current_time()))
+            await audio.send(Finalize())
+        elif isinstance(item, TextInput):
+            await inbox.send(TextTurn(item.text, trio.current_time()))
+
+
+def _ack(event_type: str, event_id: str) -> ServerEvent:
+    return ServerEvent(event_type, {"success": True}, event_id=event_id)

@@ -1,0 +1,88 @@
+"""The MessagePack envelope every browser frame travels in.
+
+``{eventType, eventId, sessionId, payload}`` (+ ``requestType`` on errors). Decoding
+is strict and total: any byte string either yields an :class:`Envelope` or raises
+:class:`ProtocolError` naming the error event to send back — never anything else.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+import msgpack
+
+from ..errors import ProtocolError
+from . import events as ev
+from .ids import new_id
+
+
+@attrs.frozen
+class Envelope:
+    event_type: str
+    event_id: str
+    session_id: str
+    payload: dict[str, Any]
+    request_type: str | None = None
+
+
+def encode(envelope: Envelope) -> bytes:
+    frame: dict[str, Any] = {
+        "eventType": envelope.event_type,
+        "eventId": envelope.event_id,
+        "sessionId": envelope.session_id,
+        "payload": envelope.payload,
+    }
+    if envelope.request_type is not None:
+        frame["requestType"] = envelope.request_type
+    out: bytes = msgpack.packb(frame, use_bin_type=True)
+    return out
+
+
+def decode(data: bytes) -> Envelope:
+    """Parse one client frame; raise ProtocolError (``error.system.unknown``) if malformed."""
+    try:
+        obj = msgpack.unpackb(data, raw=False, strict_map_key=True)
+    except Exception as exc:  # msgpack raises several unrelated types
+        raise ProtocolError(ev.ERR_MALFORMED, f"frame is not valid MessagePack: {exc}") from None
+    if not isinstance(obj, dict):
+        raise ProtocolError(
+            ev.ERR_MALFORMED, f"frame must be a MessagePack map, got {type(obj).__name__}"
+        )
+    event_type = obj.get("eventType")
+    if not isinstance(event_type, str) or not event_type:
+        raise ProtocolError(ev.ERR_MALFORMED, "frame has no string eventType")
+    request_type = event_type
+    event_id = obj.get("eventId")
+    if not isinstance(event_id, str) or not event_id:
+        raise ProtocolError(ev.ERR_MALFORMED, "frame has no string eventId", request_type)
+    session_id = obj.get("sessionId", "")
+    if not isinstance(session_id, str):
+        raise ProtocolError(ev.ERR_MALFORMED, "sessionId must be a string", request_type)
+    payload = obj.get("payload", {})
+    if payload is None:
+        payload = {}
+    if not isinstance(payload, dict):
+        raise ProtocolError(ev.ERR_MALFORMED, "payload must be a map", request_type)
+    return Envelope(event_type, event_id, session_id, payload)
+
+
+def server_event(
+    session_id: str,
+    event_type: str,
+    payload: dict[str, Any],
+    *,
+    event_id: str | None = None,
+    request_type: str | None = None,
+) -> Envelope:
+    return Envelope(event_type, event_id or new_id(), session_id, payload, request_type)
+
+
+def error_event(session_id: str, error: ProtocolError, event_id: str | None = None) -> Envelope:
+    return server_event(
+        session_id,
+        error.event_type,
+        {"message": error.message},
+        event_id=event_id,
+        request_type=error.request_type,
+    )

@@ -1,0 +1,58 @@
+"""Event names of the browser protocol, in one place so docs and code agree."""
+
+from __future__ import annotations
+
+# Server -> client
+CONNECTION_ACK = "connection.lifecycle.ack"
+TRANSCRIPT_INTERIM = "transcript.interim"
+TRANSCRIPT_FINAL = "transcript.final"
+RESPONSE_START = "conversation.response.start"
+RESPONSE_COMPLETE = "conversation.response.complete"
+RESPONSE_TEXT = "conversation.response.text"
+OUTPUT_START = "audio.output.start"
+OUTPUT_CHUNK = "audio.output.chunk"
+OUTPUT_COMPLETE = "audio.output.complete"
+OUTPUT_CANCEL = "audio.output.cancel"
+METRICS_TURN = "metrics.turn"
+
+# Client -> server
+INPUT_START = "audio.input.start"
+INPUT_CHUNK = "audio.input.chunk"
+INPUT_END = "audio.input.end"
+TEXT_INPUT = "conversation.text.input"
+
+CLIENT_EVENTS = frozenset({INPUT_START, INPUT_CHUNK, INPUT_END, TEXT_INPUT})
+
+INPUT_ALIASES = {
+    "voicechat.audio.start": INPUT_START,
+    "voicechat.audio.chunk": INPUT_CHUNK,
+    "voicechat.audio.end": INPUT_END,
+}
+"""Names used by the original TypeScript clients; accepted on input only."""
+
+# Error events: "<domain>.error.<kind>", each carries a top-level requestType.
+ERR_MALFORMED = "error.system.unknown"
+ERR_UNKNOWN_EVENT = "connection.error.unknown_event"
+ERR_SESSION_MISMATCH = "connection.error.session_mismatch"
+ERR_INVALID_FORMAT = "audio.error.invalid_format"
+ERR_INVALID_RATE = "audio.error.invalid_sampling_rate"
+ERR_NOT_STARTED = "audio.error.not_started"
+ERR_TEXT_INVALID = "conversation.error.invalid_text"
+ERR_QUEUE_FULL = "conversation.error.queue_full"
+ERR_BACKPRESSURE = "session.error.backpressure"
+ERR_STT = "stt.error.provider"
+ERR_TTS = "tts.error.synthesis"
+ERR_SHUTDOWN = "connection.error.shutdown"
+
+
+def llm_error(kind: str) -> str:
+    """``llm.error.auth`` / ``rate_limit`` / ``network`` / ``fatal``."""
+    return f"llm.error.{kind}"
+
+
+# WebSocket close codes (documented in docs/protocol.md)
+CLOSE_NORMAL = 1000
+CLOSE_GOING_AWAY = 1001  # server shutting down
+CLOSE_TOO_BIG = 1009  # frame larger than the configured maximum
+CLOSE_INTERNAL = 1011  # unexpected server error in this session
+CLOSE_TRY_AGAIN = 1013  # server at capacity

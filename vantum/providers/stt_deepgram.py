@@ -1,0 +1,355 @@
+"""Deepgram live speech-to-text as an actor, with transparent reconnects.
+
+A call must not lose words because one WebSocket died, so the actor keeps every
+byte of audio that no *final* result has covered yet. When the socket drops (or
+the server closes it for any reason we did not ask for) it reconnects with a
+small backoff and re-sends that audio first; Deepgram treats each connection as
+a fresh stream, so timestamps from the new connection are shifted by the stream
+position the replay started at. Finals tile the stream, so nothing a final
+already covered is transcribed twice.
+
+``FinalizeDone`` is emitted exactly once per ``Finalize`` marker: on the first
+``from_finalize`` result after it, or after ``finalize_timeout`` if none comes.
+A pending ``Finalize`` is re-sent after a reconnect, since its answer died with
+the old socket.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import math
+
+import attrs
+import trio
+from trio_websocket import (
+    ConnectionClosed,
+    ConnectionRejected,
+    HandshakeError,
+    WebSocketConnection,
+    open_websocket_url,
+)
+
+from ..errors import STTError
+from . import deepgram_messages as dm
+from .base import (
+    Finalize,
+    FinalizeDone,
+    SpeechStarted,
+    STTEvent,
+    STTInput,
+    TranscriptEvent,
+    UtteranceEnd,
+)
+
+log = logging.getLogger("vantum.stt.deepgram")
+
+REPLAY_CHUNK = 8_000
+"""Bytes per message when re-sending buffered audio (250 ms): few, not huge, frames."""
+
+
+@attrs.define
+class _Stream:
+    """What survives reconnects: unacknowledged audio and pending Finalize markers."""
+
+    max_bytes: int
+    buffer: bytearray = attrs.Factory(bytearray)
+    buffer_start: int = 0
+    """Stream byte offset of ``buffer[0]``."""
+    received: int = 0
+    audio_done: bool = False
+    finalize_deadlines: collections.deque[float] = attrs.Factory(collections.deque)
+    timer_scope: trio.CancelScope | None = None
+    last_speech_started: float = -math.inf
+    last_utterance_end: float = -math.inf
+
+    def append(self, data: bytes) -> None:
+        self.buffer += data
+        self.received += len(data)
+        excess = len(self.buffer) - self.max_bytes
+        if excess > 0:
+            excess += excess % 2
+            log.warning(
+                "replay buffer full: %d bytes no final covered will not be replayed", excess
+            )
+            del self.buffer[:excess]
+            self.buffer_start += excess
+
+    def trim_to(self, position: int) -> None:
+        position = min(position - position % 2, self.received)
+        if position > self.buffer_start:
+            del self.buffer[: position - self.buffer_start]
+            self.buffer_start = position
+
+    def reschedule(self) -> None:
+        if self.timer_scope is not None:
+            self.timer_scope.cancel()
+
+
+@attrs.define
+class _Conn:
+    """One WebSocket's share of the stream."""
+
+    offset: int
+    """Stream byte offset of the first byte this connection received."""
+    close_sent: bool = False
+    got_message: bool = False
+    finished: bool = False
+    close_code: int | None = None
+    fatal: STTError | None = None
+
+
+class DeepgramSTT:
+    """Streams 16 kHz PCM to Deepgram and forwards its transcripts as STT events."""
+
+    name = "deepgram"
+
+    def __init__(
+        self,
+        api_key: str,
+        url: str = "wss://api.deepgram.com/v1/listen",
+        *,
+        model: str = "nova-3",
+        endpointing_ms: int = 300,
+        utterance_end_ms: int = 1000,
+        keepalive_interval: float = 4.0,
+        finalize_timeout: float = 2.0,
+        max_reconnects: int = 3,
+        reconnect_backoff: float = 0.1,
+        close_timeout: float = 5.0,
+        connect_timeout: float = 10.0,
+        max_replay_seconds: float = 60.0,
+    ) -> None:
+        self.api_key = api_key
+        self.url = url
+        self.model = model
+        self.endpointing_ms = endpointing_ms
+        self.utterance_end_ms = utterance_end_ms
+        self.keepalive_interval = keepalive_interval
+        self.finalize_timeout = finalize_timeout
+        self.max_reconnects = max_reconnects
+        self.reconnect_backoff = reconnect_backoff
+        self.close_timeout = close_timeout
+        self.connect_timeout = connect_timeout
+        self.max_replay_seconds = max_replay_seconds
+
+    def listen_url(self, language: str) -> str:
+        options = dm.ListenOptions(
+            model=self.model,
+            language=language,
+            endpointing_ms=self.endpointing_ms,
+            utterance_end_ms=self.utterance_end_ms,
+        )
+        return dm.listen_url(self.url, options)
+
+    async def run(
+        self,
+        audio: trio.MemoryReceiveChannel[STTInput],
+        events: trio.MemorySendChannel[STTEvent],
+        *,
+        language: str = "en-US",
+    ) -> None:
+        stream = _Stream(max_bytes=round(self.max_replay_seconds * dm.BYTES_PER_SECOND))
+        error: STTError | None = None
+        async with audio, events:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._finalize_timer, stream, events)
+                try:
+                    await self._connect_loop(audio, events, stream, language)
+                except STTError as exc:
+                    error = exc
+                nursery.cancel_scope.cancel()
+            if error is not None:
+                raise error
+            for _ in range(len(stream.finalize_deadlines)):
+                await events.send(FinalizeDone())
+
+    async def _connect_loop(
+        self,
+        audio: trio.MemoryReceiveChannel[STTInput],
+        events: trio.MemorySendChannel[STTEvent],
+        stream: _Stream,
+        language: str,
+    ) -> None:
+        url = self.listen_url(language)
+        failures = 0
+        while True:
+            conn = _Conn(offset=stream.buffer_start)
+            try:
+                async with open_websocket_url(
+                    url,
+                    extra_headers=dm.auth_headers(self.api_key),
+                    connect_timeout=self.connect_timeout,
+                    disconnect_timeout=self.close_timeout,
+                ) as ws:
+                    await self._session(ws, conn, audio, events, stream, language)
+            except ConnectionRejected as exc:
+                reason = self._rejection(exc)
+            except HandshakeError as exc:
+                reason = f"cannot connect: {exc!r}"
+            else:
+                reason = f"socket closed unexpectedly (code {conn.close_code})"
+            if conn.fatal is not None:
+                raise conn.fatal
+            if conn.finished:
+                return
+            failures = 1 if conn.got_message else failures + 1
+            if failures > self.max_reconnects:
+                raise STTError(f"Deepgram stream failed {failures} times in a row; last: {reason}")
+            log.warning("Deepgram: %s; reconnecting (attempt %d)", reason, failures)
+            await trio.sleep(self.reconnect_backoff * 2 ** (failures - 1))
+
+    @staticmethod
+    def _rejection(exc: ConnectionRejected) -> str:
+        """Describe a refused handshake, raising when retrying cannot help."""
+        body = (exc.body or b"").decode(errors="replace")[:200]
+        if exc.status_code in (401, 403):
+            raise STTError(
+                f"Deepgram refused the API key (HTTP {exc.status_code}); check the key. {body}"
+            ) from None
+        if exc.status_code != 429 and exc.status_code < 500:
+            raise STTError(
+                f"Deepgram refused the stream (HTTP {exc.status_code}): {body}"
+            ) from None
+        return f"handshake refused with HTTP {exc.status_code}"
+
+    async def _session(
+        self,
+        ws: WebSocketConnection,
+        conn: _Conn,
+        audio: trio.MemoryReceiveChannel[STTInput],
+        events: trio.MemorySendChannel[STTEvent],
+        stream: _Stream,
+        language: str,
+    ) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._receiver, ws, conn, events, stream, language, nursery)
+            nursery.start_soon(self._sender, ws, conn, audio, stream, nursery)
+
+    async def _sender(
+        self,
+        ws: WebSocketConnection,
+        conn: _Conn,
+        audio: trio.MemoryReceiveChannel[STTInput],
+        stream: _Stream,
+        nursery: trio.Nursery,
+    ) -> None:
+        try:
+            replay = bytes(stream.buffer)
+            for i in range(0, len(replay), REPLAY_CHUNK):
+                await ws.send_message(replay[i : i + REPLAY_CHUNK])
+            for _ in range(len(stream.finalize_deadlines)):
+                await ws.send_message(dm.FINALIZE)
+            while not stream.audio_done:
+                await self._forward_one(ws, audio, stream)
+            conn.close_sent = True
+            await ws.send_message(dm.CLOSE_STREAM)
+        except ConnectionClosed:
+            return  # the receiver sees the close too and decides what it means
+        await trio.sleep(self.close_timeout)
+        log.warning("Deepgram did not close %.1fs after CloseStream; giving up", self.close_timeout)
+        conn.finished = True
+        nursery.cancel_scope.cancel()
+
+    async def _forward_one(
+        self,
+        ws: WebSocketConnection,
+        audio: trio.MemoryReceiveChannel[STTInput],
+        stream: _Stream,
+    ) -> None:
+        """Send the next input, or a KeepAlive when none came for a while."""
+        with trio.move_on_after(self.keepalive_interval) as idle:
+            try:
+                item = await audio.receive()
+            except trio.EndOfChannel:
+                stream.audio_done = True
+                return
+        if idle.cancelled_caught:
+            await ws.send_message(dm.KEEPALIVE)
+        elif isinstance(item, Finalize):
+            stream.finalize_deadlines.append(trio.current_time() + self.finalize_timeout)
+            stream.reschedule()
+            await ws.send_message(dm.FINALIZE)
+        elif item:
+            stream.append(item)
+            await ws.send_message(item)
+
+    async def _receiver(
+        self,
+        ws: WebSocketConnection,
+        conn: _Conn,
+        events: trio.MemorySendChannel[STTEvent],
+        stream: _Stream,
+        language: str,
+        nursery: trio.Nursery,
+    ) -> None:
+        while True:
+            try:
+                raw = await ws.get_message()
+            except ConnectionClosed as exc:
+                conn.close_code = exc.reason.code if exc.reason is not None else 1006
+                if conn.close_sent and conn.close_code == 1000:
+                    conn.finished = True
+                elif conn.close_code == 1008:
+                    reason = exc.reason.reason if exc.reason is not None else None
+                    conn.fatal = STTError(f"Deepgram could not decode the audio (1008): {reason}")
+                nursery.cancel_scope.cancel()
+                return
+            conn.got_message = True
+            if isinstance(raw, bytes):
+                continue
+            try:
+                message = dm.parse_server_message(raw, language=language)
+            except dm.MalformedMessage as exc:
+                conn.fatal = exc
+                nursery.cancel_scope.cancel()
+                return
+            await self._deliver(message, conn, events, stream)
+
+    async def _deliver(
+        self,
+        message: dm.ServerMessage,
+        conn: _Conn,
+        events: trio.MemorySendChannel[STTEvent],
+        stream: _Stream,
+    ) -> None:
+        """Shift one message into stream time and forward what the pipeline uses."""
+        offset = conn.offset / dm.BYTES_PER_SECOND
+        if isinstance(message, TranscriptEvent):
+            if message.is_final:
+                end = message.start + message.duration
+                stream.trim_to(conn.offset + 2 * round(end * dm.BYTES_PER_SECOND / 2))
+            if message.text or message.from_finalize:
+                await events.send(attrs.evolve(message, start=message.start + offset))
+            if message.from_finalize and stream.finalize_deadlines:
+                stream.finalize_deadlines.popleft()
+                stream.reschedule()
+                await events.send(FinalizeDone())
+        elif isinstance(message, SpeechStarted):
+            timestamp = message.timestamp + offset
+            if timestamp > stream.last_speech_started:  # a replay repeats what we sent
+                stream.last_speech_started = timestamp
+                await events.send(SpeechStarted(timestamp=timestamp))
+        elif isinstance(message, UtteranceEnd):
+            last_word_end = message.last_word_end + offset
+            if last_word_end > stream.last_utterance_end:
+                stream.last_utterance_end = last_word_end
+                await events.send(UtteranceEnd(last_word_end=last_word_end))
+        else:
+            log.debug("Deepgram: %r", message)
+
+    async def _finalize_timer(
+        self, stream: _Stream, events: trio.MemorySendChannel[STTEvent]
+    ) -> None:
+        """Answer a Finalize the provider never acknowledged, so turns cannot hang."""
+        while True:
+            deadline = stream.finalize_deadlines[0] if stream.finalize_deadlines else math.inf
+            with trio.CancelScope(deadline=deadline) as scope:
+                stream.timer_scope = scope
+                await trio.sleep_forever()
+            stream.timer_scope = None
+            now = trio.current_time()
+            while stream.finalize_deadlines and stream.finalize_deadlines[0] <= now:
+                stream.finalize_deadlines.popleft()
+                log.warning("Deepgram sent no from_finalize result in %.1fs", self.finalize_timeout)
+                await events.send(FinalizeDone())

@@ -1,0 +1,316 @@
+"""Cartesia streaming TTS over one WebSocket per session.
+
+Every answer is one Cartesia *context*: each text chunk goes out with
+``continue: true`` as soon as it arrives, so Cartesia keeps prosody across
+chunks and audio starts before the answer is complete; a last empty request
+with ``continue: false`` closes it. Responses of all contexts share the socket,
+so a reader task demultiplexes them by ``context_id`` into per-context bounded
+channels, and a single writer task owns sending, so cancelling a caller can
+never leave half a frame on the wire.
+
+Chunks are joined like words: a space is inserted between two chunks when
+neither has whitespace at the seam, because Cartesia concatenates transcripts
+verbatim and our chunker strips its chunks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import NoReturn
+
+import attrs
+import trio
+from trio_websocket import (
+    ConnectionClosed,
+    HandshakeError,
+    WebSocketConnection,
+    open_websocket_url,
+)
+
+from ..errors import TTSError
+from . import cartesia_messages as cm
+from .base import TTSAudio, TTSEvent, WordTimestamps
+
+log = logging.getLogger(__name__)
+
+DEFAULT_VOICE_ID = "a0e99841-438c-4a64-b679-ae501e7d6091"
+
+
+class CartesiaTTS:
+    """Engine factory: holds settings; each ``connect()`` is one session's socket."""
+
+    name = "cartesia"
+
+    def __init__(
+        self,
+        api_key: str,
+        url: str = cm.DEFAULT_URL,
+        *,
+        version: str = cm.DEFAULT_VERSION,
+        model_id: str = "sonic-2",
+        voice_id: str = DEFAULT_VOICE_ID,
+        language: str = "en",
+        sample_rate: int = 24_000,
+        add_timestamps: bool = True,
+        connect_timeout: float = 10.0,
+        cancel_timeout: float = 1.0,
+    ) -> None:
+        self.api_key = api_key
+        self.url = url
+        self.version = version
+        self.model_id = model_id
+        self.voice_id = voice_id
+        self.language = language
+        self.sample_rate = sample_rate
+        self.add_timestamps = add_timestamps
+        self.connect_timeout = connect_timeout
+        self.cancel_timeout = cancel_timeout
+
+    def connect(self) -> AbstractAsyncContextManager[CartesiaConnection]:
+        return _session(self)
+
+
+@asynccontextmanager
+async def _session(engine: CartesiaTTS) -> AsyncIterator[CartesiaConnection]:
+    try:
+        async with trio.open_nursery() as nursery:
+            conn = CartesiaConnection(engine, nursery)
+            await conn._ensure_link()  # fail fast: a bad key surfaces at connect()
+            try:
+                yield conn
+            finally:
+                conn._shutdown()
+    except BaseExceptionGroup as group:
+        # Our tasks handle their own errors, so a lone exception is the body's
+        # (or the connect error): re-raise it as callers expect, not wrapped.
+        if len(group.exceptions) == 1:
+            _reraise(group.exceptions[0])
+        raise
+
+
+def _reraise(exc: BaseException) -> NoReturn:
+    context = exc.__context__
+    try:
+        raise exc
+    finally:
+        exc.__context__ = context
+        del exc, context
+
+
+@attrs.define
+class _Link:
+    """One live WebSocket: where to send, and who is listening for what."""
+
+    outbound: trio.MemorySendChannel[str]
+    contexts: dict[str, trio.MemorySendChannel[cm.Response]] = attrs.Factory(dict)
+    alive: bool = True
+    error: str = "connection to Cartesia lost"
+
+
+@attrs.define
+class _Progress:
+    sent_any: bool = False
+    finished: bool = False
+    error: str | None = None
+
+
+class CartesiaConnection:
+    """A session's connection; reconnects lazily if the socket dropped between answers."""
+
+    def __init__(self, engine: CartesiaTTS, nursery: trio.Nursery) -> None:
+        self._engine = engine
+        self._nursery = nursery
+        self._link: _Link | None = None
+        self._lock = trio.Lock()
+        self._closing = False
+        self.connects = 0
+
+    async def synthesize(
+        self,
+        context_id: str,
+        text: trio.MemoryReceiveChannel[str],
+        out: trio.MemorySendChannel[TTSEvent],
+        *,
+        voice_id: str | None = None,
+    ) -> None:
+        link = await self._ensure_link()
+        inbox_tx, inbox_rx = trio.open_memory_channel[cm.Response](32)
+        link.contexts[context_id] = inbox_tx
+        progress = _Progress()
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(
+                    self._send_text, link, context_id, text, voice_id, progress, nursery
+                )
+                await self._forward(link, inbox_rx, out, progress)
+                nursery.cancel_scope.cancel()
+        finally:
+            if link.contexts.get(context_id) is inbox_tx:
+                del link.contexts[context_id]
+            inbox_rx.close()  # anything still arriving for this context is dropped
+            if progress.sent_any and not progress.finished:
+                await self._cancel_at_provider(link, context_id)
+        if progress.error is not None:
+            raise TTSError(progress.error)
+
+    async def _send_text(
+        self,
+        link: _Link,
+        context_id: str,
+        text: trio.MemoryReceiveChannel[str],
+        voice_id: str | None,
+        progress: _Progress,
+        nursery: trio.Nursery,
+    ) -> None:
+        engine = self._engine
+        request = cm.GenerationRequest(
+            context_id=context_id,
+            transcript="",
+            model_id=engine.model_id,
+            voice_id=voice_id or engine.voice_id,
+            output_format=cm.OutputFormat(sample_rate=engine.sample_rate),
+            language=engine.language,
+            continue_=True,
+            add_timestamps=engine.add_timestamps,
+        )
+        previous = ""
+        try:
+            async for chunk in text:
+                if not chunk:
+                    continue
+                if previous and not previous[-1].isspace() and not chunk[0].isspace():
+                    chunk = " " + chunk
+                await link.outbound.send(cm.encode_request(attrs.evolve(request, transcript=chunk)))
+                progress.sent_any = True
+                previous = chunk
+            if not progress.sent_any:  # nothing to say: Cartesia would answer with an error
+                progress.finished = True
+                nursery.cancel_scope.cancel()
+                return
+            await link.outbound.send(cm.encode_request(attrs.evolve(request, continue_=False)))
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass  # the socket died; the reader ends this context's inbox with the reason
+
+    async def _forward(
+        self,
+        link: _Link,
+        inbox: trio.MemoryReceiveChannel[cm.Response],
+        out: trio.MemorySendChannel[TTSEvent],
+        progress: _Progress,
+    ) -> None:
+        async for response in inbox:
+            if isinstance(response, cm.AudioChunk):
+                if response.pcm:
+                    await out.send(TTSAudio(response.pcm))
+            elif isinstance(response, cm.Timestamps):
+                await out.send(WordTimestamps(response.words, response.start, response.end))
+            elif isinstance(response, cm.Done):
+                progress.finished = True
+                return
+            elif isinstance(response, cm.ErrorResponse):
+                progress.finished = True
+                progress.error = response.describe()
+                return
+        progress.error = link.error  # inbox closed: the connection ended first
+
+    async def _cancel_at_provider(self, link: _Link, context_id: str) -> None:
+        message = cm.encode_request(cm.CancelRequest(context_id))
+        # shielded: we are usually here because the caller was cancelled;
+        # a dead socket has nothing left to cancel
+        with (
+            trio.CancelScope(shield=True),
+            trio.move_on_after(self._engine.cancel_timeout),
+            contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError),
+        ):
+            await link.outbound.send(message)
+
+    # ------------------------------------------------------------- the socket
+
+    async def _ensure_link(self) -> _Link:
+        async with self._lock:
+            if self._closing:
+                raise TTSError("Cartesia connection is closed")
+            if self._link is None or not self._link.alive:
+                try:
+                    self._link = await self._nursery.start(self._run_link)
+                except HandshakeError as exc:
+                    status = getattr(exc, "status_code", None)
+                    detail = f"HTTP {status}" if status else type(exc).__name__
+                    raise TTSError(f"Cartesia refused the connection ({detail})") from exc
+                except (OSError, trio.BrokenResourceError, ConnectionClosed) as exc:
+                    raise TTSError(f"cannot connect to Cartesia: {exc}") from exc
+            return self._link
+
+    def _shutdown(self) -> None:
+        """Close the socket gracefully: the writer sees end of input and closes it."""
+        self._closing = True
+        if self._link is not None:
+            self._link.outbound.close()
+
+    async def _run_link(self, task_status: trio.TaskStatus[_Link]) -> None:
+        engine = self._engine
+        url = cm.build_url(engine.url, engine.api_key, engine.version)
+        outbound_tx, outbound_rx = trio.open_memory_channel[str](32)
+        link = _Link(outbound_tx)
+        started = False
+        try:
+            async with open_websocket_url(
+                url,
+                connect_timeout=engine.connect_timeout,
+                disconnect_timeout=engine.cancel_timeout,
+                max_message_size=4 * 1024 * 1024,
+            ) as ws:
+                self.connects += 1
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._write, ws, outbound_rx)
+                    task_status.started(link)
+                    started = True
+                    await self._read(ws, link)
+                    nursery.cancel_scope.cancel()
+        except (ConnectionClosed, HandshakeError, OSError, trio.BrokenResourceError) as exc:
+            if not started:
+                raise  # nursery.start() hands it to _ensure_link
+            link.error = f"connection to Cartesia lost: {exc}"
+        finally:
+            link.alive = False
+            outbound_tx.close()
+            for inbox in link.contexts.values():
+                inbox.close()
+
+    async def _write(
+        self, ws: WebSocketConnection, outbound: trio.MemoryReceiveChannel[str]
+    ) -> None:
+        async for message in outbound:
+            try:
+                await ws.send_message(message)
+            except ConnectionClosed:
+                return
+        with trio.move_on_after(self._engine.cancel_timeout):
+            await ws.aclose()
+
+    async def _read(self, ws: WebSocketConnection, link: _Link) -> None:
+        while True:
+            try:
+                message = await ws.get_message()
+            except ConnectionClosed as exc:
+                reason = exc.reason
+                if reason is not None and reason.code != 1000:
+                    link.error = f"connection to Cartesia lost: {reason.code} {reason.reason}"
+                return
+            try:
+                response = cm.parse_response(message)
+            except cm.CartesiaMessageError as exc:
+                log.warning("ignoring malformed Cartesia message: %s", exc)
+                continue
+            inbox = link.contexts.get(response.context_id or "")
+            if inbox is None:
+                if isinstance(response, cm.ErrorResponse):  # stale contexts are expected
+                    level = logging.WARNING if response.context_id is None else logging.DEBUG
+                    log.log(level, "Cartesia error outside a live context: %s", response.describe())
+                continue
+            # a context cancelled meanwhile has closed its inbox
+            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                await inbox.send(response)

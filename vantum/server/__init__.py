@@ -1,0 +1,1 @@
+"""The HTTP + WebSocket server: one Hypercorn (trio worker) port for everything."""

@@ -1,0 +1,71 @@
+"""Prometheus metrics, one registry per app so tests and many servers don't collide.
+
+prometheus_client is used rather than hand-written exposition text: it gets the
+text format, histogram buckets and escaping right.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from ..pipeline.messages import ServerEvent
+from ..protocol.events import METRICS_TURN, RESPONSE_START
+
+_STAGES = {
+    "endOfSpeechToFinalMs": "stt_final",
+    "finalToLlmFirstTokenMs": "llm_first_token",
+    "llmFirstTokenToTtsFirstAudioMs": "tts_first_audio",
+    "ttsFirstAudioToFirstAudioSentMs": "egress",
+}
+
+LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0)
+
+
+class ServerMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.sessions_active = Gauge("vantum_sessions_active", "Open call sessions", registry=r)
+        self.sessions_total = Counter(
+            "vantum_sessions", "Call sessions accepted", ["transport"], registry=r
+        )
+        self.sessions_refused = Counter(
+            "vantum_sessions_refused", "Connections refused", ["reason"], registry=r
+        )
+        self.turns_total = Counter("vantum_turns", "Answers started", registry=r)
+        self.errors_total = Counter(
+            "vantum_error_events", "Error events sent to clients", ["event_type"], registry=r
+        )
+        self.voice_to_voice = Histogram(
+            "vantum_voice_to_voice_seconds",
+            "End of caller speech to first answer audio sent",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.stage_latency = Histogram(
+            "vantum_stage_latency_seconds",
+            "Per-stage turn latency",
+            ["stage"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+
+    def on_event(self, event: ServerEvent) -> None:
+        """Session observer hook: count errors and turns, record latencies."""
+        kind = event.event_type
+        if ".error." in kind or kind.startswith("error."):
+            self.errors_total.labels(kind).inc()
+        elif kind == RESPONSE_START:
+            self.turns_total.inc()
+        elif kind == METRICS_TURN:
+            p = event.payload
+            v2v = p.get("voiceToVoiceMs")
+            if isinstance(v2v, (int, float)):
+                self.voice_to_voice.observe(v2v / 1000.0)
+            for key, stage in _STAGES.items():
+                value = p.get(key)
+                if isinstance(value, (int, float)):
+                    self.stage_latency.labels(stage).observe(value / 1000.0)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

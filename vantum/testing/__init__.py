@@ -1,0 +1,1 @@
+"""Protocol-faithful fake providers and clients, shipped so users can test without keys."""

@@ -1,0 +1,377 @@
+"""A local OpenAI-compatible chat completions server for tests, with fault injection.
+
+Real HTTP on a real socket (Hypercorn, trio worker) and the real wire format:
+``POST /v1/chat/completions`` with ``Authorization: Bearer <key>``, answered as
+server-sent ``chat.completion.chunk`` events (a role delta, ~4-character content
+deltas at a configurable pace, a ``finish_reason`` chunk, a usage chunk when
+``stream_options.include_usage`` is set, then ``data: [DONE]``), or as one
+``chat.completion`` when ``stream`` is false. Errors use OpenAI's JSON shape, so
+the official SDK raises the same exception classes it would against the service.
+
+Usage::
+
+    async with serve_fake_openai(FakeOpenAIConfig(first_token_latency=0.01)) as fake:
+        llm = OpenAILLM(fake.api_key, base_url=fake.base_url)
+        fake.fail_next(429, retry_after=0.1)   # next request is rate limited
+        fake.stall_next(5.0)                   # the one after stalls mid-stream
+        ...
+        await fake.wait_until(lambda: fake.disconnects == 1)
+        assert fake.requests[-1]["messages"][-1]["content"] == "hello"
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping, Sequence
+from contextlib import asynccontextmanager
+from functools import partial
+from typing import Any, cast
+
+import attrs
+import trio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio import serve
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+Responder = Callable[[list[dict[str, Any]]], str]
+
+log = logging.getLogger("vantum.testing.fake_openai")
+
+_ERRORS: dict[int, tuple[str, str, str | None]] = {
+    401: ("Incorrect API key provided.", "invalid_request_error", "invalid_api_key"),
+    403: ("You are not allowed to use this model.", "invalid_request_error", "model_not_found"),
+    429: (
+        "Rate limit reached for requests. Please try again later.",
+        "requests",
+        "rate_limit_exceeded",
+    ),
+    500: (
+        "The server had an error while processing your request. Sorry about that!",
+        "server_error",
+        None,
+    ),
+    503: ("The engine is currently overloaded, please try again later.", "server_error", None),
+}
+
+
+def echo_responder(messages: list[dict[str, Any]]) -> str:
+    """Default reply: echoes the last user message in three ``||BREAK||``-separated parts."""
+    said = ""
+    for message in reversed(messages):
+        if message.get("role") == "user":
+            said = _text_of(message.get("content")).strip().rstrip(".!?")
+            break
+    return f"You said: {said}. ||BREAK|| That is interesting. ||BREAK|| Tell me more."
+
+
+@attrs.frozen
+class FakeOpenAIConfig:
+    api_key: str = "sk-fake-0123456789"
+    first_token_latency: float = 0.3
+    tokens_per_second: float = 50.0
+    chars_per_token: int = 4
+    responder: Responder = echo_responder
+
+
+@attrs.define(eq=False)
+class FakeOpenAI:
+    """A running fake: where it listens, what it received, and the faults to inject."""
+
+    config: FakeOpenAIConfig
+    base_url: str = ""
+    requests: list[dict[str, Any]] = attrs.Factory(list)
+    """JSON bodies of authenticated, well-formed chat completion requests, in arrival order."""
+    statuses: list[int] = attrs.Factory(list)
+    """HTTP status of every chat completion response, in order."""
+    completed: int = 0
+    """Streams that reached ``data: [DONE]``."""
+    disconnects: int = 0
+    """Streams the client closed before the end."""
+    _failures: deque[tuple[int, float | None]] = attrs.Factory(deque)
+    _stalls: deque[float] = attrs.Factory(deque)
+    _changed: trio.Event = attrs.Factory(trio.Event)
+
+    @property
+    def api_key(self) -> str:
+        return self.config.api_key
+
+    def fail_next(self, status: int, count: int = 1, retry_after: float | None = None) -> None:
+        """Answer the next ``count`` requests with HTTP ``status`` (401, 403, 429, 500, 503...)."""
+        self._failures.extend([(status, retry_after)] * count)
+
+    def stall_next(self, seconds: float) -> None:
+        """Make the next successful stream go silent for ``seconds`` halfway through."""
+        self._stalls.append(seconds)
+
+    async def wait_until(self, predicate: Callable[[], bool]) -> None:
+        """Block until ``predicate()`` holds; re-checked whenever a request changes state."""
+        while not predicate():
+            await self._changed.wait()
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()
+
+    async def app(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The ASGI application."""
+        if scope["type"] == "lifespan":
+            await _lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        path, method = scope["path"], scope["method"]
+        if path.rstrip("/") == "/v1/models" and method == "GET":
+            await self._models(scope, send)
+        elif path.rstrip("/") != "/v1/chat/completions":
+            await _send_json(
+                send, 404, _error(f"Invalid URL ({method} {path})", "invalid_request_error")
+            )
+        elif method != "POST":
+            await _send_json(send, 405, _error("Method not allowed", "invalid_request_error"))
+        else:
+            await self._chat(scope, receive, send)
+
+    async def _models(self, scope: Scope, send: Send) -> None:
+        if not self._authorized(scope):
+            await _send_json(send, 401, _error(*_ERRORS[401]))
+            return
+        model = {"id": "gpt-4o-mini", "object": "model", "created": 0, "owned_by": "vantum-fake"}
+        await _send_json(send, 200, {"object": "list", "data": [model]})
+
+    def _authorized(self, scope: Scope) -> bool:
+        headers = dict(scope["headers"])
+        return bool(headers.get(b"authorization", b"") == f"Bearer {self.config.api_key}".encode())
+
+    async def _chat(self, scope: Scope, receive: Receive, send: Send) -> None:
+        body = await _read_body(receive)
+        status, payload, extra = self._check(scope, body)
+        if status != 200:
+            self.statuses.append(status)
+            self._notify()
+            await _send_json(send, status, payload, extra)
+            return
+        self.statuses.append(200)
+        reply = self.config.responder(payload["messages"])
+        stall = self._stalls.popleft() if self._stalls and payload.get("stream") else None
+        if not payload.get("stream"):
+            await trio.sleep(self.config.first_token_latency)
+            await _send_json(send, 200, _completion(payload, reply, self.config.chars_per_token))
+            self._notify()
+            return
+        finished = False
+        async with trio.open_nursery() as nursery:
+
+            async def watch_disconnect() -> None:
+                while (await receive())["type"] != "http.disconnect":
+                    pass
+                if not finished:  # after [DONE] the server itself reports a disconnect
+                    nursery.cancel_scope.cancel()
+
+            nursery.start_soon(watch_disconnect)
+            await self._stream(payload, reply, stall, send)
+            finished = True
+            await send(_body(b"data: [DONE]\n\n", more=False))
+            nursery.cancel_scope.cancel()
+        if finished:
+            self.completed += 1
+        else:
+            self.disconnects += 1
+        self._notify()
+
+    def _check(
+        self, scope: Scope, body: bytes
+    ) -> tuple[int, dict[str, Any], list[tuple[bytes, bytes]]]:
+        """Decide the response status: auth, then validation, then injected faults."""
+        if not self._authorized(scope):
+            return 401, _error(*_ERRORS[401]), []
+        try:
+            payload = json.loads(body)
+        except ValueError:
+            return (
+                400,
+                _error(
+                    "We could not parse the JSON body of your request.", "invalid_request_error"
+                ),
+                [],
+            )
+        problem = _validate(payload)
+        if problem is not None:
+            return 400, _error(problem, "invalid_request_error", "invalid_request"), []
+        self.requests.append(payload)
+        if self._failures:
+            status, retry_after = self._failures.popleft()
+            message, kind, code = _ERRORS.get(status, ("Injected failure.", "server_error", None))
+            headers = [] if retry_after is None else [(b"retry-after", f"{retry_after:g}".encode())]
+            return status, _error(message, kind, code), headers
+        return 200, payload, []
+
+    async def _stream(
+        self, payload: dict[str, Any], reply: str, stall: float | None, send: Send
+    ) -> None:
+        config = self.config
+        tokens = _tokens(reply, config.chars_per_token)
+        limit = payload.get("max_completion_tokens") or payload.get("max_tokens")
+        finish = "stop"
+        if isinstance(limit, int) and len(tokens) > limit:
+            tokens, finish = tokens[:limit], "length"
+        usage_wanted = bool((payload.get("stream_options") or {}).get("include_usage"))
+        base = {
+            "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
+            "object": "chat.completion.chunk",
+            "created": int(time.time()),
+            "model": payload["model"],
+            "system_fingerprint": "fp_vantum_fake",
+        }
+        if usage_wanted:
+            base["usage"] = None
+
+        def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
+            choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+            return _sse({**base, "choices": [choice]})
+
+        await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS})
+        await trio.sleep(config.first_token_latency)
+        await send(_body(chunk({"role": "assistant", "content": "", "refusal": None})))
+        for i, token in enumerate(tokens):
+            if i:
+                await trio.sleep(1.0 / config.tokens_per_second)
+            if stall is not None and i == len(tokens) // 2:
+                await trio.sleep(stall)
+            await send(_body(chunk({"content": token})))
+        await send(_body(chunk({}, finish)))
+        if usage_wanted:
+            usage = _usage(payload["messages"], len(tokens))
+            await send(_body(_sse({**base, "choices": [], "usage": usage})))
+
+
+@asynccontextmanager
+async def serve_fake_openai(
+    config: FakeOpenAIConfig | None = None, host: str = "127.0.0.1", port: int = 0
+) -> AsyncIterator[FakeOpenAI]:
+    """Run a fake on ``host:port`` (0 picks a free port) for the duration of the block."""
+    fake = FakeOpenAI(config or FakeOpenAIConfig())
+    hconfig = HypercornConfig()
+    hconfig.bind = [f"{host}:{port}"]
+    hconfig.errorlog = log
+    hconfig.graceful_timeout = 0.1
+    shutdown = trio.Event()
+    async with trio.open_nursery() as nursery:
+        binds: list[str] = await nursery.start(
+            partial(serve, cast(Any, fake.app), hconfig, shutdown_trigger=shutdown.wait)
+        )
+        fake.base_url = binds[0] + "/v1"
+        try:
+            yield fake
+        finally:
+            shutdown.set()
+
+
+_SSE_HEADERS = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-cache"),
+    (b"x-request-id", b"req_fake"),
+]
+
+
+def _text_of(content: Any) -> str:
+    """Message content is a string or a list of ``{"type": "text", "text": ...}`` parts."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return " ".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
+    return ""
+
+
+def _validate(payload: Any) -> str | None:
+    if not isinstance(payload, dict):
+        return "The request body must be a JSON object."
+    if not isinstance(payload.get("model"), str) or not payload["model"]:
+        return "you must provide a model parameter"
+    messages = payload.get("messages")
+    if not isinstance(messages, list) or not messages:
+        return "Missing required parameter: 'messages'."
+    roles = {"system", "developer", "user", "assistant", "tool"}
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict) or message.get("role") not in roles:
+            return f"Invalid value for 'messages[{i}].role'."
+        if not isinstance(message.get("content"), str | list | None):
+            return f"Invalid type for 'messages[{i}].content'."
+    return None
+
+
+def _tokens(text: str, size: int) -> list[str]:
+    return [text[i : i + size] for i in range(0, len(text), size)]
+
+
+def _usage(messages: list[dict[str, Any]], completion_tokens: int) -> dict[str, int]:
+    prompt = sum(3 + len(_text_of(m.get("content"))) // 4 for m in messages)
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt + completion_tokens,
+    }
+
+
+def _completion(payload: dict[str, Any], reply: str, chars_per_token: int) -> dict[str, Any]:
+    message = {"role": "assistant", "content": reply, "refusal": None}
+    return {
+        "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": payload["model"],
+        "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": "stop"}],
+        "usage": _usage(payload["messages"], len(_tokens(reply, chars_per_token))),
+    }
+
+
+def _error(message: str, kind: str, code: str | None = None) -> dict[str, Any]:
+    return {"error": {"message": message, "type": kind, "param": None, "code": code}}
+
+
+def _sse(data: dict[str, Any]) -> bytes:
+    return b"data: " + json.dumps(data, separators=(",", ":")).encode() + b"\n\n"
+
+
+def _body(data: bytes, more: bool = True) -> Message:
+    return {"type": "http.response.body", "body": data, "more_body": more}
+
+
+async def _send_json(
+    send: Send, status: int, payload: dict[str, Any], extra: Sequence[tuple[bytes, bytes]] = ()
+) -> None:
+    body = json.dumps(payload).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers + list(extra)})
+    await send(_body(body, more=False))
+
+
+async def _read_body(receive: Receive) -> bytes:
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
+
+
+async def _lifespan(receive: Receive, send: Send) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+__all__ = ["FakeOpenAI", "FakeOpenAIConfig", "echo_responder", "serve_fake_openai"]

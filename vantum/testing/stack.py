@@ -1,0 +1,76 @@
+"""A whole Vantum deployment in one ``async with``: the three fake providers and a
+real server wired to them, all on 127.0.0.1 with ephemeral ports.
+
+Use it in your own tests::
+
+    async with open_stack() as stack:
+        async with BrowserClient.connect(stack.ws_url) as client:
+            ...
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import attrs
+import trio
+
+from ..config import Config
+from ..providers.llm_openai import OpenAILLM
+from ..providers.stt_deepgram import DeepgramSTT
+from ..providers.tts_cartesia import CartesiaTTS
+from ..server.app import VantumApp
+from ..server.run import serve
+from .fake_cartesia import FakeCartesia, FakeCartesiaConfig, serve_fake_cartesia
+from .fake_deepgram import FakeDeepgram, FakeDeepgramConfig, serve_fake_deepgram
+from .fake_openai import FakeOpenAI, FakeOpenAIConfig, serve_fake_openai
+
+
+@attrs.frozen
+class Stack:
+    url: str
+    app: VantumApp
+    deepgram: FakeDeepgram
+    openai: FakeOpenAI
+    cartesia: FakeCartesia
+
+    @property
+    def ws_url(self) -> str:
+        return self.url.replace("http://", "ws://") + "/ws"
+
+
+@asynccontextmanager
+async def open_stack(
+    *,
+    deepgram: FakeDeepgramConfig | None = None,
+    openai: FakeOpenAIConfig | None = None,
+    cartesia: FakeCartesiaConfig | None = None,
+    tts_sample_rate: int = 24_000,
+    **config: Any,
+) -> AsyncIterator[Stack]:
+    """Start fakes and a server; everything stops when the block exits."""
+    from ..pipeline.session import Engines
+
+    async with (
+        serve_fake_deepgram(deepgram or FakeDeepgramConfig()) as dg,
+        serve_fake_openai(openai or FakeOpenAIConfig()) as oa,
+        serve_fake_cartesia(cartesia or FakeCartesiaConfig()) as ca,
+    ):
+        config.setdefault("graceful_timeout", 1.0)
+        cfg = Config(host="127.0.0.1", port=0, **config)
+        engines = Engines(
+            DeepgramSTT(dg.api_key, dg.url),
+            OpenAILLM(oa.api_key, oa.base_url, "fake-model"),
+            CartesiaTTS(ca.api_key, ca.url, sample_rate=tts_sample_rate),
+        )
+        names = {"stt": "deepgram (fake)", "llm": "openai (fake)", "tts": "cartesia (fake)"}
+        app = VantumApp(cfg, engines, engine_names=names)
+        stop = trio.Event()
+        async with trio.open_nursery() as nursery:
+            url = await nursery.start(lambda task_status: serve(app, cfg, shutdown_trigger=stop.wait, task_status=task_status))
+            try:
+                yield Stack(url, app, dg, oa, ca)
+            finally:
+                stop.set()

@@ -1,0 +1,1 @@
+"""Carriers that turn a connection into a session Transport (browser, Twilio)."""
