@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Sequence
 
@@ -14,8 +15,8 @@ from trio_websocket import ConnectionRejected, open_websocket_url
 
 from vantum.errors import TTSError
 from vantum.providers import cartesia_messages as cm
-from vantum.providers.base import TTSAudio, TTSEvent, WordTimestamps
-from vantum.providers.tts_cartesia import CartesiaConnection, CartesiaTTS
+from vantum.providers.base import TTSAudio, TTSEngine, TTSEvent, WordTimestamps
+from vantum.providers.tts_cartesia import DEFAULT_VOICE_ID, CartesiaConnection, CartesiaTTS
 from vantum.testing.fake_cartesia import (
     FakeCartesia,
     FakeCartesiaConfig,
@@ -58,7 +59,10 @@ def test_generation_request_shape() -> None:
 
 
 def test_parses_documented_responses() -> None:
-    chunk = '{"type":"chunk","data":"AAEC","done":false,"status_code":206,"step_time":12,"context_id":"c"}'
+    chunk = json.dumps(
+        {"type": "chunk", "data": "AAEC", "done": False, "status_code": 206, "step_time": 12}
+        | {"context_id": "c"}
+    )
     assert cm.parse_response(chunk) == cm.AudioChunk("c", b"\x00\x01\x02", 12.0)
     ts = {
         "type": "timestamps",
@@ -87,7 +91,10 @@ def test_parses_documented_responses() -> None:
     }
     err = cm.parse_response(json.dumps(structured))
     assert isinstance(err, cm.ErrorResponse) and err.status_code == 429
-    assert err.describe() == "Too many concurrent requests: You have exceeded your plan's concurrency limit."
+    assert (
+        err.describe()
+        == "Too many concurrent requests: You have exceeded your plan's concurrency limit."
+    )
     phonemes = '{"type":"phoneme_timestamps","context_id":"c","phoneme_timestamps":{}}'
     assert cm.parse_response(phonemes) == cm.OtherResponse("phoneme_timestamps", "c")
 
@@ -189,10 +196,8 @@ _keys = st.sampled_from(["type", "context_id", "data", "word_timestamps", "error
 def test_parsers_are_total(value: object) -> None:
     text = value if isinstance(value, str) else json.dumps(value)
     for parse in (cm.parse_response, cm.parse_request):
-        try:
+        with contextlib.suppress(cm.CartesiaMessageError):
             parse(text)
-        except cm.CartesiaMessageError:
-            pass
 
 
 # -------------------------------------------------------------- fake audio
@@ -222,6 +227,7 @@ async def speak(
     texts: Sequence[str],
     *,
     stream_after_first_audio: bool = False,
+    voice_id: str | None = None,
 ) -> list[TTSEvent]:
     """Run one context; optionally hold back later texts until audio has arrived."""
     text_tx, text_rx = trio.open_memory_channel[str](8)
@@ -249,7 +255,7 @@ async def speak(
             nursery.start_soon(collect)
             async with out_tx:
                 try:
-                    await conn.synthesize(context_id, text_rx, out_tx)
+                    await conn.synthesize(context_id, text_rx, out_tx, voice_id=voice_id)
                 except TTSError as exc:
                     error = exc  # raised below, outside the nursery, unwrapped
                     nursery.cancel_scope.cancel()
@@ -268,9 +274,11 @@ def words_of(events: Sequence[TTSEvent]) -> list[str]:
 
 async def test_streamed_context_plays_all_text_in_order_with_timestamps() -> None:
     texts = ["Hello there, ", "this is a streamed answer. ", "Goodbye."]
-    async with serve_fake_cartesia() as fake:
-        async with CartesiaTTS(fake.api_key, fake.url).connect() as conn:
-            events = await speak(conn, "ctx-1", texts, stream_after_first_audio=True)
+    async with (
+        serve_fake_cartesia() as fake,
+        CartesiaTTS(fake.api_key, fake.url).connect() as conn,
+    ):
+        events = await speak(conn, "ctx-1", texts, stream_after_first_audio=True)
     full = "".join(texts)
     pcm = pcm_of(events)
     assert len(pcm) / 2 / RATE == pytest.approx(expected_duration(full), abs=1e-3)
@@ -282,43 +290,70 @@ async def test_streamed_context_plays_all_text_in_order_with_timestamps() -> Non
     assert [r.transcript for r in sent] == [*texts, ""]
     assert [r.continue_ for r in sent] == [True, True, True, False]
     assert all(r.add_timestamps and r.output_format.sample_rate == RATE for r in sent)
+    assert all(r.max_buffer_delay_ms == 0 and r.voice_id == DEFAULT_VOICE_ID for r in sent)
     assert fake.completed == ["ctx-1"]
 
 
 async def test_chunks_are_joined_like_words() -> None:
-    async with serve_fake_cartesia() as fake:
-        async with CartesiaTTS(fake.api_key, fake.url, sample_rate=16_000).connect() as conn:
-            events = await speak(conn, "c", ["First sentence.", "Second one."])
+    async with (
+        serve_fake_cartesia() as fake,
+        CartesiaTTS(fake.api_key, fake.url, sample_rate=16_000).connect() as conn,
+    ):
+        events = await speak(conn, "c", ["First sentence.", "Second one."], voice_id="v2")
     assert [r.transcript for r in fake.requests["c"]] == ["First sentence.", " Second one.", ""]
     assert pcm_of(events) == render_pcm("First sentence. Second one.", 16_000)
+    assert {r.voice_id for r in fake.requests["c"]} == {"v2"}
+
+
+def test_engine_satisfies_the_tts_protocol() -> None:
+    engine: TTSEngine = CartesiaTTS("key", sample_rate=16_000)  # checked by mypy
+    assert engine.name == "cartesia" and engine.sample_rate == 16_000
+
+
+async def test_token_stream_with_managed_buffering_waits_for_whole_words() -> None:
+    texts = ["Hello wor", "ld, how a", "re you?"]
+    async with (
+        serve_fake_cartesia() as fake,
+        CartesiaTTS(
+            fake.api_key, fake.url, max_buffer_delay_ms=None, phrase_chunks=False
+        ).connect() as conn,
+    ):
+        events = await speak(conn, "c", texts, stream_after_first_audio=True)
+    assert fake.requests["c"][0].max_buffer_delay_ms is None
+    assert pcm_of(events) == render_pcm("Hello world, how are you?", RATE)  # no split words
+    assert words_of(events) == ["Hello", "world,", "how", "are", "you?"]
 
 
 async def test_first_audio_latency_and_faster_than_real_time(autojump_clock: object) -> None:
     config = FakeCartesiaConfig(first_chunk_latency=0.12, realtime_factor=5.0)
     text = "A sentence of exactly forty characters.."
-    async with serve_fake_cartesia(config) as fake:
-        async with CartesiaTTS(fake.api_key, fake.url).connect() as conn:
-            start = trio.current_time()
-            events = await speak(conn, "c", [text])
-            elapsed = trio.current_time() - start
+    async with (
+        serve_fake_cartesia(config) as fake,
+        CartesiaTTS(fake.api_key, fake.url).connect() as conn,
+    ):
+        start = trio.current_time()
+        events = await speak(conn, "c", [text])
+        elapsed = trio.current_time() - start
     assert len(text) == 40 and pcm_of(events)
     audio = expected_duration(text)  # 2.4 s of audio
     assert 0.12 + audio / 5.0 - 0.05 <= elapsed <= 0.12 + audio / 5.0 + 0.05
 
 
 async def test_sequential_and_concurrent_contexts_share_one_connection() -> None:
-    async with serve_fake_cartesia() as fake:
-        async with CartesiaTTS(fake.api_key, fake.url).connect() as conn:
-            first = await speak(conn, "a", ["One answer."])
-            second = await speak(conn, "b", ["Another answer."])
-            results: dict[str, list[TTSEvent]] = {}
+    async with (
+        serve_fake_cartesia() as fake,
+        CartesiaTTS(fake.api_key, fake.url).connect() as conn,
+    ):
+        first = await speak(conn, "a", ["One answer."])
+        second = await speak(conn, "b", ["Another answer."])
+        results: dict[str, list[TTSEvent]] = {}
 
-            async def run(cid: str, text: str) -> None:
-                results[cid] = await speak(conn, cid, [text])
+        async def run(cid: str, text: str) -> None:
+            results[cid] = await speak(conn, cid, [text])
 
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(run, "c", "Third, at the same time.")
-                nursery.start_soon(run, "d", "Fourth voice overlapping.")
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(run, "c", "Third, at the same time.")
+            nursery.start_soon(run, "d", "Fourth voice overlapping.")
     assert fake.connections == 1
     assert pcm_of(first) == render_pcm("One answer.", RATE)
     assert pcm_of(second) == render_pcm("Another answer.", RATE)
@@ -329,21 +364,23 @@ async def test_sequential_and_concurrent_contexts_share_one_connection() -> None
 
 async def test_cancel_mid_stream_tells_provider_and_drops_the_rest() -> None:
     long_text = "This answer is long enough to be interrupted by the caller. " * 4
-    async with serve_fake_cartesia(FakeCartesiaConfig(realtime_factor=2.0)) as fake:
-        async with CartesiaTTS(fake.api_key, fake.url).connect() as conn:
-            text_tx, text_rx = trio.open_memory_channel[str](8)
-            out_tx, out_rx = trio.open_memory_channel[TTSEvent](64)
-            await text_tx.send(long_text)
-            with trio.CancelScope() as scope:
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(conn.synthesize, "barged", text_rx, out_tx)
-                    event = await out_rx.receive()  # audio is flowing: barge in
-                    assert isinstance(event, TTSAudio)
-                    scope.cancel()
-            assert scope.cancelled_caught
-            # Messages on one socket stay in order: once a later context is done,
-            # the fake has handled the cancel and nothing more of "barged" leaks in.
-            after = await speak(conn, "next", ["Sure."])
+    async with (
+        serve_fake_cartesia(FakeCartesiaConfig(realtime_factor=2.0)) as fake,
+        CartesiaTTS(fake.api_key, fake.url).connect() as conn,
+    ):
+        text_tx, text_rx = trio.open_memory_channel[str](8)
+        out_tx, out_rx = trio.open_memory_channel[TTSEvent](64)
+        await text_tx.send(long_text)
+        with trio.CancelScope() as scope:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(conn.synthesize, "barged", text_rx, out_tx)
+                event = await out_rx.receive()  # audio is flowing: barge in
+                assert isinstance(event, TTSAudio)
+                scope.cancel()
+        assert scope.cancelled_caught
+        # Messages on one socket stay in order: once a later context is done,
+        # the fake has handled the cancel and nothing more of "barged" leaks in.
+        after = await speak(conn, "next", ["Sure."])
     assert fake.cancels == ["barged"]
     assert "barged" not in fake.completed and fake.completed == ["next"]
     assert fake.audio_seconds["barged"] < expected_duration(long_text) / 2
@@ -366,7 +403,7 @@ async def test_structured_errors_of_newer_api_versions() -> None:
         fake.fail_next_context("quota exceeded", status_code=429)
         tts = CartesiaTTS(fake.api_key, fake.url, version="2026-03-01")
         async with tts.connect() as conn:
-            with pytest.raises(TTSError, match=r"^Synthesis failed: quota exceeded$"):
+            with pytest.raises(TTSError, match=r"^Too Many Requests: quota exceeded$"):
                 await speak(conn, "x", ["Hi."])
     assert fake.errors_sent[0].error_code == "http_429"
 
@@ -406,31 +443,37 @@ async def test_dropped_connection_fails_context_then_reconnects_lazily() -> None
 
 
 async def test_empty_answer_sends_nothing() -> None:
-    async with serve_fake_cartesia() as fake:
-        async with CartesiaTTS(fake.api_key, fake.url).connect() as conn:
-            assert await speak(conn, "silent", ["", ""]) == []
+    async with (
+        serve_fake_cartesia() as fake,
+        CartesiaTTS(fake.api_key, fake.url).connect() as conn,
+    ):
+        assert await speak(conn, "silent", ["", ""]) == []
     assert fake.requests == {}
 
 
 # ------------------------------------------------------- fake on the raw wire
 
 
-async def raw_exchange(fake: FakeCartesia, *messages: str, until: int) -> list[dict[str, object]]:
-    """Send raw text frames with header auth; collect ``until`` responses."""
+async def raw_exchange(fake: FakeCartesia, *messages: str, errors: int) -> list[dict[str, object]]:
+    """Send raw frames with header auth; collect replies up to ``errors`` errors and a done."""
     headers = [(b"X-API-Key", fake.api_key.encode()), (b"Cartesia-Version", b"2025-04-16")]
     replies: list[dict[str, object]] = []
     with trio.fail_after(5):
         async with open_websocket_url(fake.url, extra_headers=headers) as ws:
             for message in messages:
                 await ws.send_message(message)
-            while len(replies) < until:
+            while sum(r["type"] == "error" for r in replies) < errors or (
+                replies[-1]["type"] != "done"
+            ):
                 replies.append(json.loads(await ws.get_message()))
     return replies
 
 
 def request(context_id: str, transcript: str, more: bool, **changes: object) -> str:
     obj = json.loads(
-        cm.encode_request(cm.GenerationRequest(context_id, transcript, "sonic-2", "v", continue_=more))
+        cm.encode_request(
+            cm.GenerationRequest(context_id, transcript, "sonic-2", "v", continue_=more)
+        )
     )
     return json.dumps(obj | changes)
 
@@ -445,9 +488,10 @@ async def test_fake_reports_bad_messages_and_keeps_the_connection() -> None:
             request("s", "Hi ", more=True),
             request("s", "there.", more=False, model_id="other"),
             request("s", "there.", more=False),
-            until=6,
+            errors=4,
         )
     errors = [r for r in replies if r["type"] == "error"]
+    assert {r["type"] for r in replies} == {"error", "chunk", "done"}
     assert [e.get("context_id") for e in errors] == [None, None, "e", "s"]
     assert all(e["status_code"] == 400 and e["done"] is True for e in errors)
     assert replies[-1] == {"type": "done", "done": True, "status_code": 200, "context_id": "s"}

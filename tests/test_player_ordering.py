@@ -27,7 +27,9 @@ def ramp(start: int, n: int) -> bytes:
     gaps=st.lists(st.floats(0, 0.3), min_size=25, max_size=25),
     lead=st.sampled_from([0.0, 0.1, 0.2]),
 )
-def test_chunks_leave_in_order_complete_and_paced(sizes: list[int], gaps: list[float], lead: float) -> None:
+def test_chunks_leave_in_order_complete_and_paced(
+    sizes: list[int], gaps: list[float], lead: float
+) -> None:
     sent: list[tuple[float, ServerEvent]] = []
 
     async def main() -> None:

@@ -15,10 +15,15 @@ from vantum.protocol.ids import is_uuid, new_id
 SID = new_id()
 
 json_like = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.floats(allow_nan=False)
-    | st.text() | st.binary(),
-    lambda children: st.lists(children, max_size=4)
-    | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**63 - 1)
+    | st.floats(allow_nan=False)
+    | st.text()
+    | st.binary(),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
     max_leaves=12,
 )
 
@@ -89,7 +94,12 @@ def test_voicechat_aliases_are_accepted() -> None:
         ("audio.input.start", {"samplingRate": 96000}, SID, ev.ERR_INVALID_RATE),
         ("audio.input.start", {"samplingRate": "16000"}, SID, ev.ERR_INVALID_RATE),
         ("audio.input.start", {"samplingRate": True}, SID, ev.ERR_INVALID_RATE),
-        ("audio.input.start", {"samplingRate": 16000, "encoding": "opus"}, SID, ev.ERR_INVALID_FORMAT),
+        (
+            "audio.input.start",
+            {"samplingRate": 16000, "encoding": "opus"},
+            SID,
+            ev.ERR_INVALID_FORMAT,
+        ),
         ("audio.input.start", {"samplingRate": 16000, "turnMode": "x"}, SID, ev.ERR_INVALID_FORMAT),
         ("audio.input.chunk", {"audio": "text"}, SID, ev.ERR_INVALID_FORMAT),
         ("audio.input.chunk", {"audio": b"\x00"}, SID, ev.ERR_INVALID_FORMAT),
@@ -99,7 +109,9 @@ def test_voicechat_aliases_are_accepted() -> None:
         ("conversation.text.input", {"text": "  "}, SID, ev.ERR_TEXT_INVALID),
     ],
 )
-def test_bad_events_name_their_error(event_type: str, payload: dict, session_id: str, error: str) -> None:
+def test_bad_events_name_their_error(
+    event_type: str, payload: dict, session_id: str, error: str
+) -> None:
     with pytest.raises(ProtocolError) as info:
         client_events.parse(_env(event_type, payload, session_id), SID)
     assert info.value.event_type == error
@@ -109,9 +121,13 @@ def test_bad_events_name_their_error(event_type: str, payload: dict, session_id:
 
 @pytest.mark.parametrize(
     "data",
-    [b"\xc1garbage", msgpack.packb([1, 2, 3]), msgpack.packb({"eventId": "x"}),
-     msgpack.packb({"eventType": "a.b.c", "eventId": 5}),
-     msgpack.packb({"eventType": "a.b.c", "eventId": "x", "payload": [1]})],
+    [
+        b"\xc1garbage",
+        msgpack.packb([1, 2, 3]),
+        msgpack.packb({"eventId": "x"}),
+        msgpack.packb({"eventType": "a.b.c", "eventId": 5}),
+        msgpack.packb({"eventType": "a.b.c", "eventId": "x", "payload": [1]}),
+    ],
 )
 def test_malformed_frames(data: bytes) -> None:
     with pytest.raises(ProtocolError) as info:

@@ -23,30 +23,26 @@ async def run_call(wav: Path, url: str, fast: bool, out: Path, turns: int, as_js
         for turn in range(1, turns + 1):
             await client.start(rate)
             if not as_json:
-                print(f"turn {turn}: speaking {len(pcm) / 2 / rate:.2f} s of {wav.name}"
-                      f"{' (fast)' if fast else ''} ...")
-            async with trio.open_nursery() as nursery:
-                got: list[TurnResult] = []
-
-                async def collect() -> None:
-                    got.append(await client.collect_turn())
-
-                nursery.start_soon(collect)
-                await client.stream_audio(pcm, rate, realtime=not fast)
-                sent_end = await client.end_turn()
-            result = got[0]
+                print(
+                    f"turn {turn}: speaking {len(pcm) / 2 / rate:.2f} s of {wav.name}"
+                    f"{' (fast)' if fast else ''} ..."
+                )
+            result, sent_end = await _speak(client, pcm, rate, fast)
             answer += result.audio
             answer_rate = result.sample_rate or rate
             client_v2v = (
                 round((result.first_audio_at - sent_end) * 1000, 1)
-                if result.first_audio_at is not None else None
+                if result.first_audio_at is not None
+                else None
             )
             summary: dict[str, Any] = {
                 "turn": turn,
                 "transcript": " ".join(result.finals),
                 "answer": " ".join(result.text),
                 "answerSeconds": round(result.audio_seconds, 2),
-                "errors": [e["eventType"] + ": " + e["payload"].get("message", "") for e in result.errors],
+                "errors": [
+                    e["eventType"] + ": " + e["payload"].get("message", "") for e in result.errors
+                ],
                 "latencyMs": {**result.metrics, "clientVoiceToVoiceMs": client_v2v},
             }
             results.append(summary)
@@ -55,11 +51,31 @@ async def run_call(wav: Path, url: str, fast: bool, out: Path, turns: int, as_js
                 print(f"  answer   : {summary['answer']!r} ({summary['answerSeconds']} s of audio)")
                 for err in summary["errors"]:
                     print(f"  error    : {err}")
-                print("  latency  : " + ", ".join(
-                    f"{k}={v}" for k, v in summary["latencyMs"].items() if k != "utteranceId"))
+                print(
+                    "  latency  : "
+                    + ", ".join(
+                        f"{k}={v}" for k, v in summary["latencyMs"].items() if k != "utteranceId"
+                    )
+                )
     write_wav(out, bytes(answer), answer_rate)
     if as_json:
         print(json.dumps({"sessionId": client.session_id, "turns": results, "answerWav": str(out)}))
     else:
         print(f"answer audio saved to {out}")
     return 0
+
+
+async def _speak(
+    client: BrowserClient, pcm: bytes, rate: int, fast: bool
+) -> tuple[TurnResult, float]:
+    """Stream one turn while collecting its answer; returns it and the end-of-speech time."""
+    got: list[TurnResult] = []
+
+    async def collect() -> None:
+        got.append(await client.collect_turn())
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(collect)
+        await client.stream_audio(pcm, rate, realtime=not fast)
+        sent_end = await client.end_turn()
+    return got[0], sent_end

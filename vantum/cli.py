@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from pathlib import Path
@@ -31,6 +30,11 @@ def main(argv: list[str] | None = None) -> int:
     p_call.add_argument("--turns", type=int, default=1, help="speak the file this many times")
     p_call.add_argument("--json", action="store_true", help="print the results as JSON")
 
+    p_say = sub.add_parser("say", help="synthesise TEXT to a WAV with the embedded TTS")
+    p_say.add_argument("text")
+    p_say.add_argument("wav", type=Path)
+    p_say.add_argument("--rate", type=int, default=16_000, help="output sample rate")
+
     p_fakes = sub.add_parser("fakes", help="run the fake Deepgram/OpenAI/Cartesia servers")
     p_fakes.add_argument("--host", default="127.0.0.1")
 
@@ -48,7 +52,11 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "call":
             from .call import run_call
 
-            return trio.run(run_call, args.wav, args.url, args.fast, args.out, args.turns, args.json)
+            return trio.run(
+                run_call, args.wav, args.url, args.fast, args.out, args.turns, args.json
+            )
+        elif args.command == "say":
+            _say(args.text, args.wav, args.rate)
         elif args.command == "fakes":
             from .testing.fakes_main import run_fakes
 
@@ -62,8 +70,19 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _dump(obj: object) -> str:
-    return json.dumps(obj, indent=2, default=str)
+def _say(text: str, wav: Path, rate: int) -> None:
+    """Make a test utterance on a machine with no microphone (and no network)."""
+    from .audio.resample import StreamResampler
+    from .audio.wav import write_wav
+    from .providers.local_tts import EspeakTTS, synthesize_blocking
+
+    speech = synthesize_blocking(text)
+    resampler = StreamResampler(EspeakTTS().sample_rate, rate)
+    pcm = resampler.process(speech.pcm) + resampler.flush()
+    # A little silence either side, as a person would leave.
+    pad = bytes(2 * rate // 4)
+    write_wav(wav, pad + pcm + pad, rate)
+    print(f"wrote {wav}: {len(pcm) / 2 / rate:.2f} s at {rate} Hz")
 
 
 if __name__ == "__main__":

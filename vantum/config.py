@@ -87,8 +87,12 @@ class Config:
             "system_prompt": e.get("VANTUM_SYSTEM_PROMPT") or None,
             "max_frame_bytes": _env_int(e, "VANTUM_MAX_FRAME_BYTES", _default("max_frame_bytes")),
             "max_sessions": _env_int(e, "VANTUM_MAX_SESSIONS", _default("max_sessions")),
-            "playback_lead_ms": _env_int(e, "VANTUM_PLAYBACK_LEAD_MS", _default("playback_lead_ms")),
-            "graceful_timeout": _env_float(e, "VANTUM_GRACEFUL_TIMEOUT", _default("graceful_timeout")),
+            "playback_lead_ms": _env_int(
+                e, "VANTUM_PLAYBACK_LEAD_MS", _default("playback_lead_ms")
+            ),
+            "graceful_timeout": _env_float(
+                e, "VANTUM_GRACEFUL_TIMEOUT", _default("graceful_timeout")
+            ),
             "log_level": e.get("VANTUM_LOG_LEVEL", _default("log_level")),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})

@@ -65,52 +65,57 @@ async def run_stt(
     """
     async with audio, inbox:
         while True:
-            feed_tx, feed_rx = trio.open_memory_channel[STTInput](64)
-            events_tx, events_rx = trio.open_memory_channel[STTEvent](64)
-            finished = False
-            failed: str | None = None
-
-            async def pump_in() -> None:
-                nonlocal finished
-                async with feed_tx:
-                    async for item in audio:
-                        try:
-                            await feed_tx.send(item)
-                        except trio.BrokenResourceError:
-                            return
-                finished = True
-
-            async def pump_out() -> None:
-                async with events_rx:
-                    async for event in events_rx:
-                        await inbox.send(event)
-
-            async def engine_task() -> None:
-                nonlocal failed
-                try:
-                    await engine.run(feed_rx, events_tx, language=language)
-                except STTError as exc:
-                    failed = str(exc)
-                    nursery.cancel_scope.cancel()
-                finally:
-                    await feed_rx.aclose()
-                    await events_tx.aclose()
-
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(pump_out)
-                nursery.start_soon(engine_task)
-                nursery.start_soon(pump_in)
-            if failed is None and finished:
+            outcome = await _stt_attempt(engine, audio, inbox, language)
+            if outcome is None:
                 return
-            if failed is not None:
-                log.warning("STT engine %s failed: %s", engine.name, failed)
-                await out.send(
-                    ServerEvent(
-                        ev.ERR_STT,
-                        {"message": f"speech recognition failed: {failed}"},
-                        request_type=ev.INPUT_CHUNK,
-                    )
+            log.warning("STT engine %s failed: %s", engine.name, outcome)
+            await out.send(
+                ServerEvent(
+                    ev.ERR_STT,
+                    {"message": f"speech recognition failed: {outcome}"},
+                    request_type=ev.INPUT_CHUNK,
                 )
-                await trio.sleep(restart_delay)
-            elif finished:
-                return
+            )
+            await trio.sleep(restart_delay)
+
+
+async def _stt_attempt(
+    engine: STTEngine,
+    audio: trio.MemoryReceiveChannel[STTInput],
+    inbox: trio.MemorySendChannel[TurnInput],
+    language: str,
+) -> str | None:
+    """Run the engine once; None when the audio ended, else why the engine failed."""
+    feed_tx, feed_rx = trio.open_memory_channel[STTInput](64)
+    events_tx, events_rx = trio.open_memory_channel[STTEvent](64)
+    failed: str | None = None
+
+    async def pump_in() -> None:
+        async with feed_tx:
+            async for item in audio:
+                try:
+                    await feed_tx.send(item)
+                except trio.BrokenResourceError:
+                    return
+
+    async def pump_out() -> None:
+        async with events_rx:
+            async for event in events_rx:
+                await inbox.send(event)
+
+    async def engine_task() -> None:
+        nonlocal failed
+        try:
+            await engine.run(feed_rx, events_tx, language=language)
+        except STTError as exc:
+            failed = str(exc) or type(exc).__name__
+            nursery.cancel_scope.cancel()
+        finally:
+            await feed_rx.aclose()
+            await events_tx.aclose()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(pump_out)
+        nursery.start_soon(engine_task)
+        nursery.start_soon(pump_in)
+    return failed

@@ -8,6 +8,7 @@ at the provider and unplayed audio is dropped.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from contextlib import AsyncExitStack
@@ -88,10 +89,9 @@ class Responder:
                 await self.out.send(
                     ServerEvent(ev.RESPONSE_TEXT, {"utteranceId": uid, "text": chunk})
                 )
-                try:
+                # If the TTS failed, the answer continues as text only.
+                with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
                     await text_tx.send(chunk)
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    pass  # TTS failed: the answer continues as text only
 
             async with text_tx, trio.open_nursery() as nursery:
                 nursery.start_soon(call_llm)

@@ -171,9 +171,7 @@ async def run_ingress(
                     await out.send(
                         ServerEvent(
                             ev.ERR_BACKPRESSURE,
-                            {
-                                "message": "audio processing is behind real time; input is being slowed"
-                            },
+                            {"message": "audio processing is behind real time; input is slowed"},
                             request_type=ev.INPUT_CHUNK,
                         )
                     )

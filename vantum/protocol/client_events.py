@@ -57,9 +57,7 @@ def parse(envelope: Envelope, session_id: str) -> ClientEvent:
     event_type = ev.INPUT_ALIASES.get(envelope.event_type, envelope.event_type)
     rt = envelope.event_type
     if event_type not in ev.CLIENT_EVENTS:
-        raise ProtocolError(
-            ev.ERR_UNKNOWN_EVENT, f"unknown eventType {envelope.event_type!r}", rt
-        )
+        raise ProtocolError(ev.ERR_UNKNOWN_EVENT, f"unknown eventType {envelope.event_type!r}", rt)
     if envelope.session_id != session_id:
         raise ProtocolError(
             ev.ERR_SESSION_MISMATCH,

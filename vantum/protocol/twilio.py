@@ -331,7 +331,8 @@ class TwilioStreamState:
     queued since the previous mark (or since start / the last clear). When Twilio
     echoes it, that audio has played. After :meth:`clear` the pending marks come
     back too, but their audio was dropped, so they add nothing: ``played_ms``
-    never decreases and never counts cleared audio.
+    never decreases and never counts cleared audio. (A mark whose echo was already
+    in flight when we cleared is counted as cleared: the estimate errs low.)
     """
 
     def __init__(self) -> None:

@@ -19,15 +19,18 @@ from __future__ import annotations
 import collections
 import logging
 import math
+import ssl
+import urllib.parse
 
 import attrs
 import trio
 from trio_websocket import (
     ConnectionClosed,
     ConnectionRejected,
+    ConnectionTimeout,
     HandshakeError,
     WebSocketConnection,
-    open_websocket_url,
+    wrap_client_stream,
 )
 
 from ..errors import STTError
@@ -43,6 +46,8 @@ from .base import (
 )
 
 log = logging.getLogger("vantum.stt.deepgram")
+
+Socket = trio.SocketStream | trio.SSLStream[trio.SocketStream]
 
 REPLAY_CHUNK = 8_000
 """Bytes per message when re-sending buffered audio (250 ms): few, not huge, frames."""
@@ -62,6 +67,7 @@ class _Stream:
     timer_scope: trio.CancelScope | None = None
     last_speech_started: float = -math.inf
     last_utterance_end: float = -math.inf
+    overflowed: bool = False
 
     def append(self, data: bytes) -> None:
         self.buffer += data
@@ -176,13 +182,7 @@ class DeepgramSTT:
         while True:
             conn = _Conn(offset=stream.buffer_start)
             try:
-                async with open_websocket_url(
-                    url,
-                    extra_headers=dm.auth_headers(self.api_key),
-                    connect_timeout=self.connect_timeout,
-                    disconnect_timeout=self.close_timeout,
-                ) as ws:
-                    await self._session(ws, conn, audio, events, stream, language)
+                await self._connect_once(url, conn, audio, events, stream, language)
             except ConnectionRejected as exc:
                 reason = self._rejection(exc)
             except HandshakeError as exc:
@@ -198,6 +198,70 @@ class DeepgramSTT:
                 raise STTError(f"Deepgram stream failed {failures} times in a row; last: {reason}")
             log.warning("Deepgram: %s; reconnecting (attempt %d)", reason, failures)
             await trio.sleep(self.reconnect_backoff * 2 ** (failures - 1))
+
+    async def _connect_once(
+        self,
+        url: str,
+        conn: _Conn,
+        audio: trio.MemoryReceiveChannel[STTInput],
+        events: trio.MemorySendChannel[STTEvent],
+        stream: _Stream,
+        language: str,
+    ) -> None:
+        """One connection's life; raises HandshakeError / ConnectionRejected unwrapped.
+
+        We own the TCP stream (rather than ``open_websocket_url``) because
+        trio-websocket leaves a client socket open when the server closes first
+        or refuses the handshake; here it is always closed on the way out.
+        """
+        sock, host, resource = await self._open_stream(url)
+        try:
+            try:
+                async with trio.open_nursery() as nursery:
+                    with trio.move_on_after(self.connect_timeout) as handshake:
+                        ws = await wrap_client_stream(
+                            nursery,
+                            sock,
+                            host,
+                            resource,
+                            extra_headers=dm.auth_headers(self.api_key),
+                        )
+                    if handshake.cancelled_caught:
+                        raise ConnectionTimeout
+                    await self._session(ws, conn, audio, events, stream, language)
+                    with trio.move_on_after(self.close_timeout):
+                        await ws.aclose()
+                    nursery.cancel_scope.cancel()
+            except* HandshakeError as group:
+                raise group.exceptions[0] from None
+        finally:
+            await trio.aclose_forcefully(sock)
+
+    async def _open_stream(self, url: str) -> tuple[Socket, str, str]:
+        """TCP (or TLS) connection for ``url``, plus the Host header and resource."""
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme not in ("ws", "wss") or not parts.hostname:
+            raise STTError(f"not a WebSocket URL: {self.url!r}")
+        secure = parts.scheme == "wss"
+        port = parts.port or (443 if secure else 80)
+        host = parts.hostname if parts.port is None else f"{parts.hostname}:{port}"
+        resource = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        try:
+            with trio.fail_after(self.connect_timeout):
+                if secure:
+                    context = ssl.create_default_context()
+                    return (
+                        await trio.open_ssl_over_tcp_stream(
+                            parts.hostname, port, ssl_context=context, https_compatible=True
+                        ),
+                        host,
+                        resource,
+                    )
+                return await trio.open_tcp_stream(parts.hostname, port), host, resource
+        except trio.TooSlowError:
+            raise ConnectionTimeout from None
+        except OSError as exc:
+            raise HandshakeError(f"cannot reach {parts.hostname}:{port}: {exc}") from exc
 
     @staticmethod
     def _rejection(exc: ConnectionRejected) -> str:

@@ -5,12 +5,18 @@ Every answer is one Cartesia *context*: each text chunk goes out with
 chunks and audio starts before the answer is complete; a last empty request
 with ``continue: false`` closes it. Responses of all contexts share the socket,
 so a reader task demultiplexes them by ``context_id`` into per-context bounded
-channels, and a single writer task owns sending, so cancelling a caller can
+channels (a consumer that stops reading holds back the whole socket, which is
+the backpressure we want), and a single writer task owns sending, so cancelling a caller can
 never leave half a frame on the wire.
+
+Our chunker already cuts complete phrases, so by default we ask Cartesia not to
+buffer (``max_buffer_delay_ms=0``, its "custom buffering" mode); ``None`` leaves
+Cartesia's managed buffering (up to 3 s) on, for token-level input.
 
 Chunks are joined like words: a space is inserted between two chunks when
 neither has whitespace at the seam, because Cartesia concatenates transcripts
-verbatim and our chunker strips its chunks.
+verbatim and our chunker strips its chunks. For raw token streams pass
+``phrase_chunks=False`` (text is then sent verbatim) and ``max_buffer_delay_ms=None``.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import attrs
 import trio
 from trio_websocket import (
     ConnectionClosed,
+    ConnectionRejected,
     HandshakeError,
     WebSocketConnection,
     open_websocket_url,
@@ -55,6 +62,8 @@ class CartesiaTTS:
         language: str = "en",
         sample_rate: int = 24_000,
         add_timestamps: bool = True,
+        max_buffer_delay_ms: int | None = 0,
+        phrase_chunks: bool = True,
         connect_timeout: float = 10.0,
         cancel_timeout: float = 1.0,
     ) -> None:
@@ -66,6 +75,8 @@ class CartesiaTTS:
         self.language = language
         self.sample_rate = sample_rate
         self.add_timestamps = add_timestamps
+        self.max_buffer_delay_ms = max_buffer_delay_ms
+        self.phrase_chunks = phrase_chunks
         self.connect_timeout = connect_timeout
         self.cancel_timeout = cancel_timeout
 
@@ -84,14 +95,18 @@ async def _session(engine: CartesiaTTS) -> AsyncIterator[CartesiaConnection]:
             finally:
                 conn._shutdown()
     except BaseExceptionGroup as group:
-        # Our tasks handle their own errors, so a lone exception is the body's
-        # (or the connect error): re-raise it as callers expect, not wrapped.
-        if len(group.exceptions) == 1:
-            _reraise(group.exceptions[0])
-        raise
+        _unwrap(group)
 
 
-def _reraise(exc: BaseException) -> NoReturn:
+def _unwrap(group: BaseExceptionGroup[BaseException]) -> NoReturn:
+    """Re-raise a nursery's lone exception bare, as callers of a plain call expect.
+
+    Our tasks handle their own errors, so a group of one is the caller's body
+    (or the connect error) and wrapping it would only break ``except TTSError``.
+    """
+    if len(group.exceptions) != 1:
+        raise group
+    exc = group.exceptions[0]
     context = exc.__context__
     try:
         raise exc
@@ -147,6 +162,8 @@ class CartesiaConnection:
                 )
                 await self._forward(link, inbox_rx, out, progress)
                 nursery.cancel_scope.cancel()
+        except BaseExceptionGroup as group:
+            _unwrap(group)
         finally:
             if link.contexts.get(context_id) is inbox_tx:
                 del link.contexts[context_id]
@@ -175,13 +192,15 @@ class CartesiaConnection:
             language=engine.language,
             continue_=True,
             add_timestamps=engine.add_timestamps,
+            max_buffer_delay_ms=engine.max_buffer_delay_ms,
         )
         previous = ""
         try:
             async for chunk in text:
                 if not chunk:
                     continue
-                if previous and not previous[-1].isspace() and not chunk[0].isspace():
+                seam = previous and not previous[-1].isspace() and not chunk[0].isspace()
+                if seam and engine.phrase_chunks:
                     chunk = " " + chunk
                 await link.outbound.send(cm.encode_request(attrs.evolve(request, transcript=chunk)))
                 progress.sent_any = True
@@ -236,10 +255,12 @@ class CartesiaConnection:
             if self._link is None or not self._link.alive:
                 try:
                     self._link = await self._nursery.start(self._run_link)
-                except HandshakeError as exc:
-                    status = getattr(exc, "status_code", None)
-                    detail = f"HTTP {status}" if status else type(exc).__name__
-                    raise TTSError(f"Cartesia refused the connection ({detail})") from exc
+                except ConnectionRejected as exc:
+                    status = exc.status_code
+                    raise TTSError(f"Cartesia refused the connection (HTTP {status})") from exc
+                except HandshakeError as exc:  # timeout, or the socket failed (__cause__)
+                    detail = exc.__cause__ or type(exc).__name__
+                    raise TTSError(f"cannot connect to Cartesia: {detail}") from exc
                 except (OSError, trio.BrokenResourceError, ConnectionClosed) as exc:
                     raise TTSError(f"cannot connect to Cartesia: {exc}") from exc
             return self._link

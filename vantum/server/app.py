@@ -106,7 +106,7 @@ class VantumApp:
             return
         await send({"type": "websocket.accept"})
         session_id = new_id()
-        transport = BrowserTransport(session_id, receive, send)
+        transport = BrowserTransport(session_id, receive, send, self.config.max_frame_bytes)
         refusal = self._refusal()
         if refusal is not None:
             reason, code, message = refusal
@@ -150,6 +150,10 @@ class VantumApp:
         with trio.CancelScope(shield=True):
             with trio.move_on_after(2):
                 await transport.close(code, reason)
+
+    async def wait_idle(self) -> None:
+        """Return once no session is open (tests and the drain use it)."""
+        await self._idle.wait()
 
     async def drain(self, timeout: float) -> None:
         """Refuse new calls, give open ones ``timeout`` s to end, then close them (1001)."""

@@ -21,4 +21,9 @@ async def run_server(config: Config) -> None:
     app = VantumApp(config, engines, engine_names=names)
     async with trio.open_nursery() as nursery:
         url = await nursery.start(serve, app, config)
-        log.info("Vantum listening on %s (WebSocket %s/ws, page %s/)", url, url.replace("http", "ws"), url)
+        log.info(
+            "Vantum listening on %s (WebSocket %s/ws, page %s/)",
+            url,
+            url.replace("http", "ws"),
+            url,
+        )

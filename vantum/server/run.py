@@ -34,7 +34,9 @@ async def serve(
     """Serve ``app`` until ``shutdown_trigger`` returns; reports the bound URL when ready."""
     hc = HypercornConfig()
     hc.bind = [f"{config.host}:{config.port}"]
-    hc.websocket_max_message_size = config.max_frame_bytes
+    # Vantum enforces max_frame_bytes itself (close 1009); Hypercorn's hard cap
+    # only bounds the memory one message may take before that check runs.
+    hc.websocket_max_message_size = max(64 << 20, 4 * config.max_frame_bytes)
     hc.graceful_timeout = 5.0
     hc.accesslog = None
     hc.errorlog = logging.getLogger("hypercorn.error")

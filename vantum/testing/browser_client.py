@@ -51,7 +51,9 @@ class BrowserClient:
 
     @classmethod
     @asynccontextmanager
-    async def connect(cls, url: str, *, max_message_size: int = 1 << 24) -> AsyncIterator[BrowserClient]:
+    async def connect(
+        cls, url: str, *, max_message_size: int = 1 << 24
+    ) -> AsyncIterator[BrowserClient]:
         async with trio.open_nursery() as nursery:
             async with open_websocket_url(url, max_message_size=max_message_size) as ws:
                 tx, rx = trio.open_memory_channel[dict[str, Any]](4096)
@@ -72,9 +74,11 @@ class BrowserClient:
                 except ConnectionClosed as exc:
                     self.close_code = exc.reason.code if exc.reason else None
                     return
-                event = msgpack.unpackb(data, raw=False) if isinstance(data, bytes) else {
-                    "eventType": "text", "payload": {"text": data}
-                }
+                event = (
+                    msgpack.unpackb(data, raw=False)
+                    if isinstance(data, bytes)
+                    else {"eventType": "text", "payload": {"text": data}}
+                )
                 event["_receivedAt"] = trio.current_time()
                 self.events.append(event)
                 await tx.send(event)
@@ -83,7 +87,9 @@ class BrowserClient:
         """The next server event; raises trio.EndOfChannel once the socket has closed."""
         return await self._inbox.receive()
 
-    async def send(self, event_type: str, payload: dict[str, Any], *, session_id: str | None = None) -> str:
+    async def send(
+        self, event_type: str, payload: dict[str, Any], *, session_id: str | None = None
+    ) -> str:
         event_id = new_id()
         frame = {
             "eventType": event_type,

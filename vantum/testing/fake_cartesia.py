@@ -26,6 +26,7 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
+from http import HTTPStatus
 
 import attrs
 import numpy as np
@@ -150,7 +151,7 @@ class FakeCartesia:
         self._reject_next.append(status)
 
     def drop_next_connection_after(self, chunks: int) -> None:
-        """Close the next accepted connection abnormally after sending ``chunks`` audio chunks."""
+        """Close the next accepted connection (code 1011) after sending ``chunks`` audio chunks."""
         self._drop_after.append(chunks)
 
     # ------------------------------------------------------------ connection
@@ -259,7 +260,7 @@ class _Connection:
                 self.closed.add(context_id)
                 await self.error(context_id, text, status)
                 return
-            inbox, inbox_recv = trio.open_memory_channel[tuple[cm.GenerationRequest, float]](64)
+            inbox, inbox_recv = trio.open_memory_channel[tuple[cm.GenerationRequest, float]](256)
             ctx = _Context(context_id, request.settings(), inbox)
             self.contexts[context_id] = ctx
             self.nursery.start_soon(self.run_context, ctx, inbox_recv)
@@ -271,7 +272,10 @@ class _Connection:
             ctx.inbox.close()
 
     async def error(self, context_id: str | None, message: str, status: int) -> None:
-        title = "Invalid request" if status < 500 else "Synthesis failed"
+        try:
+            title = HTTPStatus(status).phrase
+        except ValueError:
+            title = "Error"
         error = cm.ErrorResponse(context_id, message, status)
         if self.structured_errors:
             error = attrs.evolve(error, title=title, error_code=f"http_{status}")
@@ -302,7 +306,8 @@ class _Connection:
                 buffered += request.transcript
                 got_text = got_text or bool(request.transcript)
                 final = not request.continue_
-                cut = len(buffered) if final or request.flush else _speakable(buffered)
+                everything = final or request.flush or stream.buffer_delay == 0
+                cut = len(buffered) if everything else _speakable(buffered)
                 await stream.speak(buffered[:cut], arrived)
                 buffered = buffered[cut:]
                 if request.flush:

@@ -24,9 +24,12 @@ Usage::
         assert fake.connections == 1
 
 Faults: ``fake.reject_next(401 | 429 | 400, times=1)``, ``fake.drop_after(seconds)``
-(abrupt TCP close once a connection has received that much audio), and the idle
+(abrupt TCP close once a connection has received that much audio), the idle
 timeout (``config.idle_timeout`` without audio or a text message closes with
-1011 and a NET-0001 reason).
+1011 and a NET-0001 reason), and ``config.ignore_finalize`` (never answers
+``Finalize``). Counters: ``connections``, ``audio_bytes``, ``messages`` (client
+messages by type), ``sent`` (server messages by type), ``query_params``,
+``rejected`` (statuses) and ``close_codes``.
 """
 
 from __future__ import annotations
@@ -77,6 +80,8 @@ class FakeDeepgramConfig:
     silence_final_interval: float | None = 3.0
     """Seconds of silence after which an empty final is sent, as Deepgram does."""
     confidence: float = 0.98
+    ignore_finalize: bool = False
+    """Fault: never answer ``Finalize`` (tests a client's finalize timeout)."""
 
 
 @attrs.define(eq=False)
@@ -367,7 +372,7 @@ async def _reader(
                 return True
             fake.messages[kind] += 1
             outputs = []
-            if kind == "Finalize":
+            if kind == "Finalize" and not fake.config.ignore_finalize:
                 outputs = recognizer.finalize()
             elif kind == "CloseStream":
                 for output in recognizer.close():

@@ -73,6 +73,8 @@ def echo_responder(messages: list[dict[str, Any]]) -> str:
 
 @attrs.frozen
 class FakeOpenAIConfig:
+    """Latency defaults are those of a small hosted model, so timing bugs show up in tests."""
+
     api_key: str = "sk-fake-0123456789"
     first_token_latency: float = 0.3
     tokens_per_second: float = 50.0

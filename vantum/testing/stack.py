@@ -69,7 +69,11 @@ async def open_stack(
         app = VantumApp(cfg, engines, engine_names=names)
         stop = trio.Event()
         async with trio.open_nursery() as nursery:
-            url = await nursery.start(lambda task_status: serve(app, cfg, shutdown_trigger=stop.wait, task_status=task_status))
+            url = await nursery.start(
+                lambda task_status: serve(
+                    app, cfg, shutdown_trigger=stop.wait, task_status=task_status
+                )
+            )
             try:
                 yield Stack(url, app, dg, oa, ca)
             finally:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -19,8 +20,11 @@ ASGISend = Callable[[dict[str, Any]], Awaitable[None]]
 class BrowserTransport:
     """Adapts ASGI ``receive``/``send`` to the session's Transport interface."""
 
-    def __init__(self, session_id: str, receive: ASGIReceive, send: ASGISend) -> None:
+    def __init__(
+        self, session_id: str, receive: ASGIReceive, send: ASGISend, max_frame_bytes: int = 1 << 20
+    ) -> None:
         self.session_id = session_id
+        self.max_frame_bytes = max_frame_bytes
         self._receive = receive
         self._send = send
         self._closed = False
@@ -38,6 +42,15 @@ class BrowserTransport:
         if kind != "websocket.receive":
             return ProtocolError(ev.ERR_MALFORMED, f"unexpected ASGI message {kind}")
         data = message.get("bytes")
+        size = len(data) if data is not None else len(message.get("text") or "")
+        if size > self.max_frame_bytes:
+            # Enforced here rather than by Hypercorn's own limit: after closing for
+            # an oversize message Hypercorn 0.18 never reports the disconnect to the
+            # app, which would leave the session running forever.
+            await self.close(
+                ev.CLOSE_TOO_BIG, f"frame of {size} bytes exceeds {self.max_frame_bytes}"
+            )
+            raise PeerGone()
         if data is None:
             return ProtocolError(
                 ev.ERR_MALFORMED, "text frames are not accepted; send binary MessagePack frames"
@@ -69,7 +82,5 @@ class BrowserTransport:
         if self._closed:
             return
         self._closed = True
-        try:
+        with contextlib.suppress(Exception):
             await self._send({"type": "websocket.close", "code": code, "reason": reason})
-        except Exception:
-            pass

@@ -1,0 +1,95 @@
+"""Bad input gets a clear error event; the session survives; other sessions never notice."""
+
+from __future__ import annotations
+
+import msgpack
+import pytest
+import trio
+from e2e_helpers import FAST_CA, FAST_DG, FAST_OA, check_answer_events, speak_turn
+
+from vantum.protocol import events as ev
+from vantum.protocol.ids import new_id
+from vantum.testing.browser_client import BrowserClient
+from vantum.testing.stack import open_stack
+
+
+async def next_error(client: BrowserClient) -> dict:
+    event = await client.next_event()
+    assert ".error." in event["eventType"] or event["eventType"].startswith("error."), event
+    assert event["payload"]["message"]
+    assert event["sessionId"] == client.session_id
+    return event
+
+
+async def test_each_bad_frame_gets_its_error_and_session_survives() -> None:
+    async with open_stack(deepgram=FAST_DG, openai=FAST_OA, cartesia=FAST_CA) as stack:
+        async with BrowserClient.connect(stack.ws_url) as client:
+            await client.send_raw(b"\xc1\xff garbage")
+            assert (await next_error(client))["eventType"] == ev.ERR_MALFORMED
+
+            await client.send_raw(msgpack.packb([1, 2, 3]))
+            assert (await next_error(client))["eventType"] == ev.ERR_MALFORMED
+
+            await client.send_raw("a text frame")
+            assert (await next_error(client))["eventType"] == ev.ERR_MALFORMED
+
+            await client.send("no.such.event", {})
+            err = await next_error(client)
+            assert (err["eventType"], err["requestType"]) == (ev.ERR_UNKNOWN_EVENT, "no.such.event")
+
+            await client.send(ev.INPUT_START, {"samplingRate": 16000}, session_id=new_id())
+            assert (await next_error(client))["eventType"] == ev.ERR_SESSION_MISMATCH
+
+            await client.send(ev.INPUT_CHUNK, {"audio": b"\x00\x00" * 160})
+            err = await next_error(client)
+            assert (err["eventType"], err["requestType"]) == (ev.ERR_NOT_STARTED, ev.INPUT_CHUNK)
+
+            await client.send(ev.INPUT_START, {"samplingRate": 5000})
+            err = await next_error(client)
+            assert (err["eventType"], err["requestType"]) == (ev.ERR_INVALID_RATE, ev.INPUT_START)
+            assert "5000" in err["payload"]["message"]
+
+            await client.send(ev.INPUT_START, {"samplingRate": 16000})
+            await client.expect(ev.INPUT_START)
+            await client.send(ev.INPUT_CHUNK, {"audio": b"\x00"})
+            assert (await next_error(client))["eventType"] == ev.ERR_INVALID_FORMAT
+
+            # After all that, the session still holds a normal conversation.
+            turn = await speak_turn(client, 16_000)
+            assert turn.errors == [] and turn.finals == ["hello there"]
+            check_answer_events(turn)
+
+
+async def test_oversize_frame_closes_1009_and_other_sessions_continue() -> None:
+    async with open_stack(deepgram=FAST_DG, openai=FAST_OA, cartesia=FAST_CA) as stack:
+        async with BrowserClient.connect(stack.ws_url) as bystander:
+            async with BrowserClient.connect(stack.ws_url) as attacker:
+                big = {"audio": b"\x00" * (10 * 1024 * 1024)}
+                await attacker.send(ev.INPUT_CHUNK, big)
+                with pytest.raises(trio.EndOfChannel):
+                    while True:
+                        await attacker.next_event()
+                assert attacker.close_code == ev.CLOSE_TOO_BIG
+            turn = await speak_turn(bystander, 16_000)
+            assert turn.errors == [] and turn.finals == ["hello there"]
+        with trio.fail_after(5):
+            await stack.app.wait_idle()
+        assert stack.app.sessions == {}
+
+
+async def test_many_bad_sessions_do_not_disturb_a_good_one() -> None:
+    async with open_stack(deepgram=FAST_DG, openai=FAST_OA, cartesia=FAST_CA) as stack:
+        async with BrowserClient.connect(stack.ws_url) as good:
+
+            async def vandal(i: int) -> None:
+                async with BrowserClient.connect(stack.ws_url) as bad:
+                    for j in range(20):
+                        await bad.send_raw(bytes([i, j]) * (j + 1))
+                    for _ in range(20):
+                        await next_error(bad)
+
+            async with trio.open_nursery() as nursery:
+                for i in range(10):
+                    nursery.start_soon(vandal, i)
+                turn = await speak_turn(good, 16_000)
+            assert turn.errors == [] and turn.finals == ["hello there"]
