@@ -57,6 +57,14 @@ class Config:
     cartesia_voice_id: str = "a0e99841-438c-4a64-b679-ae501e7d6091"
     cartesia_sample_rate: int = 24_000
 
+    public_url: str | None = None
+    """Base URL callers and Twilio reach this server at (e.g. https://voice.example.com);
+    used for the TwiML stream URL and webhook signature checks."""
+    twilio_account_sid: str | None = None
+    twilio_auth_token: str | None = None
+    """When set, /twilio/* requests must carry a valid X-Twilio-Signature."""
+    twilio_api_base: str = "https://api.twilio.com"
+
     system_prompt: str | None = None
     max_frame_bytes: int = 1 << 20
     """Larger WebSocket messages close the connection with code 1009."""
@@ -84,6 +92,10 @@ class Config:
             "cartesia_api_key": e.get("CARTESIA_API_KEY") or None,
             "cartesia_url": e.get("CARTESIA_URL", _default("cartesia_url")),
             "cartesia_voice_id": e.get("CARTESIA_VOICE_ID", _default("cartesia_voice_id")),
+            "public_url": e.get("VANTUM_PUBLIC_URL") or None,
+            "twilio_account_sid": e.get("TWILIO_ACCOUNT_SID") or None,
+            "twilio_auth_token": e.get("TWILIO_AUTH_TOKEN") or None,
+            "twilio_api_base": e.get("TWILIO_API_BASE", _default("twilio_api_base")),
             "system_prompt": e.get("VANTUM_SYSTEM_PROMPT") or None,
             "max_frame_bytes": _env_int(e, "VANTUM_MAX_FRAME_BYTES", _default("max_frame_bytes")),
             "max_sessions": _env_int(e, "VANTUM_MAX_SESSIONS", _default("max_sessions")),

@@ -12,10 +12,11 @@ import logging
 import trio
 
 from ..audio.resample import StreamResampler
+from ..audio.vad import VadSegmenter, VoiceEnded, VoiceStarted, WebRtcClassifier
 from ..errors import STTError
 from ..protocol import events as ev
 from ..providers.base import STT_SAMPLE_RATE, Finalize, STTEngine, STTEvent, STTInput
-from .messages import AudioFormat, ServerEvent, TurnInput
+from .messages import AudioFormat, ServerEvent, TurnInput, VoiceEnd, VoiceStart
 
 log = logging.getLogger("vantum.audio")
 
@@ -24,7 +25,7 @@ AudioItem = bytes | Finalize | AudioFormat
 
 async def run_resampler(
     audio_in: trio.MemoryReceiveChannel[AudioItem],
-    audio_out: trio.MemorySendChannel[STTInput],
+    audio_out: trio.MemorySendChannel[AudioItem],
 ) -> None:
     """Client-rate PCM16 in, 16 kHz PCM16 out, one filter state per stream."""
     resampler: StreamResampler | None = None
@@ -36,6 +37,7 @@ async def run_resampler(
                     if tail:
                         await audio_out.send(tail)
                 resampler = StreamResampler(item.rate, STT_SAMPLE_RATE)
+                await audio_out.send(item)
             elif isinstance(item, Finalize):
                 if resampler is not None:
                     tail = resampler.flush()
@@ -46,6 +48,42 @@ async def run_resampler(
                 pcm = resampler.process(item)
                 if pcm:
                     await audio_out.send(pcm)
+
+
+async def run_vad(
+    audio_in: trio.MemoryReceiveChannel[AudioItem],
+    audio_out: trio.MemorySendChannel[STTInput],
+    inbox: trio.MemorySendChannel[TurnInput],
+) -> None:
+    """Watch the 16 kHz stream for speech; in auto mode, end turns on silence.
+
+    It sits in the audio path so the Finalize it sends at the end of a turn is
+    ordered after exactly the audio that turn contained.
+    """
+    classifier = WebRtcClassifier()
+    segmenter = VadSegmenter()
+    auto = False
+    async with audio_in, audio_out, inbox:
+        async for item in audio_in:
+            if isinstance(item, AudioFormat):
+                auto = item.turn_mode == "auto"
+                segmenter = VadSegmenter(silence_ms=item.silence_ms)
+                continue
+            if isinstance(item, bytes):
+                ended: VoiceEnded | None = None
+                for is_speech in classifier.frames(item):
+                    for event in segmenter.feed(is_speech):
+                        if isinstance(event, VoiceStarted):
+                            await inbox.send(VoiceStart(trio.current_time()))
+                        else:
+                            ended = event
+                await audio_out.send(item)
+                if ended is not None:
+                    await inbox.send(VoiceEnd(trio.current_time(), ended.speech_ms, auto))
+                    if auto:
+                        await audio_out.send(Finalize())
+                continue
+            await audio_out.send(item)
 
 
 async def run_stt(

@@ -25,9 +25,44 @@ class ServerEvent:
 
 @attrs.frozen
 class AudioFormat:
-    """In-band on the audio channel: audio after this marker is at ``rate`` Hz."""
+    """In-band on the audio channel: audio after this marker is at ``rate`` Hz, and
+    the VAD should end turns by itself when ``turn_mode`` is ``auto``."""
 
     rate: int
+    turn_mode: str = "manual"
+    silence_ms: int = 500
+
+
+@attrs.frozen
+class VoiceStart:
+    """The local VAD heard the caller start speaking (trio time)."""
+
+    at: float
+
+
+@attrs.frozen
+class VoiceEnd:
+    """The local VAD heard ``silence_ms`` of silence after speech (auto mode ends the
+    turn here; a Finalize follows in-band on the STT stream)."""
+
+    at: float
+    speech_ms: int
+    auto_end: bool
+
+
+@attrs.frozen
+class ResponseFinished:
+    """The responder finished (or abandoned) an answer; restarts the idle timer."""
+
+    at: float
+    interrupted: bool = False
+
+
+@attrs.frozen
+class IdleTimeout:
+    """Nothing happened for the configured idle time (synthesised by the actor)."""
+
+    at: float
 
 
 @attrs.frozen
@@ -49,9 +84,12 @@ class TextTurn:
 class ModeChanged:
     turn_mode: str
     language: str
+    silence_ms: int = 500
 
 
-ControlEvent = InputEnded | TextTurn | ModeChanged
+ControlEvent = (
+    InputEnded | TextTurn | ModeChanged | VoiceStart | VoiceEnd | ResponseFinished | IdleTimeout
+)
 TurnInput = STTEvent | ControlEvent
 
 
@@ -83,21 +121,30 @@ class TurnTimings:
 
 @attrs.frozen
 class TurnRequest:
-    """Ask the responder for one spoken answer to ``text``."""
+    """Ask the responder for one spoken answer to ``text``.
+
+    ``canned`` answers (idle prompts, goodbyes) are spoken as given, without the LLM
+    and without entering the conversation as a user message.
+    """
 
     text: str
     timings: TurnTimings
+    canned: bool = False
 
 
 __all__ = [
     "AudioFormat",
     "ClientEvent",
     "ControlEvent",
+    "IdleTimeout",
     "InputEnded",
     "ModeChanged",
+    "ResponseFinished",
     "ServerEvent",
     "TextTurn",
     "TurnInput",
     "TurnRequest",
     "TurnTimings",
+    "VoiceEnd",
+    "VoiceStart",
 ]

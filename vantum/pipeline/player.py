@@ -43,6 +43,20 @@ class Playback:
         heard = self.heard_seconds(now)
         return [w for (w, _start, end) in self.words if end <= heard]
 
+    def heard_text(self, now: float, full_text: str) -> str:
+        """The part of ``full_text`` the caller heard before an interruption.
+
+        Uses the TTS word timestamps when the provider sent them; otherwise assumes
+        words are spread evenly over the audio produced so far.
+        """
+        if self.words:
+            return " ".join(self.heard_words(now))
+        if self.sent_samples == 0:
+            return ""
+        words = full_text.split()
+        fraction = self.heard_seconds(now) / self.sent_seconds
+        return " ".join(words[: int(len(words) * fraction)])
+
 
 async def play(
     audio: trio.MemoryReceiveChannel[TTSEvent],

@@ -23,7 +23,7 @@ from ..providers.base import LLMEngine, TTSConnection, TTSEngine, TTSEvent
 from ..providers.llm_retry import FallbackMessages, stream_with_retry
 from .chunker import SemanticChunker
 from .context import Conversation
-from .messages import ServerEvent, TurnRequest
+from .messages import ResponseFinished, ServerEvent, TurnInput, TurnRequest
 from .player import Playback, play
 from .state import SessionState
 
@@ -41,27 +41,42 @@ class Responder:
     chunk_ms: int = 40
     fallbacks: FallbackMessages = attrs.Factory(FallbackMessages)
 
-    async def run(self, requests: trio.MemoryReceiveChannel[TurnRequest]) -> None:
+    async def run(
+        self,
+        requests: trio.MemoryReceiveChannel[TurnRequest],
+        inbox: trio.MemorySendChannel[TurnInput],
+    ) -> None:
         """Answer requests in order; (re)connect the TTS lazily so a TTS outage only mutes."""
-        async with requests, AsyncExitStack() as stack:
+        async with requests, inbox, AsyncExitStack() as stack:
             conn: TTSConnection | None = None
             async for request in requests:
+                self.state.pending_requests -= 1
+                self.state.responding = True
                 if conn is None:
                     try:
                         conn = await stack.enter_async_context(self.tts.connect())
                     except TTSError as exc:
                         await self._error(ev.ERR_TTS, f"TTS unavailable: {exc}")
-                ok = await self.respond(conn, request)
+                try:
+                    ok, interrupted = await self.respond(conn, request)
+                finally:
+                    self.state.responding = False
+                    self.state.speaking = False
+                await inbox.send(ResponseFinished(trio.current_time(), interrupted))
+                if self.state.hangup_reason is not None and not self.state.busy:
+                    await trio.sleep(self.lead)  # let the goodbye's last audio play out
+                    self.state.hangup.set()
                 if not ok:
                     await stack.aclose()
                     conn = None
 
-    async def respond(self, conn: TTSConnection | None, request: TurnRequest) -> bool:
-        """Speak one answer. Returns False when the TTS connection should be renewed."""
+    async def respond(self, conn: TTSConnection | None, request: TurnRequest) -> tuple[bool, bool]:
+        """Speak one answer. Returns (TTS connection still good, answer was interrupted)."""
         uid = new_id()
         timings = request.timings
         self.state.turns += 1
-        self.conversation.add_user(request.text)
+        if not request.canned:
+            self.conversation.add_user(request.text)
         messages = self.conversation.messages()
         await self.out.send(
             ServerEvent(ev.RESPONSE_START, {"utteranceId": uid, "timestamp": _wall_ms()})
@@ -76,6 +91,9 @@ class Responder:
 
             async def call_llm() -> None:
                 async with tokens_tx:
+                    if request.canned:
+                        await tokens_tx.send(request.text)
+                        return
                     try:
                         await stream_with_retry(self.llm, messages, tokens_tx)
                         self.fallbacks.success()
@@ -121,6 +139,7 @@ class Responder:
 
         async def first_audio() -> None:
             timings.first_audio_sent = trio.current_time()
+            self.state.speaking = True
 
         def first_tts_audio() -> None:
             if timings.tts_first_audio is None:
@@ -147,9 +166,10 @@ class Responder:
                 nursery.start_soon(synthesize, text_rx, audio_tx)
                 nursery.start_soon(player, audio_rx)
         self.state.response_scope = None
-        if scope.cancelled_caught:
-            heard = playback.heard_words(trio.current_time())
-            text = " ".join(heard) if heard else ""
+        self.state.speaking = False
+        interrupted = scope.cancelled_caught
+        if interrupted:
+            text = playback.heard_text(trio.current_time(), " ".join(spoken))
             if playback.started_at is not None:
                 await self.out.send(
                     ServerEvent(ev.OUTPUT_CANCEL, {"utteranceId": uid, "reason": "barge_in"})
@@ -162,7 +182,7 @@ class Responder:
         await self.out.send(
             ServerEvent(ev.METRICS_TURN, {"utteranceId": uid, **timings.as_payload()})
         )
-        return tts_ok
+        return tts_ok, interrupted
 
     async def _error(self, event_type: str, message: str) -> None:
         log.warning("session %s: %s: %s", self.state.session_id, event_type, message)

@@ -10,6 +10,7 @@ Leaving the nursery ends every actor of the call; nothing outlives the connectio
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import Protocol
 
@@ -18,9 +19,9 @@ import trio
 
 from ..errors import ProtocolError
 from ..protocol import events as ev
-from ..protocol.client_events import InputChunk, InputEnd, InputStart, TextInput
+from ..protocol.client_events import DtmfInput, InputChunk, InputEnd, InputStart, TextInput
 from ..providers.base import Finalize, LLMEngine, STTEngine, STTInput, TTSEngine
-from .audio_path import AudioItem, run_resampler, run_stt
+from .audio_path import AudioItem, run_resampler, run_stt, run_vad
 from .context import DEFAULT_SYSTEM_PROMPT, Conversation
 from .messages import (
     AudioFormat,
@@ -34,7 +35,7 @@ from .messages import (
 from .responder import Responder
 from .state import SessionState
 from .transport import PeerGone, Transport
-from .turns import run_turn_manager
+from .turns import TurnPolicy, run_turn_manager
 
 log = logging.getLogger("vantum.session")
 
@@ -49,6 +50,10 @@ class Engines:
 @attrs.frozen
 class SessionOptions:
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
+    turn_policy: TurnPolicy = attrs.Factory(TurnPolicy)
+    max_call_s: float | None = 3600.0
+    """Calls are ended (close 1000 after a ``connection.lifecycle.max_duration`` event)
+    when they last this long."""
     playback_lead: float = 0.2
     output_chunk_ms: int = 40
     request_queue: int = 10
@@ -72,6 +77,7 @@ async def run_session(
     state = SessionState(transport.session_id)
     out_tx, out_rx = trio.open_memory_channel[ServerEvent](32)
     audio_tx, audio_rx = trio.open_memory_channel[AudioItem](options.audio_buffer)
+    pcm16k_tx, pcm16k_rx = trio.open_memory_channel[AudioItem](32)
     stt_tx, stt_rx = trio.open_memory_channel[STTInput](32)
     inbox_tx, inbox_rx = trio.open_memory_channel[TurnInput](64)
     req_tx, req_rx = trio.open_memory_channel[TurnRequest](options.request_queue)
@@ -88,21 +94,49 @@ async def run_session(
     await transport.send(ServerEvent(ev.CONNECTION_ACK, {"success": True}))
     async with trio.open_nursery() as nursery:
         nursery.start_soon(run_egress, out_rx, transport, observer)
-        nursery.start_soon(run_resampler, audio_rx, stt_tx)
+        nursery.start_soon(run_resampler, audio_rx, pcm16k_tx)
+        nursery.start_soon(run_vad, pcm16k_rx, stt_tx, inbox_tx.clone())
         nursery.start_soon(run_stt, engines.stt, stt_rx, inbox_tx.clone(), out_tx.clone())
-        nursery.start_soon(run_turn_manager, inbox_rx, out_tx.clone(), req_tx)
-        nursery.start_soon(_run_responder, responder, req_rx)
+        nursery.start_soon(
+            run_turn_manager, inbox_rx, out_tx.clone(), req_tx, state, options.turn_policy
+        )
+        nursery.start_soon(_run_responder, responder, req_rx, inbox_tx.clone())
         async with out_tx, inbox_tx, audio_tx:
-            await run_ingress(transport, state, audio_tx, inbox_tx, out_tx)
-        # The caller is gone: nothing left to say to them.
+            with trio.move_on_after(options.max_call_s or float("inf")) as call_timer:
+                async with trio.open_nursery() as front:
+                    front.start_soon(_hang_up_when_asked, state, front.cancel_scope)
+                    await run_ingress(transport, state, audio_tx, inbox_tx, out_tx)
+                    front.cancel_scope.cancel()
+        # The call is over (caller left, hang-up, or time limit): stop every actor.
         nursery.cancel_scope.cancel()
+    # Every actor has stopped, so this is now the only writer to the connection.
+    if call_timer.cancelled_caught:
+        await _say_bye(
+            transport, "connection.lifecycle.max_duration", "maximum call duration reached"
+        )
+    elif state.hangup.is_set():
+        await _say_bye(
+            transport, "connection.lifecycle.hangup", f"call ended: {state.hangup_reason}"
+        )
 
 
 async def _run_responder(
-    responder: Responder, requests: trio.MemoryReceiveChannel[TurnRequest]
+    responder: Responder,
+    requests: trio.MemoryReceiveChannel[TurnRequest],
+    inbox: trio.MemorySendChannel[TurnInput],
 ) -> None:
     async with responder.out:
-        await responder.run(requests)
+        await responder.run(requests, inbox)
+
+
+async def _hang_up_when_asked(state: SessionState, scope: trio.CancelScope) -> None:
+    await state.hangup.wait()
+    scope.cancel()
+
+
+async def _say_bye(transport: Transport, event_type: str, message: str) -> None:
+    with trio.move_on_after(1.0), contextlib.suppress(PeerGone):
+        await transport.send(ServerEvent(event_type, {"message": message}))
 
 
 async def run_egress(
@@ -143,8 +177,11 @@ async def run_ingress(
             )
             continue
         if isinstance(item, InputStart):
-            if state.client_rate != item.sampling_rate:
-                await audio.send(AudioFormat(item.sampling_rate))
+            if state.speaking and state.interrupt():
+                log.info("session %s: caller started talking over the answer", state.session_id)
+            fmt = AudioFormat(item.sampling_rate, item.turn_mode, item.silence_ms)
+            if (state.client_rate, state.turn_mode) != (item.sampling_rate, item.turn_mode):
+                await audio.send(fmt)
             state.client_rate = item.sampling_rate
             state.language = item.language
             state.voice_id = item.voice_id
@@ -184,6 +221,10 @@ async def run_ingress(
             await audio.send(Finalize())
         elif isinstance(item, TextInput):
             await inbox.send(TextTurn(item.text, trio.current_time()))
+        elif isinstance(item, DtmfInput):
+            await out.send(ServerEvent(ev.DTMF, {"digit": item.digit}))
+            text = f"(The caller pressed {item.digit} on the keypad.)"
+            await inbox.send(TextTurn(text, trio.current_time()))
 
 
 def _ack(event_type: str, event_id: str) -> ServerEvent:

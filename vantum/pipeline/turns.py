@@ -1,8 +1,10 @@
-"""The turn manager: decides when the caller's turn is over and what they said.
+"""The turn manager: decides when the caller's turn is over, what they said, and
+when they are interrupting the bot.
 
 ``TurnState`` is pure (it returns actions, it does no I/O) so every ordering of
-transcripts and control events can be driven directly by property tests;
-``run_turn_manager`` is the thin actor around it.
+transcripts, VAD and control events can be driven directly by property tests;
+``run_turn_manager`` is the thin actor around it. docs/turn-taking.md has the
+state diagram.
 """
 
 from __future__ import annotations
@@ -16,14 +18,19 @@ import trio
 from ..protocol import events as ev
 from ..providers.base import FinalizeDone, SpeechStarted, TranscriptEvent, UtteranceEnd
 from .messages import (
+    IdleTimeout,
     InputEnded,
     ModeChanged,
+    ResponseFinished,
     ServerEvent,
     TextTurn,
     TurnInput,
     TurnRequest,
     TurnTimings,
+    VoiceEnd,
+    VoiceStart,
 )
+from .state import SessionState
 
 
 @attrs.frozen
@@ -36,42 +43,95 @@ class Respond:
     request: TurnRequest
 
 
-Action = Emit | Respond
+@attrs.frozen
+class Interrupt:
+    """Cancel the answer being spoken (barge-in)."""
+
+    reason: str
+
+
+@attrs.frozen
+class EndCall:
+    """Hang up: the caller has been silent through every idle prompt."""
+
+    reason: str
+
+
+Action = Emit | Respond | Interrupt | EndCall
 
 
 def _wall_ms() -> int:
     return int(time.time() * 1000)
 
 
+@attrs.frozen
+class TurnPolicy:
+    """Tunables of turn-taking (server defaults; some are per session on start)."""
+
+    barge_in: bool = True
+    barge_in_min_words: int = 2
+    """Words the caller must say over the bot before it stops ("mm-hm" is one)."""
+    barge_in_min_speech_ms: int = 200
+    """...and for at least this long (a cough or click is shorter)."""
+    barge_in_long_speech_ms: int = 1500
+    """Speech this long interrupts even before the STT has produced words."""
+    idle_prompt_s: float | None = 15.0
+    max_idle_prompts: int = 2
+    idle_prompts: tuple[str, ...] = ("Are you still there?", "Hello? I can't hear you.")
+    goodbye: str = "It seems you've stepped away. Goodbye!"
+
+
 @attrs.define
 class TurnState:
     """What the caller has said in the current turn, and how the turn ends.
 
-    Manual mode: ``audio.input.end`` asks the STT to finalize; the turn closes
-    when that Finalize is acknowledged (``FinalizeDone``), so no trailing words
-    are lost. Auto mode: the provider's endpointing (``speech_final`` or
-    ``UtteranceEnd``) closes the turn.
+    Manual mode: ``audio.input.end`` asks the STT to finalize; the turn closes when
+    that Finalize is acknowledged (``FinalizeDone``), so no trailing words are lost.
+    Auto mode: the local VAD's end of speech does the same (the VAD actor sends the
+    Finalize in-band); the provider's endpointing (``speech_final``/``UtteranceEnd``)
+    closes the turn too, whichever comes first.
     """
 
+    policy: TurnPolicy = attrs.Factory(TurnPolicy)
     turn_mode: str = "manual"
     language: str = "en-US"
     finals: list[str] = attrs.Factory(list)
     pending_end: bool = False
     timings: TurnTimings = attrs.Factory(TurnTimings)
     wall_ms: Callable[[], int] = _wall_ms
+    voice_since: float | None = None
+    """When the caller's current stretch of speech began (VAD), if they are speaking."""
+    overlap_words: int = 0
+    """Words heard from the caller while the bot was speaking (this answer)."""
+    idle_prompts_sent: int = 0
+    overlapped: bool = False
+    """Some of this turn was said while the bot was talking."""
+    interrupted: bool = False
+    """This turn already interrupted the bot (so it is a real turn, not a backchannel)."""
 
-    def handle(self, item: TurnInput, now: float) -> list[Action]:
+    def handle(self, item: TurnInput, now: float, bot_speaking: bool = False) -> list[Action]:
         if isinstance(item, TranscriptEvent):
-            return self._on_transcript(item, now)
+            return self._on_transcript(item, now, bot_speaking)
         if isinstance(item, InputEnded):
             self.pending_end = True
             self.timings.end_of_speech = item.at
+            self.idle_prompts_sent = 0
             return []
         if isinstance(item, FinalizeDone):
             if not self.pending_end:
                 return []
             self.pending_end = False
             return self._close_turn(now)
+        if isinstance(item, VoiceStart):
+            self.voice_since = item.at
+            self.idle_prompts_sent = 0
+            return []
+        if isinstance(item, VoiceEnd):
+            self.voice_since = None
+            if item.auto_end and self.turn_mode == "auto":
+                self.pending_end = True
+                self.timings.end_of_speech = item.at - 0.0
+            return []
         if isinstance(item, UtteranceEnd):
             if self.turn_mode == "auto" and self.finals:
                 if self.timings.end_of_speech is None:
@@ -79,28 +139,61 @@ class TurnState:
                 return self._close_turn(now)
             return []
         if isinstance(item, TextTurn):
+            self.idle_prompts_sent = 0
             timings = TurnTimings(end_of_speech=item.at, transcript_final=item.at)
-            return [Respond(TurnRequest(item.text, timings))]
+            actions: list[Action] = []
+            if bot_speaking:
+                actions.append(Interrupt("text_input"))
+            actions.append(Respond(TurnRequest(item.text, timings)))
+            return actions
         if isinstance(item, ModeChanged):
             self.turn_mode = item.turn_mode
             self.language = item.language
             return []
+        if isinstance(item, ResponseFinished):
+            self.overlap_words = 0
+            return []
+        if isinstance(item, IdleTimeout):
+            return self._on_idle(now)
         if isinstance(item, SpeechStarted):
             return []
         raise TypeError(f"unexpected turn input {item!r}")
 
-    def _on_transcript(self, t: TranscriptEvent, now: float) -> list[Action]:
+    def idle_deadline(self, last_activity: float, busy: bool) -> float:
+        """When to prompt a silent caller (inf when idle prompting is off or not due)."""
+        if self.policy.idle_prompt_s is None or busy or self.voice_since is not None:
+            return float("inf")
+        if self.pending_end or self.finals:
+            return float("inf")
+        return last_activity + self.policy.idle_prompt_s
+
+    def _on_idle(self, now: float) -> list[Action]:
+        p = self.policy
+        if self.idle_prompts_sent >= p.max_idle_prompts:
+            return [Respond(TurnRequest(p.goodbye, TurnTimings(), canned=True)), EndCall("idle")]
+        text = p.idle_prompts[min(self.idle_prompts_sent, len(p.idle_prompts) - 1)]
+        self.idle_prompts_sent += 1
+        return [Respond(TurnRequest(text, TurnTimings(), canned=True))]
+
+    def _on_transcript(self, t: TranscriptEvent, now: float, bot_speaking: bool) -> list[Action]:
         if not t.text and not t.is_final:
             return []
+        self.idle_prompts_sent = 0
         payload = {
             "transcript": t.text,
             "confidence": t.confidence,
             "timestamp": self.wall_ms(),
             "language": t.language or self.language,
         }
-        if not t.is_final:
-            return [Emit(ServerEvent(ev.TRANSCRIPT_INTERIM, payload))]
         actions: list[Action] = []
+        if bot_speaking and t.text:
+            self.overlapped = True
+            if self._confirms_barge_in(t, now):
+                self.interrupted = True
+                actions.append(Interrupt("barge_in"))
+        if not t.is_final:
+            actions.append(Emit(ServerEvent(ev.TRANSCRIPT_INTERIM, payload)))
+            return actions
         if t.text:
             self.finals.append(t.text)
             actions.append(Emit(ServerEvent(ev.TRANSCRIPT_FINAL, payload)))
@@ -110,13 +203,43 @@ class TurnState:
             actions.extend(self._close_turn(now))
         return actions
 
+    def _confirms_barge_in(self, t: TranscriptEvent, now: float) -> bool:
+        """Caller words over the bot: enough of them, for long enough, to mean it."""
+        p = self.policy
+        if not p.barge_in or self.turn_mode != "auto":
+            return False
+        words = len(t.text.split())
+        self.overlap_words = max(self.overlap_words, words)
+        spoken_ms = 0.0 if self.voice_since is None else (now - self.voice_since) * 1000
+        if spoken_ms >= p.barge_in_long_speech_ms and words >= 1:
+            return True
+        return self.overlap_words >= p.barge_in_min_words and (
+            spoken_ms >= p.barge_in_min_speech_ms or self.voice_since is None
+        )
+
+    def long_speech_interrupts(self, now: float, bot_speaking: bool) -> bool:
+        """VAD-only barge-in: the caller has talked over the bot for a long time."""
+        p = self.policy
+        if not (bot_speaking and p.barge_in and self.turn_mode == "auto"):
+            return False
+        return self.voice_since is not None and (
+            (now - self.voice_since) * 1000 >= p.barge_in_long_speech_ms
+        )
+
     def _close_turn(self, now: float) -> list[Action]:
         text = " ".join(self.finals).strip()
         timings = self.timings
         timings.transcript_final = now
+        backchannel = (
+            self.overlapped
+            and not self.interrupted
+            and len(text.split()) < self.policy.barge_in_min_words
+        )
         self.finals = []
         self.timings = TurnTimings()
-        if not text:
+        self.overlapped = self.interrupted = False
+        if not text or backchannel:
+            # "mm-hm" said over the bot is acknowledgement, not a question to answer.
             return []
         return [Respond(TurnRequest(text, timings))]
 
@@ -125,22 +248,51 @@ async def run_turn_manager(
     inbox: trio.MemoryReceiveChannel[TurnInput],
     out: trio.MemorySendChannel[ServerEvent],
     requests: trio.MemorySendChannel[TurnRequest],
+    state: SessionState,
+    policy: TurnPolicy = TurnPolicy(),
 ) -> None:
-    """Apply ``TurnState`` to the merged stream of STT results and control events."""
-    state = TurnState()
+    """Apply ``TurnState`` to the merged stream of STT, VAD and control events."""
+    turns = TurnState(policy)
+    last_activity = trio.current_time()
     async with inbox, requests:
-        async for item in inbox:
-            for action in state.handle(item, trio.current_time()):
+        while True:
+            deadline = turns.idle_deadline(last_activity, state.busy)
+            if turns.voice_since is not None and state.speaking:
+                # Re-check VAD-only barge-in when the long-speech window expires.
+                deadline = min(deadline, turns.voice_since + policy.barge_in_long_speech_ms / 1000)
+            item: TurnInput | None = None
+            with trio.move_on_at(deadline):
+                try:
+                    item = await inbox.receive()
+                except trio.EndOfChannel:
+                    return
+            now = trio.current_time()
+            if item is None:
+                if turns.long_speech_interrupts(now, state.speaking):
+                    state.interrupt()
+                    continue
+                if now < turns.idle_deadline(last_activity, state.busy):
+                    continue
+                item = IdleTimeout(now)
+            if not isinstance(item, (IdleTimeout, SpeechStarted)):
+                last_activity = now
+            for action in turns.handle(item, now, state.speaking):
                 if isinstance(action, Emit):
                     await out.send(action.event)
-                    continue
-                try:
-                    requests.send_nowait(action.request)
-                except trio.WouldBlock:
-                    await out.send(
-                        ServerEvent(
-                            ev.ERR_QUEUE_FULL,
-                            {"message": "too many answers pending; this turn was dropped"},
-                            request_type=ev.INPUT_END,
+                elif isinstance(action, Interrupt):
+                    state.interrupt()
+                elif isinstance(action, EndCall):
+                    state.request_hangup(action.reason)
+                    last_activity = now
+                else:
+                    try:
+                        requests.send_nowait(action.request)
+                        state.pending_requests += 1
+                    except trio.WouldBlock:
+                        await out.send(
+                            ServerEvent(
+                                ev.ERR_QUEUE_FULL,
+                                {"message": "too many answers pending; this turn was dropped"},
+                                request_type=ev.INPUT_END,
+                            )
                         )
-                    )

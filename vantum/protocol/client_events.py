@@ -29,6 +29,7 @@ class InputStart:
     voice_id: str | None = None
     encoding: str = "pcm16"
     turn_mode: TurnMode = "manual"
+    silence_ms: int = 500
 
 
 @attrs.frozen
@@ -49,7 +50,15 @@ class TextInput:
     text: str
 
 
-ClientEvent = InputStart | InputChunk | InputEnd | TextInput
+@attrs.frozen
+class DtmfInput:
+    """A keypad digit pressed by a phone caller (Twilio ``dtmf``); not a browser event."""
+
+    event_id: str
+    digit: str
+
+
+ClientEvent = InputStart | InputChunk | InputEnd | TextInput | DtmfInput
 
 
 def parse(envelope: Envelope, session_id: str) -> ClientEvent:
@@ -98,7 +107,12 @@ def _parse_start(event_id: str, p: dict[str, Any], rt: str) -> InputStart:
     mode = p.get("turnMode", "manual")
     if mode not in ("manual", "auto"):
         raise ProtocolError(ev.ERR_INVALID_FORMAT, "turnMode must be 'manual' or 'auto'", rt)
-    return InputStart(event_id, rate, language, voice_id, encoding, mode)
+    silence_ms = p.get("silenceMs", 500)
+    if isinstance(silence_ms, bool) or not isinstance(silence_ms, int):
+        raise ProtocolError(ev.ERR_INVALID_FORMAT, "silenceMs must be an integer (ms)", rt)
+    if not 100 <= silence_ms <= 5000:
+        raise ProtocolError(ev.ERR_INVALID_FORMAT, "silenceMs must be within 100..5000", rt)
+    return InputStart(event_id, rate, language, voice_id, encoding, mode, silence_ms)
 
 
 def _parse_chunk(event_id: str, p: dict[str, Any], rt: str) -> InputChunk:

@@ -14,6 +14,7 @@ OUTPUT_CHUNK = "audio.output.chunk"
 OUTPUT_COMPLETE = "audio.output.complete"
 OUTPUT_CANCEL = "audio.output.cancel"
 METRICS_TURN = "metrics.turn"
+DTMF = "conversation.dtmf"  # phone keypad digit, echoed to observers
 
 # Client -> server
 INPUT_START = "audio.input.start"

@@ -18,6 +18,7 @@ from ..config import Config
 from ..pipeline.context import DEFAULT_SYSTEM_PROMPT
 from ..pipeline.messages import ServerEvent
 from ..pipeline.session import Engines, SessionOptions, run_session
+from ..pipeline.transport import Transport
 from ..protocol import events as ev
 from ..protocol.ids import new_id
 from ..transports.browser import ASGIReceive, ASGISend, BrowserTransport
@@ -54,10 +55,19 @@ class VantumApp:
         if kind == "lifespan":
             await self._lifespan(receive, send)
         elif kind == "http":
-            await self._http(scope, send)
+            if scope["path"].startswith("/twilio/"):
+                from ..transports.twilio_http import handle_twilio_http
+
+                await handle_twilio_http(self, scope, receive, send)
+            else:
+                await self._http(scope, send)
         elif kind == "websocket":
             if scope["path"] == "/ws":
                 await self._browser_ws(receive, send)
+            elif scope["path"] == "/twilio/stream":
+                from ..transports.twilio_ws import serve_twilio_stream
+
+                await serve_twilio_stream(self, scope, receive, send)
             else:
                 await receive()
                 await send({"type": "websocket.close", "code": 1008})
@@ -107,16 +117,17 @@ class VantumApp:
         await send({"type": "websocket.accept"})
         session_id = new_id()
         transport = BrowserTransport(session_id, receive, send, self.config.max_frame_bytes)
-        refusal = self._refusal()
+        refusal = self.refusal()
         if refusal is not None:
             reason, code, message = refusal
             self.metrics.sessions_refused.labels(reason).inc()
             await transport.send(ServerEvent(reason, {"message": message}, request_type="connect"))
             await transport.close(code, message)
             return
-        await self._serve_session(transport, "browser")
+        await self.serve_session(transport, "browser")
 
-    def _refusal(self) -> tuple[str, int, str] | None:
+    def refusal(self) -> tuple[str, int, str] | None:
+        """Why a new call must be turned away (event type, close code, message), or None."""
         if self.draining:
             return ev.ERR_SHUTDOWN, ev.CLOSE_GOING_AWAY, "server is shutting down"
         if len(self.sessions) >= self.config.max_sessions:
@@ -127,7 +138,8 @@ class VantumApp:
             )
         return None
 
-    async def _serve_session(self, transport: BrowserTransport, kind: str) -> None:
+    async def serve_session(self, transport: Transport, kind: str) -> None:
+        """Run one call on ``transport`` until it ends; every carrier comes through here."""
         sid = transport.session_id
         code, reason = ev.CLOSE_NORMAL, "session ended"
         self.metrics.sessions_total.labels(kind).inc()
