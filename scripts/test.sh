@@ -9,4 +9,6 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e ".[dev]"
+# The browser page test drives Debian's Chromium; without it that test is skipped.
+bash scripts/install-browser.sh || echo "warning: Chromium not installed; the browser test will skip"
 exec .venv/bin/python -m pytest -q "$@"

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import attrs
+import pytest
 import trio
 import trio.testing
 
@@ -212,3 +213,49 @@ async def test_max_call_duration_ends_the_call(autojump_clock: trio.testing.Mock
                 at = await rec.wait_for("connection.lifecycle.max_duration")
             assert 30.0 <= at - t0 <= 30.1
             nursery.cancel_scope.cancel()
+
+
+async def voice_to_voice(speculate: bool, final_latency: float) -> tuple[float, bool]:
+    stt = ScriptedSTT(["what is the weather like"], final_latency=final_latency)
+    eng = Engines(stt, ScriptedLLM(first_token=0.3), ScriptedTTS())
+    options = SessionOptions(turn_policy=TurnPolicy(speculate=speculate))
+    async with open_memory_session(eng, options) as client, trio.open_nursery() as nursery:
+        rec = Recorder()
+        nursery.start_soon(rec.run, client)
+        await start_auto(client, silence_ms=400)
+        await talk(client, speech_like(1.6, RATE, seed=9))
+        nursery.start_soon(talk, client, silence(5.0, RATE))
+        await rec.wait_for(ev.METRICS_TURN)
+        metrics = rec.of(ev.METRICS_TURN)[0][1].payload
+        nursery.cancel_scope.cancel()
+    return metrics["voiceToVoiceMs"], metrics["speculative"]
+
+
+async def test_speculative_answer_saves_the_stt_final_latency(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    plain, was_spec = await voice_to_voice(False, final_latency=0.15)
+    assert not was_spec
+    fast, was_spec = await voice_to_voice(True, final_latency=0.15)
+    assert was_spec
+    print(f"voice-to-voice: {plain:.0f} ms plain, {fast:.0f} ms speculative")
+    # The LLM ran while the STT finalized: the 150 ms final latency is hidden.
+    assert plain - fast == pytest.approx(150, abs=25)
+
+
+async def test_wrong_guess_is_dropped_unheard(autojump_clock: trio.testing.MockClock) -> None:
+    # The interim ("what is the") differs from the final: the guess must never be heard.
+    stt = ScriptedSTT(["what is the weather like"], word_interval=0.5)
+    eng = Engines(stt, ScriptedLLM(), ScriptedTTS())
+    async with open_memory_session(eng) as client, trio.open_nursery() as nursery:
+        rec = Recorder()
+        nursery.start_soon(rec.run, client)
+        await start_auto(client, silence_ms=400)
+        await talk(client, speech_like(1.6, RATE, seed=10))
+        nursery.start_soon(talk, client, silence(5.0, RATE))
+        await rec.wait_for(ev.METRICS_TURN)
+        assert len(rec.of(ev.RESPONSE_START)) == 1
+        texts = " ".join(e.payload["text"] for _, e in rec.of(ev.RESPONSE_TEXT))
+        assert texts == "You said what is the weather like."
+        assert rec.of(ev.METRICS_TURN)[0][1].payload["speculative"] is False
+        nursery.cancel_scope.cancel()

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 import attrs
+import trio
 
 from ..protocol.client_events import ClientEvent
 from ..providers.base import STTEvent
@@ -102,6 +103,8 @@ class TurnTimings:
     llm_first_token: float | None = None
     tts_first_audio: float | None = None
     first_audio_sent: float | None = None
+    speculative: bool = False
+    """The LLM started on the interim transcript, before the final one."""
 
     def as_payload(self) -> dict[str, float | None]:
         def ms(a: float | None, b: float | None) -> float | None:
@@ -116,7 +119,32 @@ class TurnTimings:
             "llmFirstTokenToTtsFirstAudioMs": ms(self.llm_first_token, self.tts_first_audio),
             "ttsFirstAudioToFirstAudioSentMs": ms(self.tts_first_audio, self.first_audio_sent),
             "voiceToVoiceMs": ms(eos, self.first_audio_sent),
+            "speculative": self.speculative,
         }
+
+
+@attrs.define(eq=False)
+class SpeculationGate:
+    """Holds a speculative answer until the final transcript confirms its input.
+
+    The LLM starts on the caller's stable interim text at end of speech; nothing is
+    sent to the caller until the turn manager accepts (the final transcript says the
+    same) or rejects (it does not: the answer is dropped unheard and redone).
+    """
+
+    accepted: bool = False
+    _decided: trio.Event = attrs.Factory(trio.Event)
+
+    def accept(self) -> None:
+        self.accepted = True
+        self._decided.set()
+
+    def reject(self) -> None:
+        self._decided.set()
+
+    async def wait(self) -> bool:
+        await self._decided.wait()
+        return self.accepted
 
 
 @attrs.frozen
@@ -130,6 +158,7 @@ class TurnRequest:
     text: str
     timings: TurnTimings
     canned: bool = False
+    gate: SpeculationGate | None = None
 
 
 __all__ = [
@@ -141,6 +170,7 @@ __all__ = [
     "ModeChanged",
     "ResponseFinished",
     "ServerEvent",
+    "SpeculationGate",
     "TextTurn",
     "TurnInput",
     "TurnRequest",

@@ -19,7 +19,7 @@ import trio
 from ..errors import LLMError, LLMErrorKind, TTSError
 from ..protocol import events as ev
 from ..protocol.ids import new_id
-from ..providers.base import LLMEngine, TTSConnection, TTSEngine, TTSEvent
+from ..providers.base import ChatMessage, LLMEngine, TTSConnection, TTSEngine, TTSEvent
 from ..providers.llm_retry import FallbackMessages, stream_with_retry
 from .chunker import SemanticChunker
 from .context import Conversation
@@ -75,32 +75,31 @@ class Responder:
         uid = new_id()
         timings = request.timings
         self.state.turns += 1
-        if not request.canned:
-            self.conversation.add_user(request.text)
         messages = self.conversation.messages()
-        await self.out.send(
-            ServerEvent(ev.RESPONSE_START, {"utteranceId": uid, "timestamp": _wall_ms()})
-        )
+        if not request.canned:
+            messages.append(ChatMessage("user", request.text))
         spoken: list[str] = []
         tts_ok = True
+        dropped = False
         playback = Playback(uid, self.state.output_rate)
 
-        async def produce_text(text_tx: trio.MemorySendChannel[str]) -> None:
-            chunker = SemanticChunker()
-            tokens_tx, tokens_rx = trio.open_memory_channel[str](64)
+        async def call_llm(tokens_tx: trio.MemorySendChannel[str]) -> None:
+            async with tokens_tx:
+                if request.canned:
+                    await tokens_tx.send(request.text)
+                    return
+                try:
+                    await stream_with_retry(self.llm, messages, tokens_tx)
+                    self.fallbacks.success()
+                except LLMError as exc:
+                    await self._error(ev.llm_error(exc.kind.value), exc.message)
+                    if not spoken:
+                        await tokens_tx.send(self.fallbacks.message_for(exc.kind))
 
-            async def call_llm() -> None:
-                async with tokens_tx:
-                    if request.canned:
-                        await tokens_tx.send(request.text)
-                        return
-                    try:
-                        await stream_with_retry(self.llm, messages, tokens_tx)
-                        self.fallbacks.success()
-                    except LLMError as exc:
-                        await self._error(ev.llm_error(exc.kind.value), exc.message)
-                        if not spoken:
-                            await tokens_tx.send(self.fallbacks.message_for(exc.kind))
+        async def produce_text(
+            tokens_rx: trio.MemoryReceiveChannel[str], text_tx: trio.MemorySendChannel[str]
+        ) -> None:
+            chunker = SemanticChunker()
 
             async def emit(chunk: str) -> None:
                 spoken.append(chunk)
@@ -111,8 +110,7 @@ class Responder:
                 with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
                     await text_tx.send(chunk)
 
-            async with text_tx, trio.open_nursery() as nursery:
-                nursery.start_soon(call_llm)
+            async with text_tx, tokens_rx:
                 async for delta in tokens_rx:
                     if timings.llm_first_token is None:
                         timings.llm_first_token = trio.current_time()
@@ -159,14 +157,26 @@ class Responder:
 
         with trio.CancelScope() as scope:
             self.state.response_scope = scope
-            text_tx, text_rx = trio.open_memory_channel[str](8)
-            audio_tx, audio_rx = trio.open_memory_channel[TTSEvent](32)
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(produce_text, text_tx)
+                tokens_tx, tokens_rx = trio.open_memory_channel[str](256)
+                nursery.start_soon(call_llm, tokens_tx)
+                if request.gate is not None and not await request.gate.wait():
+                    dropped = True  # a wrong guess: dropped before the caller saw anything
+                    scope.cancel()
+                if not request.canned:
+                    self.conversation.add_user(request.text)
+                await self.out.send(
+                    ServerEvent(ev.RESPONSE_START, {"utteranceId": uid, "timestamp": _wall_ms()})
+                )
+                text_tx, text_rx = trio.open_memory_channel[str](8)
+                audio_tx, audio_rx = trio.open_memory_channel[TTSEvent](32)
+                nursery.start_soon(produce_text, tokens_rx, text_tx)
                 nursery.start_soon(synthesize, text_rx, audio_tx)
                 nursery.start_soon(player, audio_rx)
         self.state.response_scope = None
         self.state.speaking = False
+        if dropped:
+            return True, False
         interrupted = scope.cancelled_caught
         if interrupted:
             text = playback.heard_text(trio.current_time(), " ".join(spoken))

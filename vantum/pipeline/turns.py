@@ -23,6 +23,7 @@ from .messages import (
     ModeChanged,
     ResponseFinished,
     ServerEvent,
+    SpeculationGate,
     TextTurn,
     TurnInput,
     TurnRequest,
@@ -79,6 +80,8 @@ class TurnPolicy:
     max_idle_prompts: int = 2
     idle_prompts: tuple[str, ...] = ("Are you still there?", "Hello? I can't hear you.")
     goodbye: str = "It seems you've stepped away. Goodbye!"
+    speculate: bool = True
+    """Start the LLM on the interim transcript at end of speech (auto mode)."""
 
 
 @attrs.define
@@ -108,6 +111,8 @@ class TurnState:
     """Some of this turn was said while the bot was talking."""
     interrupted: bool = False
     """This turn already interrupted the bot (so it is a real turn, not a backchannel)."""
+    last_interim: str = ""
+    speculation: tuple[str, SpeculationGate] | None = None
 
     def handle(self, item: TurnInput, now: float, bot_speaking: bool = False) -> list[Action]:
         if isinstance(item, TranscriptEvent):
@@ -130,7 +135,8 @@ class TurnState:
             self.voice_since = None
             if item.auto_end and self.turn_mode == "auto":
                 self.pending_end = True
-                self.timings.end_of_speech = item.at - 0.0
+                self.timings.end_of_speech = item.at
+                return self._speculate(bot_speaking)
             return []
         if isinstance(item, UtteranceEnd):
             if self.turn_mode == "auto" and self.finals:
@@ -192,8 +198,10 @@ class TurnState:
                 self.interrupted = True
                 actions.append(Interrupt("barge_in"))
         if not t.is_final:
+            self.last_interim = t.text
             actions.append(Emit(ServerEvent(ev.TRANSCRIPT_INTERIM, payload)))
             return actions
+        self.last_interim = ""
         if t.text:
             self.finals.append(t.text)
             actions.append(Emit(ServerEvent(ev.TRANSCRIPT_FINAL, payload)))
@@ -236,12 +244,42 @@ class TurnState:
             and len(text.split()) < self.policy.barge_in_min_words
         )
         self.finals = []
+        self.last_interim = ""
         self.timings = TurnTimings()
         self.overlapped = self.interrupted = False
+        speculation, self.speculation = self.speculation, None
         if not text or backchannel:
             # "mm-hm" said over the bot is acknowledgement, not a question to answer.
+            if speculation is not None:
+                speculation[1].reject()
             return []
+        if speculation is not None:
+            guessed, gate = speculation
+            if _normalise(guessed) == _normalise(text):
+                gate.accept()
+                return []
+            gate.reject()
+            # The dropped guess may have stamped these; the redo starts afresh.
+            timings = attrs.evolve(timings, llm_first_token=None, speculative=False)
         return [Respond(TurnRequest(text, timings))]
+
+    def _speculate(self, bot_speaking: bool) -> list[Action]:
+        """At end of speech, start answering what the caller has said so far."""
+        if not self.policy.speculate or bot_speaking or self.overlapped:
+            return []
+        guess = " ".join([*self.finals, self.last_interim]).strip()
+        if not guess or self.speculation is not None:
+            return []
+        gate = SpeculationGate()
+        self.speculation = (guess, gate)
+        self.timings.speculative = True
+        return [Respond(TurnRequest(guess, self.timings, gate=gate))]
+
+
+def _normalise(text: str) -> str:
+    """Compare transcripts the way a listener would: case and punctuation aside."""
+    kept = "".join(c.lower() if c.isalnum() or c.isspace() else " " for c in text)
+    return " ".join(kept.split())
 
 
 async def run_turn_manager(
