@@ -581,7 +581,7 @@ def _dump(obj: dict[str, Any]) -> str:
 def _load(text: str | bytes) -> dict[str, Any]:
     try:
         msg = json.loads(text)
-    except (UnicodeDecodeError, ValueError) as exc:
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise TwilioProtocolError(f"Twilio message is not valid JSON: {exc}") from None
     if not isinstance(msg, dict):
         raise TwilioProtocolError(f"Twilio message must be a JSON object, got {type(msg).__name__}")
@@ -613,7 +613,7 @@ def _int(msg: dict[str, Any], key: str, where: str) -> int:
     value = msg.get(key)
     if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
         return value
-    if isinstance(value, str) and value.isascii() and value.isdigit():
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 18:
         return int(value)
     raise TwilioProtocolError(
         f"{where}: field {key!r} must be a non-negative integer, got {value!r}", where.split(".")[0]
@@ -624,5 +624,5 @@ def _b64(media: dict[str, Any], where: str) -> bytes:
     payload = _str(media, "payload", f"{where}.media")
     try:
         return base64.b64decode(payload, validate=True)
-    except binascii.Error as exc:
+    except (binascii.Error, ValueError) as exc:
         raise TwilioProtocolError(f"{where}.media.payload is not base64: {exc}", where) from None

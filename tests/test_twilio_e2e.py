@@ -1,0 +1,552 @@
+"""Phone calls end to end: the fake Twilio caller and REST API against a real server.
+
+The transport's frame mapping is also driven directly (no sockets) through an
+in-memory ASGI pair, so every rule of ``send()`` / ``receive()`` is pinned down.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import attrs
+import httpx
+import pytest
+import trio
+from e2e_helpers import FAST_CA
+from trio_websocket import ConnectionRejected, WebSocketRequest, serve_websocket
+
+from vantum.audio.wav import write_wav
+from vantum.config import Config
+from vantum.errors import ConfigError
+from vantum.pipeline.messages import ServerEvent
+from vantum.pipeline.transport import PeerGone
+from vantum.protocol import events as ev
+from vantum.protocol import mulaw
+from vantum.protocol.client_events import DtmfInput, InputChunk, InputStart
+from vantum.protocol.twilio import (
+    MediaFormat,
+    OutboundClear,
+    OutboundMark,
+    OutboundMedia,
+    TwilioConnected,
+    TwilioDtmf,
+    TwilioMark,
+    TwilioMedia,
+    TwilioStart,
+    TwilioStop,
+    clear_message,
+    encode_inbound,
+    mark_message,
+    media_message,
+    parse_outbound,
+)
+from vantum.protocol.twilio_signature import compute_signature
+from vantum.testing.audio_fixtures import rms_dbfs, silence, speech_like
+from vantum.testing.fake_deepgram import FakeDeepgramConfig
+from vantum.testing.fake_openai import FakeOpenAIConfig
+from vantum.testing.fake_twilio import (
+    FakeTwilioCall,
+    FakeTwilioConfig,
+    FakeTwilioRestConfig,
+    dial_fake_twilio,
+    fetch_twiml,
+    serve_fake_twilio_rest,
+    stream_url_for,
+    webhook_params,
+)
+from vantum.testing.stack import Stack, open_stack
+from vantum.transports.twilio_rest import TwilioAPIError, TwilioREST, dial_twiml
+from vantum.transports.twilio_ws import TwilioTransport
+
+TOKEN = "twilio-auth-token-for-tests"
+DG = FakeDeepgramConfig(
+    script=("hello there", "what time is it"), final_latency=0.02, interim_latency=0.01
+)
+
+
+def heard_reply(messages: list[dict[str, Any]]) -> str:
+    content = str(messages[-1]["content"])
+    return "You pressed a key." if "keypad" in content else f"Heard {content}."
+
+
+OA = FakeOpenAIConfig(first_token_latency=0.01, tokens_per_second=2000, responder=heard_reply)
+SHORT_OA = attrs.evolve(OA, responder=lambda _messages: "Sure.")
+
+
+def utterance(pcm_seconds: float = 1.0) -> bytes:
+    """A caller's sentence: speech, then enough silence for auto turn-taking to end it."""
+    return speech_like(pcm_seconds, 8000) + silence(0.6, 8000)
+
+
+async def answered(stack: Stack, call: FakeTwilioCall, n: int) -> str:
+    """Wait until the caller has heard all of the ``n``-th answer; return its utteranceId."""
+
+    def done() -> bool:
+        if len(stack.cartesia.completed) < n:
+            return False
+        return f"{stack.cartesia.completed[n - 1]}:end" in call.marks_echoed
+
+    with trio.fail_after(10):
+        await call.wait_until(done)
+    return stack.cartesia.completed[n - 1]
+
+
+async def wait_idle(stack: Stack) -> None:
+    with trio.fail_after(3):
+        await stack.app.wait_idle()
+    assert stack.app.sessions == {}
+
+
+# --- full calls ---------------------------------------------------------------------
+
+
+async def test_phone_conversation_through_webhook_and_stream() -> None:
+    async with open_stack(
+        deepgram=DG, openai=OA, cartesia=FAST_CA, twilio_auth_token=TOKEN
+    ) as stack:
+        cfg = FakeTwilioConfig(auth_token=TOKEN)
+        answer = await fetch_twiml(stack.url + "/twilio/voice?language=en-GB&x=1", cfg)
+        assert answer.status == 200 and answer.stream_url == stream_url_for(stack.url)
+        assert answer.parameters == {
+            "CallSid": cfg.call_sid,
+            "AccountSid": cfg.account_sid,
+            "From": cfg.from_number,
+            "To": cfg.to_number,
+            "Direction": "inbound",
+            "language": "en-GB",
+        }
+        cfg = attrs.evolve(cfg, custom_parameters=answer.parameters)
+        async with dial_fake_twilio(answer.stream_url, cfg) as call:
+            produced = 0.0
+            for n, expected in enumerate(["hello there", "what time is it"], 1):
+                await call.say(utterance())  # real-time pace, as a caller speaks
+                uid = await answered(stack, call, n)
+                assert stack.openai.requests[n - 1]["messages"][-1]["content"] == expected
+                seconds = stack.cartesia.audio_seconds[uid]
+                assert seconds == pytest.approx(len(f"Heard {expected}.") * 0.06, abs=0.05)
+                # Whole 20 ms frames: at most one frame of padding on the last one.
+                assert seconds - 0.002 <= call.heard_seconds_for(uid + ":") <= seconds + 0.021
+                produced += seconds
+            history = [m["role"] for m in stack.openai.requests[-1]["messages"]]
+            assert history == ["system", "user", "assistant", "user"]
+            assert set(call.frame_sizes) == {160}
+            assert call.marks_echoed == call.marks_received and call.marks_cleared == []
+            assert len(call.marks_received) > 20  # one per answer chunk, plus a final one
+            assert call.heard_seconds == pytest.approx(produced, abs=0.05)
+            assert rms_dbfs(bytes(call.heard)) > -30  # the TTS voice, not silence
+            assert call.bad_messages == []
+            # ``stop`` ends the call: the server closes the stream normally.
+            await call.send_event(
+                lambda seq: TwilioStop(seq, cfg.stream_sid, cfg.account_sid, cfg.call_sid)
+            )
+            with trio.fail_after(3):
+                await call.wait_until(lambda: call.closed)
+            assert call.close_code == ev.CLOSE_NORMAL
+        await wait_idle(stack)
+
+
+async def test_bad_frames_are_logged_and_the_call_goes_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="vantum.twilio")
+    async with open_stack(deepgram=DG, openai=SHORT_OA, cartesia=FAST_CA) as stack:
+        cfg = FakeTwilioConfig(speed=4.0)
+        async with dial_fake_twilio(stream_url_for(stack.url), cfg) as call:
+            await call.send_raw("{not json")
+            await call.send_raw('{"event": "bogus", "streamSid": "MZ1"}')
+            await call.send_raw("[1, 2, 3]")
+            await call.send_event(lambda seq: TwilioMedia(seq, "MZwrong", b"\xff" * 160, 1, 0))
+            await call.send_event(lambda seq: TwilioDtmf(seq, "MZwrong", "1"))
+            await call.send_event(lambda seq: TwilioMark(seq, cfg.stream_sid, "never-sent"))
+            await call.say(utterance())
+            uid = await answered(stack, call, 1)
+            assert call.heard_seconds_for(uid + ":") > 0.2
+            assert stack.openai.requests[0]["messages"][-1]["content"] == "hello there"
+        await wait_idle(stack)
+    warnings = [r.getMessage() for r in caplog.records if r.name == "vantum.twilio"]
+    for needle in ("not valid JSON", "unknown Twilio event 'bogus'", "JSON object", "MZwrong"):
+        assert any(needle in w and cfg.call_sid in w for w in warnings), (needle, warnings)
+    assert any("never-sent" in w for w in warnings)
+
+
+async def test_dtmf_reaches_the_conversation() -> None:
+    async with open_stack(deepgram=DG, openai=OA, cartesia=FAST_CA) as stack:
+        async with dial_fake_twilio(stream_url_for(stack.url), FakeTwilioConfig(speed=4.0)) as call:
+            await call.press("5")
+            uid = await answered(stack, call, 1)
+            message = stack.openai.requests[0]["messages"][-1]["content"]
+            assert message == "(The caller pressed 5 on the keypad.)"
+            expected = len("You pressed a key.") * 0.06
+            assert call.heard_seconds_for(uid + ":") == pytest.approx(expected, abs=0.03)
+        await wait_idle(stack)
+
+
+async def test_socket_close_without_stop_ends_the_call() -> None:
+    async with open_stack(deepgram=DG, openai=SHORT_OA, cartesia=FAST_CA) as stack:
+        async with dial_fake_twilio(stream_url_for(stack.url), FakeTwilioConfig(speed=4.0)) as call:
+            with trio.fail_after(3):
+                await call.wait_until(lambda: len(stack.app.sessions) == 1)
+            await call.drop()  # no ``stop``: the connection just breaks
+            await wait_idle(stack)
+
+
+async def test_rest_hang_up_and_transfer_end_live_calls() -> None:
+    async with serve_fake_twilio_rest() as rest:
+        twilio: dict[str, Any] = {
+            "twilio_account_sid": rest.config.account_sid,
+            "twilio_auth_token": rest.config.auth_token,
+            "twilio_api_base": rest.base_url,
+        }
+        async with open_stack(deepgram=DG, openai=SHORT_OA, cartesia=FAST_CA, **twilio) as stack:
+            client = TwilioREST.from_config(stack.app.config)
+            url = stream_url_for(stack.url)
+            for action in ("hang_up", "transfer"):
+                cfg = FakeTwilioConfig(auth_token=rest.config.auth_token, speed=4.0)
+                async with dial_fake_twilio(url, cfg, rest=rest) as call:
+                    with trio.fail_after(3):
+                        await call.wait_until(lambda: len(stack.app.sessions) == 1)
+                    if action == "hang_up":
+                        resource = await client.hang_up(cfg.call_sid)
+                        assert resource["status"] == "completed"
+                    else:
+                        await client.transfer(cfg.call_sid, "+14155550100")
+                    with trio.fail_after(3):
+                        await call.wait_until(lambda: call.closed)
+                    await wait_idle(stack)
+            calls = list(rest.calls)
+            assert rest.hangups == [calls[0]]
+            assert rest.redirects == [(calls[1], "<Response><Dial>+14155550100</Dial></Response>")]
+            with pytest.raises(TwilioAPIError) as err:
+                await client.transfer(calls[0], "sip:desk@example.com")
+            assert (err.value.status, err.value.code) == (400, 21220)
+
+
+# --- webhook and handshake ------------------------------------------------------------
+
+
+async def test_webhook_signature_is_enforced() -> None:
+    async with open_stack(twilio_auth_token=TOKEN) as stack:
+        voice = stack.url + "/twilio/voice"
+        cfg = FakeTwilioConfig(auth_token=TOKEN)
+        assert (await fetch_twiml(voice, cfg)).status == 200
+        # Tampered: the caller ID changed after Twilio signed the request.
+        signed = compute_signature(TOKEN, voice, webhook_params(cfg))
+        forged = {**webhook_params(cfg), "From": "+19999999999"}
+        assert (await fetch_twiml(voice, cfg, params=forged, signature=signed)).status == 403
+        unsigned = attrs.evolve(cfg, auth_token=None)
+        assert (await fetch_twiml(voice, unsigned)).status == 403
+        wrong = attrs.evolve(cfg, auth_token="another-token")
+        assert (await fetch_twiml(voice, wrong)).status == 403
+        status = stack.url + "/twilio/status"
+        ended = {**webhook_params(cfg), "CallStatus": "completed", "CallDuration": "42"}
+        assert (await fetch_twiml(status, cfg, params=ended)).status == 204
+        assert (await fetch_twiml(status, unsigned, params=ended)).status == 403
+        # The media stream's handshake is signed too.
+        with pytest.raises(ConnectionRejected) as rejected:
+            async with dial_fake_twilio(stream_url_for(stack.url), unsigned):
+                pass
+        assert rejected.value.status_code == 403
+        async with httpx.AsyncClient(timeout=5.0) as http:
+            assert (await http.get(status)).status_code == 405
+            assert (await http.post(stack.url + "/twilio/nothing")).status_code == 404
+        assert stack.app.sessions == {}
+
+
+async def test_public_url_behind_a_proxy(tmp_path: Path) -> None:
+    public = "https://voice.example.com"
+    async with open_stack(
+        deepgram=DG, openai=SHORT_OA, cartesia=FAST_CA, twilio_auth_token=TOKEN, public_url=public
+    ) as stack:
+        cfg = FakeTwilioConfig(auth_token=TOKEN, speed=4.0)
+        local = stack.url + "/twilio/voice"
+        answer = await fetch_twiml(public + "/twilio/voice", cfg, connect_to=local)
+        assert answer.status == 200
+        assert answer.stream_url == "wss://voice.example.com/twilio/stream"
+        # Signed for the address we were reached at, not the one Twilio called: refused.
+        assert (await fetch_twiml(local, cfg)).status == 403
+        local_ws = stream_url_for(stack.url)
+        wav = tmp_path / "caller.wav"  # a recording at 16 kHz, streamed as 8 kHz mu-law
+        write_wav(wav, speech_like(1.0, 16_000) + silence(0.6, 16_000), 16_000)
+        async with dial_fake_twilio(answer.stream_url, cfg, connect_to=local_ws) as call:
+            await call.say_wav(wav)
+            await answered(stack, call, 1)
+        await wait_idle(stack)
+
+
+async def test_webhook_rejects_calls_at_capacity() -> None:
+    async with open_stack(max_sessions=0) as stack:
+        answer = await fetch_twiml(stack.url + "/twilio/voice", FakeTwilioConfig())
+        assert answer.status == 200 and answer.stream_url is None
+        assert '<Reject reason="busy" />' in answer.body
+
+
+# --- REST client errors -------------------------------------------------------------
+
+
+async def test_rest_client_reports_twilio_errors() -> None:
+    rest_cfg = FakeTwilioRestConfig()
+    async with serve_fake_twilio_rest(rest_cfg) as rest:
+        sid = "CA" + "a" * 32
+        rest.add_call(sid)
+        bad_auth = TwilioREST(rest_cfg.account_sid, "wrong", rest.base_url)
+        with pytest.raises(TwilioAPIError) as err:
+            await bad_auth.hang_up(sid)
+        assert (err.value.status, err.value.code) == (401, 20003)
+        client = TwilioREST(rest_cfg.account_sid, rest_cfg.auth_token, rest.base_url)
+        with pytest.raises(TwilioAPIError) as err:
+            await client.hang_up("CA" + "b" * 32)
+        assert (err.value.status, err.value.code) == (404, 20404)
+        assert "was not found" in err.value.message
+        rest.fail_next(503, 20503, "Service Unavailable")
+        with pytest.raises(TwilioAPIError, match="Service Unavailable"):
+            await client.hang_up(sid)
+        assert rest.calls[sid] == "in-progress"
+        assert (await client.hang_up(sid))["status"] == "completed"
+        assert rest.rejected == [401, 404]
+    with pytest.raises(TwilioAPIError) as err:  # the fake is gone: nothing listens
+        await client.hang_up(sid)
+    assert err.value.status is None and "unreachable" in err.value.message
+    with pytest.raises(ValueError):
+        client.call_url("../../Accounts")
+    with pytest.raises(ValueError):
+        dial_twiml("+1 415 <script>")
+    assert (
+        dial_twiml("sip:a@b.example")
+        == "<Response><Dial><Sip>sip:a@b.example</Sip></Dial></Response>"
+    )
+    with pytest.raises(ConfigError):
+        TwilioREST.from_config(Config())
+
+
+# --- the transport, without sockets ------------------------------------------------------
+
+
+class MemoryASGI:
+    """Both ends of an ASGI WebSocket in memory: feed inbound frames, read outbound ones."""
+
+    def __init__(self) -> None:
+        self.tx, self.rx = trio.open_memory_channel[dict[str, Any]](100)
+        self.sent: list[dict[str, Any]] = []
+
+    async def receive(self) -> dict[str, Any]:
+        return await self.rx.receive()
+
+    async def send(self, message: dict[str, Any]) -> None:
+        self.sent.append(message)
+
+    def feed(self, text: str) -> None:
+        self.tx.send_nowait({"type": "websocket.receive", "text": text})
+
+    def take(self) -> list[Any]:
+        out = [parse_outbound(m["text"]) for m in self.sent]
+        self.sent.clear()
+        return out
+
+
+STREAM = "MZ" + "1" * 32
+CALL = "CA" + "2" * 32
+
+
+class Line:
+    """Inbound Twilio frames with increasing sequence numbers."""
+
+    def __init__(self, asgi: MemoryASGI) -> None:
+        self.asgi = asgi
+        self.seq = 0
+
+    def next(self) -> int:
+        self.seq += 1
+        return self.seq
+
+    def start(self, **params: str) -> None:
+        self.asgi.feed(encode_inbound(TwilioConnected()))
+        start = TwilioStart(self.next(), STREAM, "AC" + "3" * 32, CALL, custom_parameters=params)
+        self.asgi.feed(encode_inbound(start))
+
+    def media(self, ulaw: bytes = b"\xff" * 160, stream: str = STREAM) -> None:
+        self.asgi.feed(encode_inbound(TwilioMedia(self.next(), stream, ulaw, self.seq, 0)))
+
+    def mark(self, name: str) -> None:
+        self.asgi.feed(encode_inbound(TwilioMark(self.next(), STREAM, name)))
+
+
+async def started() -> tuple[TwilioTransport, MemoryASGI, Line]:
+    asgi = MemoryASGI()
+    transport = TwilioTransport("session-1", asgi.receive, asgi.send)
+    line = Line(asgi)
+    line.start(language="de-DE", voiceId="voice-7")
+    start = await transport.receive()
+    assert isinstance(start, InputStart)
+    assert start == InputStart(
+        start.event_id, 8000, language="de-DE", voice_id="voice-7", turn_mode="auto"
+    )
+    assert transport.call_id == CALL
+    return transport, asgi, line
+
+
+def chunk(uid: str, ms: int, rate: int = 8000, value: int = 1000) -> ServerEvent:
+    pcm = int(value).to_bytes(2, "little", signed=True) * (rate * ms // 1000)
+    return ServerEvent(ev.OUTPUT_CHUNK, {"audio": pcm, "utteranceId": uid, "sampleRate": rate})
+
+
+async def test_transport_receive_maps_twilio_events() -> None:
+    transport, asgi, line = await started()
+    ulaw = bytes(range(160))
+    line.media(ulaw)
+    item = await transport.receive()
+    assert isinstance(item, InputChunk) and item.audio == mulaw.decode(ulaw)
+    asgi.feed(encode_inbound(TwilioDtmf(line.next(), STREAM, "#")))
+    item = await transport.receive()
+    assert isinstance(item, DtmfInput) and item.digit == "#"
+    # Skipped, never returned to the session: garbage, a wrong stream, a non-key digit.
+    asgi.feed("garbage")
+    asgi.feed(encode_inbound(TwilioMedia(line.next(), STREAM, b"", 1, 0)).replace('""', '"\u00e9"'))
+    line.media(stream="MZ" + "9" * 32)
+    asgi.feed(encode_inbound(TwilioDtmf(line.next(), STREAM, "55")))
+    line.media(b"\x00" * 160)
+    item = await transport.receive()
+    assert isinstance(item, InputChunk) and item.audio == mulaw.decode(b"\x00" * 160)
+    assert transport.ignored == 4
+    asgi.feed(encode_inbound(TwilioStop(line.next(), STREAM, "AC" + "3" * 32, CALL)))
+    with pytest.raises(PeerGone):
+        await transport.receive()
+    assert transport.stopped
+
+
+async def test_transport_disconnect_is_peer_gone() -> None:
+    transport, asgi, _line = await started()
+    asgi.tx.send_nowait({"type": "websocket.disconnect", "code": 1006})
+    with pytest.raises(PeerGone):
+        await transport.receive()
+    with pytest.raises(PeerGone):
+        await transport.send(chunk("u", 40))
+
+
+async def test_transport_send_frames_audio_and_marks_each_chunk() -> None:
+    transport, asgi, line = await started()
+    await transport.send(ServerEvent(ev.OUTPUT_START, {"utteranceId": "u1", "timestamp": 0}))
+    assert asgi.take() == []
+    await transport.send(chunk("u1", 40))
+    out = asgi.take()
+    assert [type(o) for o in out] == [OutboundMedia, OutboundMedia, OutboundMark]
+    assert out[2] == OutboundMark(STREAM, "u1:1")
+    assert all(len(o.payload) == 160 for o in out[:2])
+    assert mulaw.decode(out[0].payload) == mulaw.decode(
+        mulaw.encode(chunk("u1", 20).payload["audio"])
+    )
+    await transport.send(chunk("u1", 30))  # 10 ms stays in the carry
+    assert [type(o) for o in asgi.take()] == [OutboundMedia, OutboundMark]
+    for kind in (ev.TRANSCRIPT_FINAL, ev.RESPONSE_TEXT, ev.METRICS_TURN, ev.ERR_TTS):
+        await transport.send(ServerEvent(kind, {"utteranceId": "u1", "message": "x"}))
+    assert asgi.take() == []
+    await transport.send(ServerEvent(ev.OUTPUT_COMPLETE, {"utteranceId": "u1"}))
+    last, final = asgi.take()
+    assert isinstance(last, OutboundMedia) and final == OutboundMark(STREAM, "u1:end")
+    pcm = mulaw.decode(last.payload)
+    assert pcm[160:] == bytes(160)  # padded with silence after the carried 10 ms
+    playback = transport.playback("u1")
+    assert playback is not None and playback.sent_ms == 80
+    # Marks come back as Twilio plays the audio.
+    for name, played in (("u1:1", 40), ("u1:2", 60), ("u1:end", 80)):
+        line.mark(name)
+        line.media()
+        await transport.receive()
+        assert transport.played_ms("u1") == played
+    assert await transport.wait_finished("u1") is True
+
+
+async def test_transport_cancel_sends_clear_and_drops_late_audio() -> None:
+    transport, asgi, line = await started()
+    await transport.send(chunk("u2", 40))
+    await transport.send(chunk("u2", 40))
+    asgi.take()
+    line.mark("u2:1")  # played before the barge-in
+    line.media()
+    await transport.receive()
+    await transport.send(ServerEvent(ev.OUTPUT_CANCEL, {"utteranceId": "u2", "reason": "barge_in"}))
+    assert asgi.take() == [OutboundClear(STREAM)]
+    await transport.send(chunk("u2", 40))
+    await transport.send(ServerEvent(ev.OUTPUT_COMPLETE, {"utteranceId": "u2"}))
+    assert asgi.take() == []  # nothing of a cancelled answer follows the clear
+    line.mark("u2:2")  # Twilio returns the pending mark: dropped, not played
+    line.media()
+    await transport.receive()
+    assert transport.played_ms("u2") == 40
+    assert await transport.wait_finished("u2") is False
+    # The next answer starts clean.
+    await transport.send(chunk("u3", 20))
+    assert [type(o) for o in asgi.take()] == [OutboundMedia, OutboundMark]
+
+
+async def test_transport_resamples_other_rates_to_8k() -> None:
+    transport, asgi, _line = await started()
+    for _ in range(5):
+        await transport.send(chunk("u4", 40, rate=16_000))
+    await transport.send(ServerEvent(ev.OUTPUT_COMPLETE, {"utteranceId": "u4"}))
+    media = [o for o in asgi.take() if isinstance(o, OutboundMedia)]
+    assert all(len(m.payload) == 160 for m in media)
+    assert len(media) == 10  # 200 ms at 8 kHz, whatever the source rate
+
+
+async def test_transport_drops_audio_before_start() -> None:
+    asgi = MemoryASGI()
+    transport = TwilioTransport("session-2", asgi.receive, asgi.send)
+    await transport.send(ServerEvent(ev.CONNECTION_ACK, {"success": True}))
+    await transport.send(chunk("u", 40))
+    assert asgi.sent == []
+
+
+# --- the fake caller's own contract -------------------------------------------------------
+
+
+async def test_fake_caller_plays_in_real_time_and_honours_clear() -> None:
+    """What the barge-in path relies on: marks echo after playback; clear drops and returns."""
+    cfg = FakeTwilioConfig(speed=1.0)
+    echoed: list[tuple[str, float]] = []
+
+    async def server(request: WebSocketRequest) -> None:
+        ws = await request.accept()
+        assert json.loads(await ws.get_message())["event"] == "connected"
+        assert json.loads(await ws.get_message())["event"] == "start"
+        tone = mulaw.encode(speech_like(0.02, 8000, seed=1))
+        t0 = trio.current_time()
+        for count, name in ((10, "a"), (50, "b"), (0, "c")):
+            for _ in range(count):
+                await ws.send_message(media_message(cfg.stream_sid, tone))
+            await ws.send_message(mark_message(cfg.stream_sid, name))
+        while len(echoed) < 3:
+            msg = json.loads(await ws.get_message())
+            if msg["event"] == "mark":
+                echoed.append((msg["mark"]["name"], trio.current_time() - t0))
+                if msg["mark"]["name"] == "a":
+                    await ws.send_message(clear_message(cfg.stream_sid))
+        await ws.aclose()
+
+    async with trio.open_nursery() as nursery:
+        listener = await nursery.start(serve_websocket, server, "127.0.0.1", 0, None)
+        url = f"ws://127.0.0.1:{listener.port}/twilio/stream"
+        async with dial_fake_twilio(url, cfg) as call:
+            with trio.fail_after(3):
+                await call.wait_until(lambda: call.closed)
+        nursery.cancel_scope.cancel()
+    assert [name for name, _ in echoed] == ["a", "b", "c"]
+    assert 0.18 <= echoed[0][1] < 0.4  # 200 ms of audio played before "a" came back
+    assert echoed[2][1] - echoed[0][1] < 0.1  # the cleared marks return at once
+    assert call.marks_echoed == ["a"] and call.marks_cleared == ["b", "c"] and call.clears == 1
+    assert call.heard_seconds < 0.35  # the cleared second of audio was never played
+    assert len(call.received) == 2 * 60 * 160
+    assert call.segments[0].mark == "a" and call.segments[0].seconds == pytest.approx(0.2)
+
+
+async def test_transport_ends_a_call_whose_start_is_unusable() -> None:
+    asgi = MemoryASGI()
+    transport = TwilioTransport("session-3", asgi.receive, asgi.send)
+    start = TwilioStart(
+        1, STREAM, "AC" + "3" * 32, CALL, media_format=MediaFormat(sample_rate=16000)
+    )
+    asgi.feed(encode_inbound(start))
+    with pytest.raises(PeerGone):
+        await transport.receive()

@@ -1,0 +1,372 @@
+"""Phone calls: a carrier media stream (Twilio ``<Connect><Stream>``) as a session Transport.
+
+The session pipeline is the browser's, unchanged: this transport turns carrier
+frames into the same client events (``start`` becomes an auto-turn
+``audio.input.start`` at 8 kHz, ``media`` becomes ``audio.input.chunk``,
+``dtmf`` a keypad event) and turns the session's answer audio back into the
+carrier's frames. All carrier specifics live in a :class:`MediaStreamSerializer`,
+so Telnyx, Plivo or Vonage are one serializer each, not another transport.
+
+A phone line has no channel for error events, and one garbled frame must not
+hang up on a caller: bad frames are logged with the call id and skipped.
+
+Outbound audio leaves as exact 20 ms frames (a carry keeps the remainder for
+the next chunk), each answer chunk followed by a mark named ``<utteranceId>:<n>``
+(``<utteranceId>:end`` after its last frame). The carrier echoes a mark once
+the audio before it has played, which gives :meth:`MediaStreamTransport.played_ms`: what the caller
+really heard, for barge-in. ``audio.output.cancel`` sends ``clear``, dropping
+whatever the carrier still has queued.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections import OrderedDict
+from typing import TYPE_CHECKING, Any
+
+import attrs
+import trio
+
+from ..audio.resample import StreamResampler
+from ..errors import ProtocolError, VantumError
+from ..pipeline.messages import ServerEvent
+from ..pipeline.transport import PeerGone
+from ..protocol import events as ev
+from ..protocol.client_events import ClientEvent, DtmfInput, InputChunk, InputStart
+from ..protocol.ids import new_id
+from ..protocol.twilio import (
+    AudioIn,
+    CarrierEvent,
+    DtmfIn,
+    Mark,
+    MediaStreamSerializer,
+    Start,
+    Stop,
+    TwilioSerializer,
+    frame_audio,
+)
+from ..protocol.twilio_signature import SIGNATURE_HEADER, validate_signature
+from .browser import ASGIReceive, ASGISend
+from .twilio_http import header_value, request_urls
+
+if TYPE_CHECKING:
+    from ..server.app import VantumApp
+
+log = logging.getLogger("vantum.twilio")
+
+FRAME_MS = 20
+DTMF_DIGITS = frozenset("0123456789*#ABCD")
+KEEP_UTTERANCES = 16
+"""Playback records kept per call (older answers are forgotten)."""
+
+
+@attrs.define
+class UtterancePlayback:
+    """One answer's audio as the carrier saw it."""
+
+    utterance_id: str
+    sent_ms: int = 0
+    played_ms: int = 0
+    marks: int = 0
+    final_mark: str | None = None
+    finished: bool = False
+    """The last mark came back: the caller heard the whole answer."""
+    cleared: bool = False
+
+
+class MediaStreamTransport:
+    """A session Transport over an ASGI WebSocket speaking a carrier's media-stream JSON."""
+
+    def __init__(
+        self,
+        session_id: str,
+        receive: ASGIReceive,
+        send: ASGISend,
+        serializer: MediaStreamSerializer,
+        *,
+        max_frame_bytes: int = 1 << 20,
+        carrier: str = "carrier",
+    ) -> None:
+        self.session_id = session_id
+        self.serializer = serializer
+        self.max_frame_bytes = max_frame_bytes
+        self.carrier = carrier
+        self.start: Start | None = None
+        self.ignored = 0
+        """Inbound frames skipped as malformed or out of place."""
+        self.stopped = False
+        self._receive = receive
+        self._send = send
+        self._closed = False
+        self._rate = serializer.sample_rate
+        self._frame_bytes = 2 * self._rate * FRAME_MS // 1000
+        self._carry = b""
+        self._current: UtterancePlayback | None = None
+        self._resampler: StreamResampler | None = None
+        self._utterances: OrderedDict[str, UtterancePlayback] = OrderedDict()
+        self._played_total = 0
+        self._progress = trio.Event()
+
+    @property
+    def call_id(self) -> str:
+        return self.start.call_id if self.start else self.session_id
+
+    # --- inbound ------------------------------------------------------------------
+
+    async def receive(self) -> ClientEvent | ProtocolError:
+        while True:
+            if self._closed or self.stopped:
+                raise PeerGone()
+            message = await self._receive()
+            kind = message["type"]
+            if kind == "websocket.disconnect":
+                self._closed = True
+                log.info("call %s: %s closed the stream", self.call_id, self.carrier)
+                raise PeerGone()
+            if kind != "websocket.receive":
+                continue
+            data = message.get("text")
+            if data is None:
+                data = message.get("bytes") or b""
+            if len(data) > self.max_frame_bytes:
+                await self.close(ev.CLOSE_TOO_BIG, f"frame of {len(data)} bytes is too large")
+                raise PeerGone()
+            try:
+                item = self.serializer.parse(data)
+            except (VantumError, ValueError) as exc:  # ValueError: e.g. non-ASCII base64
+                if self.start is None and getattr(exc, "event", None) == "start":
+                    log.error("call %s: unusable start, ending: %s", self.call_id, exc)
+                    raise PeerGone() from exc
+                self._skip(str(exc))
+                continue
+            event = self._client_event(item)
+            if event is not None:
+                return event
+
+    def _client_event(self, item: CarrierEvent | None) -> ClientEvent | None:
+        if isinstance(item, AudioIn):
+            return InputChunk(new_id(), item.pcm16)
+        if isinstance(item, Mark):
+            self._on_mark(item)
+        elif isinstance(item, Start):
+            return self._on_start(item)
+        elif isinstance(item, DtmfIn):
+            if item.digit.upper() in DTMF_DIGITS and len(item.digit) == 1:
+                return DtmfInput(new_id(), item.digit.upper())
+            self._skip(f"dtmf digit {item.digit[:16]!r} is not a keypad key")
+        elif isinstance(item, Stop):
+            self.stopped = True
+            log.info("call %s: %s stopped the stream", self.call_id, self.carrier)
+            raise PeerGone()
+        return None
+
+    def _on_start(self, start: Start) -> InputStart:
+        self.start = start
+        params = start.custom_parameters
+        language = params.get("language", "en-US")
+        if not 2 <= len(language) <= 16:
+            log.warning(
+                "call %s: language %r is not a tag like 'en-US'", start.call_id, language[:20]
+            )
+            language = "en-US"
+        log.info(
+            "call %s: stream %s started (session %s, from %s)",
+            start.call_id,
+            start.stream_id,
+            self.session_id,
+            params.get("From", "?"),
+        )
+        return InputStart(
+            new_id(),
+            start.sample_rate,
+            language=language,
+            voice_id=params.get("voiceId") or None,
+            turn_mode="auto",
+        )
+
+    def _on_mark(self, mark: Mark) -> None:
+        delta = mark.played_ms - self._played_total
+        self._played_total = mark.played_ms
+        play = self._utterances.get(mark.name.rpartition(":")[0])
+        if play is not None:
+            play.played_ms += delta
+            if mark.name == play.final_mark and not mark.cleared:
+                play.finished = True
+        self._progress.set()
+        self._progress = trio.Event()
+
+    def _skip(self, why: str) -> None:
+        self.ignored += 1
+        if self.ignored <= 10 or self.ignored in (100, 1000, 10_000):
+            log.warning(
+                "call %s: ignored %s frame #%d: %s", self.call_id, self.carrier, self.ignored, why
+            )
+
+    # --- playback -----------------------------------------------------------------
+
+    def playback(self, utterance_id: str) -> UtterancePlayback | None:
+        return self._utterances.get(utterance_id)
+
+    def played_ms(self, utterance_id: str) -> int:
+        """Milliseconds of this answer the carrier confirmed as played (marks echoed)."""
+        play = self._utterances.get(utterance_id)
+        return play.played_ms if play else 0
+
+    async def wait_finished(self, utterance_id: str) -> bool:
+        """Wait until the answer has fully played (True) or was cleared (False)."""
+        while True:
+            play = self._utterances.get(utterance_id)
+            if play is not None and (play.finished or play.cleared):
+                return play.finished
+            await self._progress.wait()
+
+    # --- outbound -----------------------------------------------------------------
+
+    async def send(self, event: ServerEvent) -> None:
+        if self._closed:
+            raise PeerGone()
+        kind, payload = event.event_type, event.payload
+        if self.start is None and kind in (ev.OUTPUT_CHUNK, ev.OUTPUT_COMPLETE, ev.OUTPUT_CANCEL):
+            log.warning("call %s: %s before the stream started, dropped", self.call_id, kind)
+        elif kind == ev.OUTPUT_CHUNK:
+            rate = payload.get("sampleRate", self._rate)
+            await self._audio(payload["utteranceId"], payload["audio"], rate)
+        elif kind == ev.OUTPUT_COMPLETE:
+            await self._complete(payload["utteranceId"])
+        elif kind == ev.OUTPUT_CANCEL:
+            await self._cancel(payload["utteranceId"])
+        elif ".error." in kind or kind.startswith("error."):
+            log.info("call %s: %s: %s", self.call_id, kind, payload.get("message"))
+        else:
+            log.debug("call %s: %s (not sent to the %s)", self.call_id, kind, self.carrier)
+
+    def _playback_for(self, uid: str) -> UtterancePlayback | None:
+        play = self._utterances.get(uid)
+        if play is not None:
+            return None if play.cleared or play.final_mark else play
+        play = self._utterances[uid] = UtterancePlayback(uid)
+        while len(self._utterances) > KEEP_UTTERANCES:
+            self._utterances.popitem(last=False)
+        return play
+
+    async def _audio(self, uid: str, pcm: bytes, rate: int) -> None:
+        play = self._playback_for(uid)
+        if play is None:
+            return  # a late chunk of a cancelled or finished answer
+        frames: list[str | bytes] = []
+        if self._current is not play:
+            frames += self._flush()
+            self._current = play
+            self._resampler = None if rate == self._rate else StreamResampler(rate, self._rate)
+        if self._resampler is not None:
+            pcm = self._resampler.process(pcm)
+        chunks, self._carry = frame_audio(pcm, self._frame_bytes, self._carry)
+        frames += [self.serializer.serialize_audio(c) for c in chunks]
+        play.sent_ms += len(chunks) * FRAME_MS
+        if chunks:
+            frames.append(self._mark(play))
+        await self._write(frames)
+
+    def _flush(self) -> list[str | bytes]:
+        """The current answer's last partial frame, padded with silence, and its final mark."""
+        play, self._current = self._current, None
+        if play is None:
+            return []
+        if self._resampler is not None:
+            self._carry += self._resampler.flush()
+            self._resampler = None
+        frames: list[str | bytes] = []
+        carry, self._carry = self._carry, b""
+        for start in range(0, len(carry), self._frame_bytes):
+            piece = carry[start : start + self._frame_bytes]
+            frames.append(self.serializer.serialize_audio(piece.ljust(self._frame_bytes, b"\0")))
+            play.sent_ms += FRAME_MS
+        play.final_mark = f"{play.utterance_id}:end"
+        frames.append(self.serializer.serialize_mark(play.final_mark))
+        return frames
+
+    def _mark(self, play: UtterancePlayback) -> str | bytes:
+        play.marks += 1
+        return self.serializer.serialize_mark(f"{play.utterance_id}:{play.marks}")
+
+    async def _complete(self, uid: str) -> None:
+        if self._current is not None and self._current.utterance_id == uid:
+            await self._write(self._flush())
+
+    async def _cancel(self, uid: str) -> None:
+        play = self._utterances.get(uid) or self._playback_for(uid)
+        if play is not None:
+            play.cleared = True
+        if self._current is not None and self._current.utterance_id == uid:
+            self._current, self._carry, self._resampler = None, b"", None
+        log.info("call %s: answer %s interrupted, clearing playback", self.call_id, uid)
+        await self._write([self.serializer.serialize_clear()])
+
+    async def _write(self, frames: list[str | bytes]) -> None:
+        for frame in frames:
+            key = "text" if isinstance(frame, str) else "bytes"
+            try:
+                await self._send({"type": "websocket.send", key: frame})
+            except Exception as exc:  # the ASGI server raises its own types on a dead socket
+                self._closed = True
+                raise PeerGone() from exc
+
+    async def close(self, code: int, reason: str) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        with contextlib.suppress(Exception):
+            await self._send({"type": "websocket.close", "code": code, "reason": reason})
+
+
+class TwilioTransport(MediaStreamTransport):
+    """:class:`MediaStreamTransport` speaking Twilio Media Streams."""
+
+    def __init__(
+        self,
+        session_id: str,
+        receive: ASGIReceive,
+        send: ASGISend,
+        *,
+        max_frame_bytes: int = 1 << 20,
+    ) -> None:
+        super().__init__(
+            session_id,
+            receive,
+            send,
+            TwilioSerializer(),
+            max_frame_bytes=max_frame_bytes,
+            carrier="Twilio",
+        )
+
+
+async def serve_twilio_stream(
+    app: VantumApp, scope: dict[str, Any], receive: ASGIReceive, send: ASGISend
+) -> None:
+    """Accept Twilio's media-stream WebSocket and run a session on it."""
+    connect = await receive()
+    if connect["type"] != "websocket.connect":
+        return
+    token = app.config.twilio_auth_token
+    if token:
+        signature = header_value(scope, SIGNATURE_HEADER)
+        urls = request_urls(app.config, scope)
+        if not any(validate_signature(token, url, (), signature) for url in urls):
+            log.warning(
+                "refused media stream: %s X-Twilio-Signature (signed URL tried: %s)",
+                "invalid" if signature else "missing",
+                urls[0],
+            )
+            await send({"type": "websocket.close", "code": 1008})  # before accept: HTTP 403
+            return
+    refusal = app.refusal()
+    if refusal is not None:
+        reason, code, message = refusal
+        log.warning("refused media stream: %s", message)
+        app.metrics.sessions_refused.labels(reason).inc()
+        await send({"type": "websocket.close", "code": code})
+        return
+    await send({"type": "websocket.accept"})
+    transport = TwilioTransport(new_id(), receive, send, max_frame_bytes=app.config.max_frame_bytes)
+    await app.serve_session(transport, "twilio")
