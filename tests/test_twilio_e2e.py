@@ -550,3 +550,30 @@ async def test_transport_ends_a_call_whose_start_is_unusable() -> None:
     asgi.feed(encode_inbound(start))
     with pytest.raises(PeerGone):
         await transport.receive()
+
+
+async def test_barge_in_on_a_phone_call_sends_clear_and_stops_playback() -> None:
+    story = " ".join(f"Part {i} of a long answer." for i in range(15))
+    long_oa = attrs.evolve(OA, responder=lambda _messages: story)
+    dg = FakeDeepgramConfig(
+        script=("tell me a story", "no wait stop"), final_latency=0.02, interim_latency=0.01
+    )
+    async with open_stack(deepgram=dg, openai=long_oa, cartesia=FAST_CA) as stack:
+        async with dial_fake_twilio(stream_url_for(stack.url), FakeTwilioConfig()) as call:
+            await call.say(utterance())
+            with trio.fail_after(10):
+                await call.wait_until(lambda: call.heard_seconds > 1.0)
+            await call.say(speech_like(1.5, 8000) + silence(0.6, 8000))
+            with trio.fail_after(10):
+                await call.wait_until(lambda: call.clears >= 1)
+            uid = stack.cartesia.cancels[0] if stack.cartesia.cancels else None
+            assert uid is not None  # the TTS context was cancelled at the provider
+            heard = call.heard_seconds_for(uid + ":")
+            assert 0.5 < heard < stack.cartesia.audio_seconds.get(uid, 99)
+            # The interruption is answered, and the LLM history holds the heard part only.
+            with trio.fail_after(10):
+                await call.wait_until(lambda: len(stack.openai.requests) >= 2)
+            history = stack.openai.requests[-1]["messages"]
+            assert history[-1]["content"] == "no wait stop"
+            assert 0 < len(history[-2]["content"]) < len(story)
+        await wait_idle(stack)
