@@ -35,6 +35,10 @@ def main(argv: list[str] | None = None) -> int:
     p_say.add_argument("wav", type=Path)
     p_say.add_argument("--rate", type=int, default=16_000, help="output sample rate")
 
+    p_tok = sub.add_parser("token", help="mint a short-lived /ws token from VANTUM_AUTH_SECRET")
+    p_tok.add_argument("--subject", default="cli")
+    p_tok.add_argument("--ttl", type=int, default=300, help="lifetime in seconds")
+
     p_fakes = sub.add_parser("fakes", help="run the fake Deepgram/OpenAI/Cartesia servers")
     p_fakes.add_argument("--host", default="127.0.0.1")
 
@@ -57,6 +61,14 @@ def main(argv: list[str] | None = None) -> int:
             )
         elif args.command == "say":
             _say(args.text, args.wav, args.rate)
+        elif args.command == "token":
+            import os
+            import time
+
+            from .server.auth import issue_token, load_secret
+
+            secret = load_secret(os.environ.get("VANTUM_AUTH_SECRET", ""))
+            print(issue_token(secret, subject=args.subject, ttl_s=args.ttl, now=time.time()))
         elif args.command == "fakes":
             from .testing.fakes_main import run_fakes
 

@@ -65,6 +65,13 @@ class Config:
     """When set, /twilio/* requests must carry a valid X-Twilio-Signature."""
     twilio_api_base: str = "https://api.twilio.com"
 
+    records_url: str | None = None
+    """Where call records go: ``sqlite:///vantum-calls.db`` (the ``vantum serve`` default),
+    ``postgresql://...``; None/empty disables recording."""
+    audio_rate_margin: float | None = 1.25
+    """Clients may send audio at most this much faster than real time (after a 5 s lead);
+    None disables the check (the test stack does, to stream fixtures fast)."""
+
     system_prompt: str | None = None
     max_frame_bytes: int = 1 << 20
     """Larger WebSocket messages close the connection with code 1009."""
@@ -96,6 +103,10 @@ class Config:
             "twilio_account_sid": e.get("TWILIO_ACCOUNT_SID") or None,
             "twilio_auth_token": e.get("TWILIO_AUTH_TOKEN") or None,
             "twilio_api_base": e.get("TWILIO_API_BASE", _default("twilio_api_base")),
+            "records_url": e.get("VANTUM_RECORDS_URL", "sqlite:///vantum-calls.db") or None,
+            "audio_rate_margin": _env_float(
+                e, "VANTUM_AUDIO_RATE_MARGIN", _default("audio_rate_margin")
+            ),
             "system_prompt": e.get("VANTUM_SYSTEM_PROMPT") or None,
             "max_frame_bytes": _env_int(e, "VANTUM_MAX_FRAME_BYTES", _default("max_frame_bytes")),
             "max_sessions": _env_int(e, "VANTUM_MAX_SESSIONS", _default("max_sessions")),

@@ -18,6 +18,7 @@ import attrs
 import trio
 
 from ..errors import ProtocolError
+from ..limits import AudioRateGuard
 from ..protocol import events as ev
 from ..protocol.client_events import DtmfInput, InputChunk, InputEnd, InputStart, TextInput
 from ..providers.base import Finalize, LLMEngine, STTEngine, STTInput, TTSEngine
@@ -57,6 +58,9 @@ class SessionOptions:
     playback_lead: float = 0.2
     output_chunk_ms: int = 40
     request_queue: int = 10
+    audio_rate_margin: float | None = 1.25
+    """Audio faster than real time by more than this (after a 5 s lead) is dropped
+    with an ``audio.error.rate_exceeded`` event; None disables the check."""
     audio_buffer: int = 50
     """Audio chunks ingress may queue before the session reports backpressure."""
 
@@ -105,7 +109,9 @@ async def run_session(
             with trio.move_on_after(options.max_call_s or float("inf")) as call_timer:
                 async with trio.open_nursery() as front:
                     front.start_soon(_hang_up_when_asked, state, front.cancel_scope)
-                    await run_ingress(transport, state, audio_tx, inbox_tx, out_tx)
+                    await run_ingress(
+                        transport, state, audio_tx, inbox_tx, out_tx, options.audio_rate_margin
+                    )
                     front.cancel_scope.cancel()
         # The call is over (caller left, hang-up, or time limit): stop every actor.
         nursery.cancel_scope.cancel()
@@ -161,9 +167,12 @@ async def run_ingress(
     audio: trio.MemorySendChannel[AudioItem],
     inbox: trio.MemorySendChannel[TurnInput],
     out: trio.MemorySendChannel[ServerEvent],
+    rate_margin: float | None = 1.25,
 ) -> None:
     """Read frames until the peer leaves; bad frames get an error event, never a crash."""
     reported_backpressure = False
+    guard: AudioRateGuard | None = None
+    rate_reported_at = float("-inf")
     while True:
         try:
             item = await transport.receive()
@@ -183,6 +192,10 @@ async def run_ingress(
             if (state.client_rate, state.turn_mode) != (item.sampling_rate, item.turn_mode):
                 await audio.send(fmt)
             state.client_rate = item.sampling_rate
+            if guard is None and rate_margin is not None:
+                guard = AudioRateGuard(item.sampling_rate, margin=rate_margin, window_s=5.0)
+            if guard is not None:
+                guard.set_sample_rate(item.sampling_rate)
             state.language = item.language
             state.voice_id = item.voice_id
             state.turn_mode = item.turn_mode
@@ -197,6 +210,17 @@ async def run_ingress(
                         request_type=ev.INPUT_CHUNK,
                     )
                 )
+                continue
+            if guard is not None and not guard.accept(len(item.audio) // 2, trio.current_time()):
+                if trio.current_time() - rate_reported_at >= 5.0:  # at most every 5 s
+                    rate_reported_at = trio.current_time()
+                    await out.send(
+                        ServerEvent(
+                            ev.ERR_RATE,
+                            {"message": "audio arrives faster than real time; chunks dropped"},
+                            request_type=ev.INPUT_CHUNK,
+                        )
+                    )
                 continue
             pcm = bytes(len(item.audio)) if item.is_muted else item.audio
             try:

@@ -7,6 +7,7 @@ crash or a shutdown of one call never touches another.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from importlib import resources
@@ -17,10 +18,11 @@ import trio
 from ..config import Config
 from ..pipeline.context import DEFAULT_SYSTEM_PROMPT
 from ..pipeline.messages import ServerEvent
-from ..pipeline.session import Engines, SessionOptions, run_session
+from ..pipeline.session import Engines, EventObserver, SessionOptions, run_session
 from ..pipeline.transport import Transport
 from ..protocol import events as ev
 from ..protocol.ids import new_id
+from ..records import CallStore, record_call
 from ..transports.browser import ASGIReceive, ASGISend, BrowserTransport
 from .metrics import ServerMetrics
 
@@ -42,10 +44,13 @@ class VantumApp:
             playback_lead=config.playback_lead_ms / 1000.0,
             output_chunk_ms=config.output_chunk_ms,
             request_queue=config.request_queue,
+            audio_rate_margin=config.audio_rate_margin,
         )
         self.engine_names = engine_names or {}
         self.metrics = ServerMetrics()
         self.sessions: dict[str, trio.CancelScope] = {}
+        self.store: CallStore | None = None
+        """Call records (set by ``run_server``); None records nothing."""
         self.draining = False
         self._idle = trio.Event()
         self._idle.set()
@@ -148,7 +153,13 @@ class VantumApp:
             self.sessions[sid] = scope
             self._idle = trio.Event() if self._idle.is_set() else self._idle
             try:
-                await run_session(transport, self.engines, self.options, self.metrics)
+                async with contextlib.AsyncExitStack() as stack:
+                    observer: EventObserver = self.metrics
+                    if self.store is not None:
+                        observer = await stack.enter_async_context(
+                            record_call(self.store, sid, transport=kind, also=self.metrics)
+                        )
+                    await run_session(transport, self.engines, self.options, observer)
             except Exception:
                 log.exception("session %s crashed", sid)
                 code, reason = ev.CLOSE_INTERNAL, "internal error"

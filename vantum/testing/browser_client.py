@@ -112,6 +112,14 @@ class BrowserClient:
             if ".error." in event["eventType"] or event["eventType"].startswith("error."):
                 raise AssertionError(f"error while waiting for {event_type}: {event}")
 
+    async def expect_error(self) -> dict[str, Any]:
+        """Skip non-error events until an error event arrives, and return it."""
+        while True:
+            event = await self.next_event()
+            kind = event["eventType"]
+            if ".error." in kind or kind.startswith("error."):
+                return event
+
     async def start(self, sampling_rate: int, **options: Any) -> dict[str, Any]:
         event_id = await self.send(ev.INPUT_START, {"samplingRate": sampling_rate, **options})
         ack = await self.expect(ev.INPUT_START)

@@ -59,6 +59,7 @@ async def open_stack(
         serve_fake_cartesia(cartesia or FakeCartesiaConfig()) as ca,
     ):
         config.setdefault("graceful_timeout", 1.0)
+        config.setdefault("audio_rate_margin", None)  # tests stream fixtures faster than real time
         cfg = Config(host="127.0.0.1", port=0, **config)
         engines = Engines(
             DeepgramSTT(dg.api_key, dg.url),
