@@ -15,6 +15,7 @@ from typing import Any
 
 import trio
 
+from ..asgi import serve_lifespan
 from ..config import Config
 from ..pipeline.context import DEFAULT_SYSTEM_PROMPT
 from ..pipeline.messages import ServerEvent
@@ -58,7 +59,7 @@ class VantumApp:
     async def __call__(self, scope: dict[str, Any], receive: ASGIReceive, send: ASGISend) -> None:
         kind = scope["type"]
         if kind == "lifespan":
-            await self._lifespan(receive, send)
+            await serve_lifespan(receive, send)
         elif kind == "http":
             if scope["path"].startswith("/twilio/"):
                 from ..transports.twilio_http import handle_twilio_http
@@ -76,15 +77,6 @@ class VantumApp:
             else:
                 await receive()
                 await send({"type": "websocket.close", "code": 1008})
-
-    async def _lifespan(self, receive: ASGIReceive, send: ASGISend) -> None:
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await send({"type": "lifespan.shutdown.complete"})
-                return
 
     async def _http(self, scope: dict[str, Any], send: ASGISend) -> None:
         path, method = scope["path"], scope["method"]

@@ -46,6 +46,7 @@ from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve as hypercorn_serve
 from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
 
+from ..asgi import read_body, serve_lifespan
 from ..audio.resample import StreamResampler
 from ..audio.wav import read_wav
 from ..protocol import mulaw
@@ -370,8 +371,11 @@ class FakeTwilioCall:
                     await self._echo(name)
                 continue
             if not self._queue:
-                due = None
+                # Keep ``due``: frames trickling in faster than they play must still
+                # wait their turn; only a real underrun (due in the past) restarts it.
                 await self._changed.wait()
+                if due is not None and due < trio.current_time():
+                    due = None
                 continue
             now = trio.current_time()
             due = now if due is None else max(due, now - 0.1)
@@ -501,11 +505,11 @@ class FakeTwilioRest:
 
     async def app(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
-            await _lifespan(receive, send)
+            await serve_lifespan(receive, send)
             return
         if scope["type"] != "http":
             return
-        body = await _read_body(receive)
+        body = (await read_body(receive)) or b""
         if self.config.latency:
             await trio.sleep(self.config.latency)
         status, payload = self._handle(scope, body)
@@ -589,28 +593,6 @@ class FakeTwilioRest:
 def _twilio_error(status: int, code: int, message: str) -> tuple[int, dict[str, Any]]:
     info = f"https://www.twilio.com/docs/errors/{code}"
     return status, {"code": code, "message": message, "more_info": info, "status": status}
-
-
-async def _read_body(receive: Any) -> bytes:
-    chunks: list[bytes] = []
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            break
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body", False):
-            break
-    return b"".join(chunks)
-
-
-async def _lifespan(receive: Any, send: Any) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "lifespan.startup":
-            await send({"type": "lifespan.startup.complete"})
-        elif message["type"] == "lifespan.shutdown":
-            await send({"type": "lifespan.shutdown.complete"})
-            return
 
 
 @asynccontextmanager

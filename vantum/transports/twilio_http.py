@@ -22,6 +22,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from ..asgi import read_body
 from ..config import Config
 from ..protocol.twilio import connect_stream_twiml
 from ..protocol.twilio_signature import SIGNATURE_HEADER, validate_signature
@@ -70,7 +71,7 @@ async def handle_twilio_http(
         allow = [(b"allow", ", ".join(allowed).encode())]
         await _respond(send, 405, b"method not allowed\n", "text/plain", allow)
         return
-    body = await _read_body(receive, MAX_BODY_BYTES)
+    body = await read_body(receive, MAX_BODY_BYTES)
     if body is None:
         await _respond(send, 413, b"request body too large\n", "text/plain")
         return
@@ -203,23 +204,6 @@ def header_value(scope: Mapping[str, Any], name: str) -> str | None:
 
 def _form_pairs(body: bytes) -> Pairs:
     return urllib.parse.parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True)
-
-
-async def _read_body(receive: ASGIReceive, limit: int) -> bytes | None:
-    """The request body, or None once it exceeds ``limit`` bytes."""
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            return b"".join(chunks)
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return b"".join(chunks)
 
 
 async def _respond(
