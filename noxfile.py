@@ -28,5 +28,5 @@ def typecheck(session: nox.Session) -> None:
 
 @nox.session(python="3.11")
 def bench(session: nox.Session) -> None:
-    session.install("-e", ".[test]")
+    session.install("-e", ".[test,bench]")
     session.run("python", "benchmarks/replay.py", *session.posargs)

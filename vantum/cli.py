@@ -1,4 +1,4 @@
-"""Command line: ``vantum serve``, ``vantum call FILE.wav``, ``vantum fakes``."""
+"""Command line: ``vantum serve``, ``call FILE.wav``, ``say``, ``token``, ``bench``, ``fakes``."""
 
 from __future__ import annotations
 
@@ -14,6 +14,11 @@ from .errors import VantumError
 
 
 def main(argv: list[str] | None = None) -> int:
+    args_list = sys.argv[1:] if argv is None else argv
+    if args_list[:1] == ["bench"]:
+        from .bench import main as bench_main
+
+        return bench_main(args_list[1:])
     parser = argparse.ArgumentParser(prog="vantum", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -38,6 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     p_tok = sub.add_parser("token", help="mint a short-lived /ws token from VANTUM_AUTH_SECRET")
     p_tok.add_argument("--subject", default="cli")
     p_tok.add_argument("--ttl", type=int, default=300, help="lifetime in seconds")
+
+    sub.add_parser("bench", help="replay benchmark (docs/benchmarks.md); bench --help")
 
     p_fakes = sub.add_parser("fakes", help="run the fake Deepgram/OpenAI/Cartesia servers")
     p_fakes.add_argument("--host", default="127.0.0.1")

@@ -1,0 +1,1229 @@
+"""The replay benchmark behind ``vantum bench`` and ``benchmarks/replay.py``.
+
+Why it is built this way:
+
+* **Measured at the client, over real sockets.** Each simulated caller is a
+  :class:`~vantum.testing.browser_client.BrowserClient` replaying speech WAVs at
+  real-time pace; latency is what a caller would hear, not what the server logs.
+* **One process per role.** The server under test runs alone (pinned to one core
+  when the machine has two), so ``psutil`` reads *its* CPU and memory. The fake
+  providers run in a second process and the load generator in this one.
+* **Provider latency is modelled, then subtracted.** The fakes answer after the
+  delays real services take (STT final, LLM first token and token rate, TTS first
+  audio); whatever the caller waits beyond that floor is the server's own cost.
+* **Same load, any server.** Anything that speaks docs/protocol.md can be put
+  under the same replay: the Pipecat peer in ``benchmarks/peers/`` does, through
+  a small serializer.
+
+Definitions (also in docs/benchmarks.md): voice-to-voice = client sent
+``audio.input.end`` -> first answer audio chunk arrived. Provider floor = STT
+final latency + time until the LLM has streamed the first sentence + TTS first
+audio latency. Added = voice-to-voice - floor. Late jitter = how much later a
+chunk arrived than the previous chunk's audio duration. Underrun = a simulated
+real-time player (starts on the first chunk) runs dry before the answer ends.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import platform
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import attrs
+import numpy as np
+import trio
+
+from .audio.wav import read_wav
+from .protocol import events as ev
+
+SCRIPT = (
+    "hello i would like to book a table for two people tonight",
+    "what time does the pharmacy on main street close today",
+    "can you tell me the weather forecast for tomorrow morning",
+)
+FIXTURE_TEXTS = (
+    "Hello, I would like to book a table for two people tonight.",
+    "What time does the pharmacy on Main Street close today?",
+    "Can you tell me the weather forecast for tomorrow morning?",
+)
+REPLY = "Sure, here is the answer you asked for. Anything else?"
+"""Every answer. Its first sentence (39 chars, ends mid-token) is what both servers
+must receive before they can start speech synthesis, so the floor is the same."""
+
+CHARS_PER_TOKEN = 4
+
+
+@attrs.frozen
+class Workload:
+    stt_final: float = 0.15
+    llm_first_token: float = 0.3
+    tokens_per_second: float = 50.0
+    tts_first_chunk: float = 0.09
+    turns: int = 3
+    chunk_ms: int = 20
+    think: float = 0.3
+    """Pause between the end of the answer's playback and the next utterance."""
+    ramp: float = 4.0
+    """Session starts are spread over this many seconds, like calls arriving."""
+    jitter_buffer_ms: float = 0.0
+    """Client playout delay; 0 = play on arrival, as a simple browser client does."""
+
+    def llm_first_sentence(self) -> float:
+        """Seconds from request to the token that completes the reply's first sentence."""
+        end = REPLY.index(". ") + 1  # the space after the period decides the cut
+        return self.llm_first_token + (end // CHARS_PER_TOKEN) / self.tokens_per_second
+
+    def floor(self) -> float:
+        return self.stt_final + self.llm_first_sentence() + self.tts_first_chunk
+
+
+# --------------------------------------------------------------------------- fakes
+
+
+def bench_reply(messages: list[dict[str, Any]]) -> str:
+    return REPLY
+
+
+async def serve_fakes(workload: Workload) -> None:
+    """Run the three fakes; print the server environment as one JSON line."""
+    from .testing.fake_cartesia import FakeCartesiaConfig, serve_fake_cartesia
+    from .testing.fake_deepgram import FakeDeepgramConfig, serve_fake_deepgram
+    from .testing.fake_openai import FakeOpenAIConfig, serve_fake_openai
+
+    dg_cfg = FakeDeepgramConfig(script=SCRIPT, final_latency=workload.stt_final)
+    oa_cfg = FakeOpenAIConfig(
+        first_token_latency=workload.llm_first_token,
+        tokens_per_second=workload.tokens_per_second,
+        chars_per_token=CHARS_PER_TOKEN,
+        responder=bench_reply,
+    )
+    ca_cfg = FakeCartesiaConfig(first_chunk_latency=workload.tts_first_chunk)
+    async with (
+        serve_fake_deepgram(dg_cfg) as dg,
+        serve_fake_openai(oa_cfg) as oa,
+        serve_fake_cartesia(ca_cfg) as ca,
+    ):
+        env = {
+            "DEEPGRAM_API_KEY": dg.api_key,
+            "DEEPGRAM_URL": dg.url,
+            "OPENAI_API_KEY": oa.api_key,
+            "OPENAI_BASE_URL": oa.base_url,
+            "CARTESIA_API_KEY": ca.api_key,
+            "CARTESIA_URL": ca.url,
+        }
+        print(json.dumps(env), flush=True)
+        await trio.sleep_forever()
+
+
+async def calibrate_fakes(
+    env: dict[str, str], pcm: bytes, wl: Workload, rounds: int = 5
+) -> dict[str, Any]:
+    """Each fake's latency as a minimal raw client sees it, on the idle machine.
+
+    The difference to the modelled latency is the fakes' own cost (Python, HTTP,
+    JSON, loopback): part of "added latency" that a real provider would replace
+    with its own network time. Reported so the two can be told apart.
+    """
+    import httpx
+    from trio_websocket import open_websocket_url
+
+    from .providers import cartesia_messages as cm
+    from .providers import deepgram_messages as dm
+
+    stt: list[float] = []
+    llm: list[float] = []
+    tts: list[float] = []
+    url = dm.listen_url(env["DEEPGRAM_URL"], dm.ListenOptions())
+    async with open_websocket_url(
+        url, extra_headers=dm.auth_headers(env["DEEPGRAM_API_KEY"])
+    ) as ws:
+        for _ in range(rounds):
+            for i in range(0, len(pcm), 640):
+                await ws.send_message(pcm[i : i + 640])
+            with trio.move_on_after(0.5):  # let the fake work through the burst first
+                while True:
+                    await ws.get_message()
+            t0 = trio.current_time()
+            await ws.send_message(dm.FINALIZE)
+            while not json.loads(await ws.get_message()).get("from_finalize"):
+                pass
+            stt.append(trio.current_time() - t0)
+    headers = {"Authorization": f"Bearer {env['OPENAI_API_KEY']}"}
+    body = {"model": "fake-model", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+    async with httpx.AsyncClient(headers=headers, timeout=10) as http:
+        for _ in range(rounds):
+            t0, text = trio.current_time(), ""
+            endpoint = env["OPENAI_BASE_URL"].rstrip("/") + "/chat/completions"
+            async with http.stream("POST", endpoint, json=body) as response:
+                async for line in response.aiter_lines():
+                    if not line.startswith("data: {"):
+                        continue
+                    for choice in json.loads(line[6:]).get("choices", []):
+                        text += choice.get("delta", {}).get("content") or ""
+                    if ". " in text:
+                        llm.append(trio.current_time() - t0)
+                        break
+    sentence = REPLY[: REPLY.index(". ") + 1]
+    url = cm.build_url(env["CARTESIA_URL"], env["CARTESIA_API_KEY"], cm.DEFAULT_VERSION)
+    async with open_websocket_url(url) as ws:
+        for i in range(rounds):
+            request = cm.GenerationRequest(f"cal-{i}", sentence, "sonic-2", "bench-voice")
+            t0, first = trio.current_time(), None
+            await ws.send_message(cm.encode_request(request))
+            while True:
+                reply = cm.parse_response(await ws.get_message())
+                if isinstance(reply, cm.AudioChunk) and first is None:
+                    first = trio.current_time() - t0
+                elif isinstance(reply, cm.Done | cm.ErrorResponse):
+                    break
+            if first is not None:
+                tts.append(first)
+    measured = {
+        "stt_final_ms": 1000 * float(np.median(stt)),
+        "llm_first_sentence_ms": 1000 * float(np.median(llm)),
+        "tts_first_chunk_ms": 1000 * float(np.median(tts)) if tts else math.nan,
+    }
+    modelled = {
+        "stt_final_ms": 1000 * wl.stt_final,
+        "llm_first_sentence_ms": 1000 * wl.llm_first_sentence(),
+        "tts_first_chunk_ms": 1000 * wl.tts_first_chunk,
+    }
+    return {
+        "measured_ms": {k: round(v, 1) for k, v in measured.items()},
+        "fake_overhead_ms": round(sum(measured.values()) - sum(modelled.values()), 1),
+    }
+
+
+# ----------------------------------------------------------------------- processes
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+_NICE = 0
+
+
+def _raise_priority(own_session: bool = True) -> None:
+    """Apply ``--nice`` to this process and, when it leads its own session, to its
+    autogroup (a plain nice value only weighs against the same autogroup's processes)."""
+    if _NICE:
+        os.setpriority(os.PRIO_PROCESS, 0, _NICE)
+        if own_session:
+            with contextlib.suppress(OSError):
+                Path("/proc/self/autogroup").write_text(str(_NICE))
+
+
+def _die_with_parent() -> None:
+    """In a child: get SIGTERM if the benchmark dies, so no server outlives it (Linux)."""
+    import ctypes
+    import signal
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def _runq_wait(pid: int) -> float:
+    """Seconds the process's threads spent runnable but waiting for a CPU (schedstat)."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").glob("*/schedstat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            total += int(task.read_text().split()[1])
+    return total / 1e9
+
+
+class Proc:
+    """A child process we started: pinned, measurable, and stopped by its own PID."""
+
+    def __init__(
+        self, name: str, argv: list[str], env: dict[str, str], cores: set[int] | None, log: Path
+    ) -> None:
+        import psutil
+
+        def pin() -> None:
+            # Own session = own scheduler autogroup: with autogroups on (the Linux
+            # default), each role then gets its own CPU share instead of splitting one.
+            os.setsid()
+            _die_with_parent()
+            _raise_priority()
+            if cores:
+                os.sched_setaffinity(0, cores)
+
+        self.name = name
+        self.log = log
+        with open(log, "wb") as err:
+            self.popen = subprocess.Popen(
+                argv,
+                env={**os.environ, **env},
+                stdout=subprocess.PIPE,
+                stderr=err,
+                stdin=subprocess.DEVNULL,
+                preexec_fn=pin,
+            )
+        self.ps = psutil.Process(self.popen.pid)
+
+    def read_line(self, timeout: float) -> str:
+        import selectors
+
+        assert self.popen.stdout is not None
+        with selectors.DefaultSelector() as sel:
+            sel.register(self.popen.stdout, selectors.EVENT_READ)
+            if not sel.select(timeout):
+                raise RuntimeError(f"{self.name} printed nothing in {timeout} s: see {self.log}")
+        return self.popen.stdout.readline().decode()
+
+    def wait_port(self, port: int, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.popen.poll() is not None:
+                raise RuntimeError(f"{self.name} exited ({self.popen.returncode}): see {self.log}")
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                    return
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError(f"{self.name} did not listen on {port} within {timeout} s")
+
+    def cpu(self) -> float:
+        t = self.ps.cpu_times()
+        return float(t.user + t.system)
+
+    def runq_wait(self) -> float:
+        return _runq_wait(self.popen.pid)
+
+    def rss(self) -> int:
+        return int(self.ps.memory_info().rss)
+
+    def stop(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.terminate()
+            try:
+                self.popen.wait(10)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait(5)
+        if self.popen.stdout is not None:
+            self.popen.stdout.close()
+
+
+# -------------------------------------------------------------------------- client
+
+
+@attrs.define
+class Turn:
+    end_at: float = math.nan
+    first_audio: float | None = None
+    chunks: list[tuple[float, float]] = attrs.Factory(list)  # (arrival, seconds)
+    complete: bool = False
+    metrics: dict[str, Any] = attrs.Factory(dict)
+    errors: list[str] = attrs.Factory(list)
+
+    def playout(self, buffer_s: float) -> tuple[int, float, float]:
+        """(underruns, underrun seconds, playback end) of a real-time player."""
+        underruns, dry, play_end = 0, 0.0, math.nan
+        for i, (at, dur) in enumerate(self.chunks):
+            if i == 0:
+                play_end = at + buffer_s
+            elif at > play_end + 1e-3:
+                underruns += 1
+                dry += at - play_end
+            play_end = max(play_end, at) + dur
+        return underruns, dry, play_end
+
+    def late(self) -> list[float]:
+        c = self.chunks
+        return [max(0.0, c[i][0] - c[i - 1][0] - c[i - 1][1]) for i in range(1, len(c))]
+
+
+@attrs.define
+class Session:
+    started: float = math.nan
+    ended: float = math.nan
+    turns: list[Turn] = attrs.Factory(list)
+    error: str | None = None
+
+
+async def _collect(client: Any, turn: Turn, expect_metrics: bool, timeout: float) -> None:
+    with trio.move_on_after(timeout):
+        while True:
+            event = await client.next_event()
+            kind, p = event["eventType"], event.get("payload") or {}
+            if kind == ev.OUTPUT_CHUNK:
+                at = event["_receivedAt"]
+                if turn.first_audio is None:
+                    turn.first_audio = at
+                turn.chunks.append((at, len(p["audio"]) / 2 / p["sampleRate"]))
+            elif kind == ev.OUTPUT_COMPLETE:
+                turn.complete = True
+                if not expect_metrics:
+                    return
+            elif kind == ev.METRICS_TURN:
+                turn.metrics = p
+                return
+            elif ".error." in kind or kind.startswith("error."):
+                turn.errors.append(kind)
+
+
+async def replay_session(
+    url: str,
+    index: int,
+    clips: Sequence[tuple[bytes, int]],
+    wl: Workload,
+    session: Session,
+    start_at: float,
+    expect_metrics: bool,
+) -> None:
+    """One caller: connect, then speak-and-listen ``wl.turns`` times."""
+    from trio_websocket import ConnectionClosed, HandshakeError
+
+    from .testing.browser_client import BrowserClient
+
+    await trio.sleep_until(start_at)
+    session.started = trio.current_time()
+    try:
+        async with BrowserClient.connect(url) as client:
+            for t in range(wl.turns):
+                pcm, rate = clips[(index + t) % len(clips)]
+                client.events.clear()
+                turn = Turn()
+                session.turns.append(turn)
+                await client.send(ev.INPUT_START, {"samplingRate": rate})
+                speech = len(pcm) / 2 / rate
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(_collect, client, turn, expect_metrics, speech + 20.0)
+                    await client.stream_audio(pcm, rate, chunk_ms=wl.chunk_ms)
+                    turn.end_at = await client.end_turn()
+                _, _, play_end = turn.playout(wl.jitter_buffer_ms / 1000)
+                if not math.isnan(play_end):
+                    await trio.sleep_until(play_end + wl.think)
+    except (OSError, ConnectionClosed, HandshakeError, trio.BrokenResourceError) as exc:
+        session.error = f"{type(exc).__name__}: {exc}"
+    except trio.EndOfChannel:
+        session.error = "server closed the connection"
+    session.ended = trio.current_time()
+
+
+def _grew(buffer: bytearray, size: int) -> bool:
+    return len(buffer) != size
+
+
+def trailing_silence(pcm: bytes, rate: int, level: int = 64) -> float:
+    """Seconds of near-zero samples at the end of a clip (the pause after speech)."""
+    samples = np.abs(np.frombuffer(pcm, dtype="<i2"))
+    loud = np.nonzero(samples > level)[0]
+    return (len(samples) - 1 - int(loud[-1])) / rate if len(loud) else 0.0
+
+
+async def replay_twilio_session(
+    url: str,
+    index: int,
+    clips: Sequence[tuple[bytes, int]],
+    wl: Workload,
+    session: Session,
+    start_at: float,
+    expect_metrics: bool,
+) -> None:
+    """One phone caller (fake Twilio media stream): the server ends turns by its VAD."""
+    from trio_websocket import ConnectionClosed, HandshakeError
+
+    from .protocol.twilio import SAMPLE_RATE
+    from .testing.fake_twilio import dial_fake_twilio, stream_url_for
+
+    await trio.sleep_until(start_at)
+    session.started = trio.current_time()
+    stream_url = stream_url_for(url.replace("ws://", "http://").removesuffix("/ws"))
+    try:
+        async with dial_fake_twilio(stream_url) as call, trio.open_nursery() as nursery:
+            arrivals: list[tuple[float, float]] = []
+
+            async def watch() -> None:
+                seen = len(call.received)
+                while True:
+                    await call.wait_until(partial(_grew, call.received, seen))
+                    now, size = trio.current_time(), len(call.received)
+                    arrivals.append((now, (size - seen) / 2 / SAMPLE_RATE))
+                    seen = size
+
+            nursery.start_soon(watch)
+            for t in range(wl.turns):
+                pcm, rate = clips[(index + t) % len(clips)]
+                turn = Turn()
+                session.turns.append(turn)
+                mark = len(arrivals)
+                # The fake's mic sends the clip from its next 20 ms tick on, in real time;
+                # say() itself may return late (it wakes on the next message it gets).
+                speech = len(pcm) / 2 / rate - trailing_silence(pcm, rate)
+                turn.end_at = trio.current_time() + speech
+                await call.say(pcm, rate)
+                # The answer is over once no audio came for a while and all of it played.
+                with trio.move_on_after(20.0):
+                    while True:
+                        count = len(arrivals)
+                        await trio.sleep(0.6)
+                        if count > mark and len(arrivals) == count and call.heard == call.received:
+                            break
+                turn.chunks = [a for a in arrivals[mark:] if a[0] > turn.end_at]
+                turn.first_audio = turn.chunks[0][0] if turn.chunks else None
+                turn.complete = bool(turn.chunks)
+                await trio.sleep(wl.think)
+            nursery.cancel_scope.cancel()
+    except (OSError, ConnectionClosed, HandshakeError, trio.BrokenResourceError) as exc:
+        session.error = f"{type(exc).__name__}: {exc}"
+    session.ended = trio.current_time()
+
+
+# --------------------------------------------------------------------------- stats
+
+
+def _pct(values: Sequence[float]) -> dict[str, float | None]:
+    if not values:
+        return {"p50": None, "p95": None, "p99": None, "max": None}
+    a = np.asarray(values, dtype=np.float64)
+    q = np.percentile(a, [50, 95, 99])
+    return {
+        "p50": round(float(q[0]), 1),
+        "p95": round(float(q[1]), 1),
+        "p99": round(float(q[2]), 1),
+        "max": round(float(a.max()), 1),
+    }
+
+
+_STAGES = (
+    "endOfSpeechToFinalMs",
+    "finalToLlmFirstTokenMs",
+    "llmFirstTokenToTtsFirstAudioMs",
+    "ttsFirstAudioToFirstAudioSentMs",
+    "voiceToVoiceMs",
+)
+
+
+def summarize(sessions: Sequence[Session], wl: Workload, floor: float) -> dict[str, Any]:
+    turns = [t for s in sessions for t in s.turns]
+    answered = [t for t in turns if t.first_audio is not None and t.complete]
+    v2v = [1000 * (t.first_audio - t.end_at) for t in answered if t.first_audio is not None]
+    floor_ms = 1000 * floor
+    late = [1000 * x for t in answered for x in t.late()]
+    under = [t.playout(wl.jitter_buffer_ms / 1000) for t in answered]
+    stages: dict[str, float | None] = {}
+    for key in _STAGES:
+        vals = [float(t.metrics[key]) for t in answered if t.metrics.get(key) is not None]
+        stages[key] = round(float(np.mean(vals)), 1) if vals else None
+    minutes = sum(
+        (s.ended - s.started) / 60 for s in sessions if not math.isnan(s.ended - s.started)
+    )
+    return {
+        "turns": len(turns),
+        "turns_answered": len(answered),
+        "sessions_failed": sum(1 for s in sessions if s.error),
+        "errors": sorted(
+            {e for t in turns for e in t.errors} | {s.error for s in sessions if s.error}
+        ),
+        "v2v_ms": _pct(v2v),
+        "added_ms": _pct([x - floor_ms for x in v2v]),
+        "late_jitter_ms": _pct(late),
+        "chunks": len(late) + len(answered),
+        "underrun_turns": sum(1 for u in under if u[0]),
+        "underruns": sum(u[0] for u in under),
+        "underrun_ms": round(1000 * sum(u[1] for u in under), 1),
+        "server_stages_ms": stages,
+        "call_minutes": round(minutes, 3),
+        "floor_ms": round(floor_ms, 1),
+    }
+
+
+# ---------------------------------------------------------------------------- runs
+
+
+@attrs.define
+class Target:
+    """A server under test: how to start it and what it tells the client."""
+
+    name: str
+    argv: list[str]
+    expect_metrics: bool
+    env: dict[str, str] = attrs.Factory(dict)
+    protocol: str = "browser"
+    """``browser`` (docs/protocol.md, manual turns) or ``twilio`` (media stream, VAD turns)."""
+    extra_floor: float = 0.0
+    """Policy delay on the critical path that is not the server's cost (VAD silence)."""
+
+
+def start_target(
+    target: Target, fake_env: dict[str, str], cores: set[int] | None, logdir: Path
+) -> tuple[Proc, str]:
+    port = _free_port()
+    env = {**fake_env, **target.env, "VANTUM_PORT": str(port), "PEER_PORT": str(port)}
+    proc = Proc(
+        target.name, [*target.argv, "--port", str(port)], env, cores, logdir / f"{target.name}.log"
+    )
+    proc.wait_port(port)
+    return proc, f"ws://127.0.0.1:{port}/ws"
+
+
+async def run_step(
+    url: str, n: int, clips: Sequence[tuple[bytes, int]], wl: Workload, target: Target
+) -> list[Session]:
+    sessions = [Session() for _ in range(n)]
+    speech = max(len(p) / 2 / r for p, r in clips)
+    limit = wl.ramp + wl.turns * (speech + 25.0) + 10.0
+    start = trio.current_time() + 0.1
+    with trio.move_on_after(limit):
+        async with trio.open_nursery() as nursery:
+            for i, s in enumerate(sessions):
+                at = start + wl.ramp * i / n
+                play = replay_twilio_session if target.protocol == "twilio" else replay_session
+                nursery.start_soon(play, url, i, clips, wl, s, at, target.expect_metrics)
+    return sessions
+
+
+async def idle_rss(url: str, proc: Proc, k: int) -> dict[str, float]:
+    """Open ``k`` sessions that say nothing; the server's RSS growth per session."""
+    from .testing.browser_client import BrowserClient
+
+    before = proc.rss()
+    opened = 0
+    done = trio.Event()
+    ready = trio.Semaphore(0)
+
+    async def hold() -> None:
+        nonlocal opened
+        async with BrowserClient.connect(url) as client:
+            await client.send(ev.INPUT_START, {"samplingRate": 16_000})
+            opened += 1
+            ready.release()
+            await done.wait()
+
+    with trio.move_on_after(60):
+        async with trio.open_nursery() as nursery:
+            for _ in range(k):
+                nursery.start_soon(hold)
+                await trio.sleep(0.005)
+            for _ in range(k):
+                await ready.acquire()
+            await trio.sleep(2.0)  # let provider connections settle
+            after = proc.rss()
+            done.set()
+    grown = max(0, after - before) if opened else 0
+    return {
+        "sessions": opened,
+        "rss_before_mb": round(before / 2**20, 1),
+        "rss_after_mb": round(after / 2**20, 1) if opened else math.nan,
+        "per_session_kb": round(grown / max(opened, 1) / 1024, 1),
+    }
+
+
+@attrs.define
+class Running:
+    """A started server under test and what was measured on it so far."""
+
+    target: Target
+    proc: Proc
+    url: str
+    out: dict[str, Any] = attrs.Factory(lambda: {"steps": []})
+    done: bool = False
+
+
+async def measure_step(
+    run: Running,
+    n: int,
+    clips: Sequence[tuple[bytes, int]],
+    wl: Workload,
+    fakes: Proc | None,
+    ours: Sequence[Proc],
+    quiet_wait: float,
+) -> dict[str, Any]:
+    """One load level on one server, with the CPU bookkeeping around it."""
+    import psutil
+
+    proc, me = run.proc, psutil.Process()
+    waited = await wait_for_quiet(ours, quiet_wait)
+    t0, c0, m0 = time.monotonic(), proc.cpu(), me.cpu_times()
+    f0, all0 = (fakes.cpu() if fakes else 0.0), sum(p.cpu() for p in ours)
+    q0, busy0 = proc.runq_wait(), _busy()
+    fq0, mq0 = (fakes.runq_wait() if fakes else 0.0), _runq_wait(os.getpid())
+    sessions = await run_step(run.url, n, clips, wl, run.target)
+    wall = time.monotonic() - t0
+    m1 = me.cpu_times()
+    step = {"sessions": n, **summarize(sessions, wl, wl.floor() + run.target.extra_floor)}
+    cpu = proc.cpu() - c0
+    fakes_cpu = (fakes.cpu() - f0) if fakes else 0.0
+    load = float(m1.user + m1.system - m0.user - m0.system) + fakes_cpu
+    step["server_cpu_s"] = round(cpu, 2)
+    step["server_cpu_util"] = round(cpu / wall, 3)
+    step["server_cpu_s_per_call_min"] = (
+        round(cpu / step["call_minutes"], 3) if step["call_minutes"] else None
+    )
+    step["loadgen_cpu_util"] = round(load / wall, 3)  # includes the fakes
+    step["fakes_cpu_util"] = round(fakes_cpu / wall, 3)
+    step["server_runqueue_wait_ms_per_s"] = round(1000 * (proc.runq_wait() - q0) / wall, 1)
+    step["fakes_runqueue_wait_ms_per_s"] = round(
+        1000 * ((fakes.runq_wait() - fq0) if fakes else 0.0) / wall, 1
+    )
+    step["loadgen_runqueue_wait_ms_per_s"] = round(1000 * (_runq_wait(os.getpid()) - mq0) / wall, 1)
+    mine = sum(p.cpu() for p in ours) - all0 + float(m1.user + m1.system - m0.user - m0.system)
+    step["other_processes_cpu_util"] = round(max(0.0, _busy() - busy0 - mine) / wall, 3)
+    step["wall_s"] = round(wall, 1)
+    step["waited_for_quiet_s"] = round(waited, 1)
+    step["server_rss_mb"] = round(proc.rss() / 2**20, 1)
+    return step
+
+
+async def measure_all(
+    targets: Sequence[Target],
+    sizes: dict[str, list[int]],
+    idle_k: int,
+    clips: Sequence[tuple[bytes, int]],
+    wl: Workload,
+    fake_env: dict[str, str],
+    cores: tuple[set[int] | None, Proc | None],
+    logdir: Path,
+    quiet_wait: float = 0.0,
+) -> dict[str, dict[str, Any]]:
+    """Every server up at once, load levels interleaved (each level on each server in
+    turn), so a change in the machine's background load hits all of them alike."""
+    server_cores, fakes = cores
+    results: dict[str, dict[str, Any]] = {}
+    running: list[Running] = []
+    try:
+        for target in targets:
+            try:
+                proc, url = start_target(target, fake_env, server_cores, logdir)
+            except RuntimeError as exc:
+                results[target.name] = {"skipped": str(exc)}
+                log = logdir / f"{target.name}.log"
+                print(f"{target.name}: {exc}\n{log.read_text()[-3000:] if log.exists() else ''}")
+                continue
+            running.append(Running(target, proc, url))
+            results[target.name] = running[-1].out
+        ours = [r.proc for r in running] + ([fakes] if fakes else [])
+        for run in running:
+            # Warm up (lazy imports, first provider connections) before measuring anything.
+            await run_step(run.url, 2, clips, attrs.evolve(wl, turns=1, ramp=0.2), run.target)
+            if idle_k and run.target.protocol == "browser":
+                run.out["idle_rss"] = await idle_rss(run.url, run.proc, idle_k)
+        for n in sorted({n for r in running for n in sizes[r.target.name]}):
+            for run in running:
+                if run.done or n not in sizes[run.target.name]:
+                    continue
+                step = await measure_step(run, n, clips, wl, fakes, ours, quiet_wait)
+                run.out["steps"].append(step)
+                print(_row(run.target.name, step), flush=True)
+                if step["turns_answered"] < 0.5 * step["turns"]:
+                    print(f"  {run.target.name}: most turns unanswered at {n}; its sweep ends")
+                    run.done = True
+                await trio.sleep(1.0)
+    finally:
+        for run in running:
+            run.proc.stop()
+    return results
+
+
+async def wait_for_quiet(procs: Sequence[Proc], max_wait: float, cores: float = 0.25) -> float:
+    """Give other work on the machine up to ``max_wait`` s to calm down (< ``cores`` busy).
+
+    A shared machine's other processes compete with the pinned server for its core,
+    and the numbers then measure the scheduler, not the server. Returns seconds waited.
+    """
+    import psutil
+
+    me = psutil.Process()
+
+    def ours() -> float:
+        t = me.cpu_times()
+        return sum(p.cpu() for p in procs) + float(t.user + t.system)
+
+    start = time.monotonic()
+    while time.monotonic() - start < max_wait:
+        b0, o0 = _busy(), ours()
+        await trio.sleep(1.0)
+        if (_busy() - b0) - (ours() - o0) < cores:
+            break
+    return time.monotonic() - start if max_wait > 0 else 0.0
+
+
+def _busy() -> float:
+    """CPU seconds the whole machine has been busy (all processes)."""
+    import psutil
+
+    t = psutil.cpu_times()
+    return float(t.user + t.nice + t.system + t.irq + t.softirq + getattr(t, "steal", 0.0))
+
+
+def capacity(steps: Sequence[dict[str, Any]], budget_ms: float = 50.0) -> dict[str, Any]:
+    """Largest tested load meeting the bar, and what CPU cost alone would allow.
+
+    The bar: p99 added latency within ``budget_ms``, no underrun, every turn
+    answered. Added latency is taken net of the fakes' own measured overhead when
+    that calibration exists (``added_net_ms``), since a real provider has none of it.
+    """
+    key = "added_net_ms" if steps and "added_net_ms" in steps[0] else "added_ms"
+    ok = [
+        s["sessions"]
+        for s in steps
+        if s[key]["p99"] is not None
+        and s[key]["p99"] <= budget_ms
+        and s["underrun_turns"] == 0
+        and s["turns_answered"] == s["turns"]
+    ]
+    costs = [s["server_cpu_s_per_call_min"] for s in steps if s["server_cpu_s_per_call_min"]]
+    projected = int(60 / min(costs)) if costs else None
+    limited = bool(steps) and bool(ok) and max(ok) == steps[-1]["sessions"]
+    return {
+        "capacity_latency_metric": key,
+        "max_sessions_per_core_measured": max(ok) if ok else 0,
+        "measured_is_largest_tested": limited,
+        "cpu_projected_sessions_per_core": projected,
+    }
+
+
+# -------------------------------------------------------------------------- report
+
+
+def _fmt(v: Any) -> str:
+    return "-" if v is None else f"{v:g}" if isinstance(v, float) else str(v)
+
+
+_HEADER = (
+    f"{'server':<8} {'N':>4} {'v2v p50':>8} {'p99':>6} {'added p50':>9} {'p99':>6}"
+    f" {'late p99':>8} {'undr':>5} {'ok/turns':>9} {'cpu s/min':>9} {'srv cpu':>7} {'gen cpu':>7}"
+)
+
+
+def _row(name: str, s: dict[str, Any]) -> str:
+    v, a = s["v2v_ms"], s["added_ms"]
+    return (
+        f"{name:<8} {s['sessions']:>4} {_fmt(v['p50']):>8} {_fmt(v['p99']):>6}"
+        f" {_fmt(a['p50']):>9} {_fmt(a['p99']):>6} {_fmt(s['late_jitter_ms']['p99']):>8}"
+        f" {s['underrun_turns']:>5} {s['turns_answered']:>4}/{s['turns']:<4}"
+        f" {_fmt(s['server_cpu_s_per_call_min']):>9} {s['server_cpu_util']:>7.0%}"
+        f" {s['loadgen_cpu_util']:>7.0%}{_contended(s)}"
+    )
+
+
+def _contended(step: dict[str, Any]) -> str:
+    """A warning when the scheduler, not the server, may have shaped this step."""
+    notes = []
+    if step.get("server_runqueue_wait_ms_per_s", 0) > 100:
+        notes.append("server waited for CPU")
+    if step.get("loadgen_cpu_util", 0) > 0.9 * _load_cores():
+        notes.append("load generator saturated")
+    return f"  ! {', '.join(notes)}" if notes else ""
+
+
+def _load_cores() -> int:
+    return max(1, len(os.sched_getaffinity(0)))
+
+
+def machine() -> dict[str, Any]:
+    model = platform.processor() or "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "nproc": os.cpu_count(),
+        "cpu_model": model,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+
+
+_COLORS = {"vantum": "tab:blue", "vantum-twilio": "tab:green", "pipecat": "tab:orange"}
+
+
+def plot(result: dict[str, Any], path: Path) -> bool:
+    """Latency and CPU cost against concurrent sessions, one colour per server."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    fig, (v2v, added, cpu) = plt.subplots(1, 3, figsize=(15, 4.4))
+    for name, sysres in result["systems"].items():
+        steps = sysres.get("steps") or []
+        if not steps:
+            continue
+        color = _COLORS.get(name)
+        xs = [s["sessions"] for s in steps]
+        key = "added_net_ms" if "added_net_ms" in steps[0] else "added_ms"
+        for pct, style in (("p50", "o-"), ("p99", "s--")):
+            v2v.plot(
+                xs, [s["v2v_ms"][pct] for s in steps], style, color=color, label=f"{name} {pct}"
+            )
+            added.plot(
+                xs,
+                [max(1.0, s[key][pct] or 1.0) for s in steps],
+                style,
+                color=color,
+                label=f"{name} {pct}",
+            )
+        cpu.plot(xs, [s["server_cpu_s_per_call_min"] for s in steps], "o-", color=color, label=name)
+    v2v.axhline(
+        result["provider_floor_ms"], color="grey", lw=0.8, ls=":", label="provider floor (modelled)"
+    )
+    added.axhline(50, color="red", lw=0.8, ls=":", label="50 ms budget")
+    v2v.set(title="Voice-to-voice at the client", ylabel="ms", yscale="log")
+    net = "" if "fakes_calibration" not in result else " (net of the fakes' overhead)"
+    added.set(title=f"Added latency{net}", ylabel="ms", yscale="log")
+    cpu.set(title="Server CPU per call-minute", ylabel="CPU seconds", ylim=(0, None))
+    for ax in (v2v, added, cpu):
+        ax.set_xlabel("concurrent sessions (server pinned to 1 core)")
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=7)
+    machine = result["machine"]
+    fig.suptitle(
+        f"Vantum replay benchmark, {result['date'][:10]}, {machine['nproc']} x "
+        f"{machine['cpu_model']}",
+        fontsize=10,
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
+# ----------------------------------------------------------------------------- cli
+
+
+def load_clips(folder: Path | None) -> list[tuple[bytes, int]]:
+    """Speech fixtures from ``folder``, or the same sentences synthesised now."""
+    if folder is not None and folder.is_dir():
+        wavs = sorted(folder.glob("*.wav"))
+        if wavs:
+            return [read_wav(w) for w in wavs]
+    from .audio.resample import StreamResampler
+    from .providers.local_tts import EspeakTTS, synthesize_blocking
+
+    clips = []
+    for text in FIXTURE_TEXTS:
+        speech = synthesize_blocking(text)
+        rs = StreamResampler(EspeakTTS().sample_rate, 16_000)
+        pad = bytes(2 * 16_000 // 4)
+        clips.append((pad + rs.process(speech.pcm) + rs.flush() + pad, 16_000))
+    return clips
+
+
+def benchmarks_dir() -> Path:
+    """The checkout's ``benchmarks/`` (fixtures, peer, results), or ``./benchmarks``."""
+    for candidate in (
+        Path.cwd() / "benchmarks",
+        Path(__file__).resolve().parents[1] / "benchmarks",
+    ):
+        if (candidate / "fixtures").is_dir():
+            return candidate
+    return Path.cwd() / "benchmarks"
+
+
+def configure_parser(p: argparse.ArgumentParser, root: Path | None = None) -> None:
+    """Add the benchmark's options to ``p`` (``vantum bench`` and benchmarks/replay.py)."""
+    here = root or benchmarks_dir()
+    p.add_argument("--sizes", default="10,15,20,30,40", help="concurrent sessions per step")
+    p.add_argument("--peer-sizes", default="10,15,20,30", help="steps for the Pipecat peer")
+    p.add_argument(
+        "--twilio-sizes", default="10,20", help="steps with phone (Twilio) callers; '' skips"
+    )
+    p.add_argument("--turns", type=int, default=3, help="turns per session")
+    p.add_argument("--idle", type=int, default=200, help="idle sessions for the RSS figure")
+    p.add_argument("--quick", action="store_true", help="small run (< 60 s, no peer) for CI")
+    p.add_argument("--fixtures", type=Path, default=here / "fixtures")
+    p.add_argument("--out", type=Path, default=here / "results" if here.is_dir() else Path("."))
+    p.add_argument("--no-pin", action="store_true", help="do not pin the server to one core")
+    p.add_argument("--no-peer", action="store_true", help="skip the Pipecat comparison")
+    p.add_argument(
+        "--peer-python",
+        default=os.environ.get(
+            "VANTUM_PEER_PYTHON", str(Path.home() / ".cache/vantum/pipecat-venv/bin/python")
+        ),
+    )
+    p.add_argument("--peer-script", type=Path, default=here / "peers" / "pipecat_server.py")
+    p.add_argument("--jitter-buffer-ms", type=float, default=0.0)
+    p.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=5.0,
+        help="before each step, wait up to this many seconds for other processes to go idle",
+    )
+    p.add_argument(
+        "--nice",
+        type=int,
+        default=0,
+        help="scheduling niceness for all benchmark processes (negative needs root); "
+        "on a machine busy with other work, e.g. -10 keeps the scheduler out of the figures",
+    )
+    p.add_argument(
+        "--server-profile",
+        type=Path,
+        help="run the Vantum server under cProfile and write the stats here",
+    )
+    p.add_argument(
+        "--server-env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra environment for the Vantum server (repeatable)",
+    )
+
+
+def _twilio_extra_floor(wl: Workload) -> float | None:
+    """What phone turns add to the browser floor: the VAD's end-of-speech silence, less
+    the STT final when the server speculates (starts the LLM on the interim)."""
+    try:
+        from .audio.vad import VadSegmenter
+        from .pipeline.turns import TurnPolicy
+        from .testing import fake_twilio  # noqa: F401
+    except ImportError:
+        return None
+    silence = int(attrs.fields(VadSegmenter).silence_ms.default or 0) / 1000
+    speculate = bool(
+        getattr(attrs.fields(TurnPolicy), "speculate", None) is not None
+        and attrs.fields(TurnPolicy).speculate.default
+    )
+    return silence - (wl.stt_final if speculate else 0.0)
+
+
+def _ints(text: str) -> list[int]:
+    return [int(x) for x in text.split(",") if x.strip()]
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.quick:
+        args.sizes, args.peer_sizes, args.turns, args.idle = "10,30", "10", 1, 50
+        args.twilio_sizes = ""
+        args.quiet_wait = min(args.quiet_wait, 2.0)
+        args.no_peer = True
+    wl = Workload(
+        turns=args.turns,
+        jitter_buffer_ms=args.jitter_buffer_ms,
+        ramp=2.0 if args.quick else 4.0,
+    )
+    clips = load_clips(args.fixtures)
+    global _NICE
+    _NICE = args.nice
+    own_session = os.getsid(0) == os.getpid()
+    if args.nice and not own_session:
+        # The load generator's own autogroup, as for the other roles (this also
+        # detaches it from the terminal: stop it with kill -INT <pid>).
+        with contextlib.suppress(OSError):  # a process group leader cannot
+            os.setsid()
+            own_session = True
+    _raise_priority(own_session)
+    ncpu = len(os.sched_getaffinity(0))
+    server_cores = None if args.no_pin or ncpu < 2 else {min(os.sched_getaffinity(0))}
+    other = None if server_cores is None else os.sched_getaffinity(0) - server_cores
+    if other:
+        os.sched_setaffinity(0, other)
+    targets = [
+        Target(
+            "vantum",
+            [
+                sys.executable,
+                *(
+                    ["-m", "cProfile", "-o", str(args.server_profile)]
+                    if args.server_profile
+                    else []
+                ),
+                "-m",
+                "vantum.cli",
+                "serve",
+            ],
+            True,
+            {
+                "VANTUM_LOG_LEVEL": "WARNING",
+                "VANTUM_MAX_SESSIONS": "5000",
+                **dict(kv.split("=", 1) for kv in args.server_env),
+            },
+        )
+    ]
+    sizes = {"vantum": _ints(args.sizes), "pipecat": _ints(args.peer_sizes)}
+    twilio_floor = _twilio_extra_floor(wl)
+    if _ints(args.twilio_sizes) and twilio_floor is not None:
+        targets.append(
+            attrs.evolve(
+                targets[0], name="vantum-twilio", protocol="twilio", extra_floor=twilio_floor
+            )
+        )
+        sizes["vantum-twilio"] = _ints(args.twilio_sizes)
+    peer_note = None
+    if not args.no_peer:
+        if Path(args.peer_python).exists() and args.peer_script.exists():
+            targets.append(Target("pipecat", [args.peer_python, str(args.peer_script)], False))
+        else:
+            peer_note = (
+                f"skipped: {args.peer_python} or {args.peer_script} missing "
+                "(run benchmarks/peers/setup_pipecat.sh)"
+            )
+            print(f"pipecat peer {peer_note}")
+    result: dict[str, Any] = {
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "machine": machine(),
+        "server_pinned_cores": sorted(server_cores) if server_cores else None,
+        "nice": args.nice,
+        "workload": attrs.asdict(wl),
+        "provider_floor_ms": round(1000 * wl.floor(), 1),
+        "fixtures": [round(len(p) / 2 / r, 2) for p, r in clips],
+        "systems": {},
+    }
+    if peer_note:
+        result["systems"]["pipecat"] = {"skipped": peer_note}
+    args.out.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="vantum-bench-") as tmp:
+        logdir = Path(tmp)
+        fakes = Proc(
+            "fakes",
+            [sys.executable, "-m", "vantum.bench", "_fakes", json.dumps(attrs.asdict(wl))],
+            {},
+            other,
+            logdir / "fakes.log",
+        )
+        try:
+            fake_env = json.loads(fakes.read_line(30))
+            try:
+                cal = trio.run(calibrate_fakes, fake_env, clips[0][0], wl)
+                result["fakes_calibration"] = cal
+                print(
+                    f"fakes measured by a bare client: {cal['measured_ms']} "
+                    f"(overhead over the model {cal['fake_overhead_ms']} ms)"
+                )
+            except (OSError, ValueError, KeyError) as exc:  # informative only
+                print(f"fake calibration failed: {exc!r}")
+            print(
+                f"provider floor {result['provider_floor_ms']} ms; server on cores "
+                f"{result['server_pinned_cores']}\n{_HEADER}",
+                flush=True,
+            )
+            result["systems"].update(
+                trio.run(
+                    measure_all,
+                    targets,
+                    sizes,
+                    args.idle,
+                    clips,
+                    wl,
+                    fake_env,
+                    (server_cores, fakes),
+                    logdir,
+                    args.quiet_wait,
+                )
+            )
+        finally:
+            fakes.stop()
+    overhead = result.get("fakes_calibration", {}).get("fake_overhead_ms")
+    for sysres in result["systems"].values():
+        for step in sysres.get("steps", []):
+            if overhead is not None:
+                step["added_net_ms"] = {
+                    k: None if v is None else round(v - overhead, 1)
+                    for k, v in step["added_ms"].items()
+                }
+    for sysres in result["systems"].values():
+        if "steps" in sysres:
+            sysres.update(capacity(sysres["steps"]))
+    result["wall_s"] = round(time.monotonic() - started, 1)
+    result["comparison"] = compare(result["systems"])
+    (args.out / "latest.json").write_text(json.dumps(result, indent=2) + "\n")
+    drew = plot(result, args.out / "latest.png")
+    print_summary(result)
+    print(f"wrote {args.out / 'latest.json'}" + (f" and {args.out / 'latest.png'}" if drew else ""))
+    return 0
+
+
+def compare(systems: dict[str, Any]) -> dict[str, Any]:
+    """Pipecat / Vantum at the largest load both were measured at."""
+    v, p = systems.get("vantum", {}), systems.get("pipecat", {})
+    vs = {s["sessions"]: s for s in v.get("steps", [])}
+    ps = {s["sessions"]: s for s in p.get("steps", [])}
+    common = sorted(set(vs) & set(ps))
+    if not common:
+        return {}
+    out: dict[str, Any] = {"at_sessions": common[-1], "by_sessions": {}}
+    for n in common:
+        a, b = vs[n], ps[n]
+        row: dict[str, Any] = {}
+        for key, pick in (
+            ("v2v_p50", ("v2v_ms", "p50")),
+            ("added_p50", ("added_ms", "p50")),
+            ("added_p99", ("added_ms", "p99")),
+        ):
+            x, y = a[pick[0]][pick[1]], b[pick[0]][pick[1]]
+            row[key] = {
+                "vantum": x,
+                "pipecat": y,
+                "ratio": round(y / x, 2) if x and y and x > 0 else None,
+            }
+        x, y = a["server_cpu_s_per_call_min"], b["server_cpu_s_per_call_min"]
+        row["cpu_s_per_call_min"] = {
+            "vantum": x,
+            "pipecat": y,
+            "ratio": round(y / x, 2) if x and y else None,
+        }
+        out["by_sessions"][str(n)] = row
+    rv, rp = v.get("idle_rss", {}), p.get("idle_rss", {})
+    if rv and rp and rv.get("per_session_kb"):
+        out["idle_rss_kb"] = {
+            "vantum": rv["per_session_kb"],
+            "pipecat": rp["per_session_kb"],
+            "ratio": round(rp["per_session_kb"] / rv["per_session_kb"], 2),
+        }
+    return out
+
+
+def print_summary(result: dict[str, Any]) -> None:
+    print(f"\n{_HEADER}")
+    for name, sysres in result["systems"].items():
+        for s in sysres.get("steps", []):
+            print(_row(name, s))
+    for name, sysres in result["systems"].items():
+        if "skipped" in sysres:
+            print(f"{name}: {sysres['skipped']}")
+            continue
+        rss = sysres.get("idle_rss")
+        parts = [f"{rss['per_session_kb']} KB RSS per idle session"] if rss else []
+        largest = " (largest tested)" if sysres.get("measured_is_largest_tested") else ""
+        parts.append(
+            f"max sessions/core within 50 ms p99 {sysres.get('max_sessions_per_core_measured')}"
+            f"{largest}, CPU-projected {sysres.get('cpu_projected_sessions_per_core')}"
+        )
+        print(f"{name}: " + "; ".join(parts))
+    comp = result.get("comparison", {}).get("by_sessions", {})
+    for n, row in comp.items():
+        print(f"pipecat/vantum at {n}: " + ", ".join(f"{k} {r['ratio']}" for k, r in row.items()))
+
+
+def main(argv: list[str] | None = None, root: Path | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["_fakes"]:
+        wl = Workload(**json.loads(argv[1]))
+        trio.run(serve_fakes, wl)
+        return 0
+    parser = argparse.ArgumentParser(
+        prog="vantum bench",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    configure_parser(parser, root)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
