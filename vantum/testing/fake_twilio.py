@@ -304,6 +304,7 @@ class FakeTwilioCall:
                     item = await self._mic_rx.receive()
             if isinstance(item, trio.Event):
                 item.set()
+                self._notify()  # wake say(), which waits on _changed
                 continue
             if speed is not None:
                 await trio.sleep_until(due)
