@@ -292,12 +292,15 @@ async def run_turn_manager(
     """Apply ``TurnState`` to the merged stream of STT, VAD and control events."""
     turns = TurnState(policy)
     last_activity = trio.current_time()
+    long_speech_checked: float | None = None  # the voice segment already checked
     async with inbox, requests:
         while True:
             deadline = turns.idle_deadline(last_activity, state.busy)
-            if turns.voice_since is not None and state.speaking:
-                # Re-check VAD-only barge-in when the long-speech window expires.
-                deadline = min(deadline, turns.voice_since + policy.barge_in_long_speech_ms / 1000)
+            voice = turns.voice_since
+            check_long = voice is not None and state.speaking and long_speech_checked != voice
+            if check_long and voice is not None:
+                # Re-check VAD-only barge-in once, when the long-speech window expires.
+                deadline = min(deadline, voice + policy.barge_in_long_speech_ms / 1000)
             item: TurnInput | None = None
             with trio.move_on_at(deadline):
                 try:
@@ -306,8 +309,13 @@ async def run_turn_manager(
                     return
             now = trio.current_time()
             if item is None:
-                if turns.long_speech_interrupts(now, state.speaking):
-                    state.interrupt()
+                long_due = (
+                    voice is not None and now >= voice + policy.barge_in_long_speech_ms / 1000
+                )
+                if check_long and long_due:
+                    long_speech_checked = voice
+                    if turns.long_speech_interrupts(now, state.speaking):
+                        state.interrupt()
                     continue
                 if now < turns.idle_deadline(last_activity, state.busy):
                     continue
