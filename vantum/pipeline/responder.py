@@ -74,7 +74,6 @@ class Responder:
         """Speak one answer. Returns (TTS connection still good, answer was interrupted)."""
         uid = new_id()
         timings = request.timings
-        self.state.turns += 1
         messages = self.conversation.messages()
         if not request.canned:
             messages.append(ChatMessage("user", request.text))

@@ -23,8 +23,6 @@ class SessionState:
     """Answer audio is being played to the caller right now."""
     responding: bool = False
     pending_requests: int = 0
-    turns: int = 0
-    interruptions: int = 0
     hangup_reason: str | None = None
     hangup: trio.Event = attrs.Factory(trio.Event)
 
@@ -41,7 +39,6 @@ class SessionState:
         """Barge-in: cancel the answer in progress. True if there was one."""
         if self.response_scope is None or self.response_scope.cancel_called:
             return False
-        self.interruptions += 1
         self.response_scope.cancel()
         return True
 
