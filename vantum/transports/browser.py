@@ -2,56 +2,34 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Awaitable, Callable
-from typing import Any
-
 from ..errors import ProtocolError
 from ..pipeline.messages import ServerEvent
-from ..pipeline.transport import PeerGone
 from ..protocol import client_events, envelope
 from ..protocol import events as ev
 from ..protocol.client_events import ClientEvent
+from .asgi_ws import ASGIReceive, ASGISend, AsgiWebSocket
 
-ASGIReceive = Callable[[], Awaitable[dict[str, Any]]]
-ASGISend = Callable[[dict[str, Any]], Awaitable[None]]
+__all__ = ["ASGIReceive", "ASGISend", "BrowserTransport"]
 
 
 class BrowserTransport:
-    """Adapts ASGI ``receive``/``send`` to the session's Transport interface."""
+    """Adapts an ASGI WebSocket to the session's Transport interface."""
 
     def __init__(
         self, session_id: str, receive: ASGIReceive, send: ASGISend, max_frame_bytes: int = 1 << 20
     ) -> None:
         self.session_id = session_id
-        self.max_frame_bytes = max_frame_bytes
-        self._receive = receive
-        self._send = send
-        self._closed = False
-        self.close_code: int | None = None
+        self.ws = AsgiWebSocket(receive, send, max_frame_bytes)
+
+    @property
+    def close_code(self) -> int | None:
+        return self.ws.close_code
 
     async def receive(self) -> ClientEvent | ProtocolError:
-        if self._closed:
-            raise PeerGone()
-        message = await self._receive()
-        kind = message["type"]
-        if kind == "websocket.disconnect":
-            self._closed = True
-            self.close_code = message.get("code")
-            raise PeerGone()
-        if kind != "websocket.receive":
-            return ProtocolError(ev.ERR_MALFORMED, f"unexpected ASGI message {kind}")
-        data = message.get("bytes")
-        size = len(data) if data is not None else len(message.get("text") or "")
-        if size > self.max_frame_bytes:
-            # Enforced here rather than by Hypercorn's own limit: after closing for
-            # an oversize message Hypercorn 0.18 never reports the disconnect to the
-            # app, which would leave the session running forever.
-            await self.close(
-                ev.CLOSE_TOO_BIG, f"frame of {size} bytes exceeds {self.max_frame_bytes}"
-            )
-            raise PeerGone()
+        data = await self.ws.receive_frame()
         if data is None:
+            return ProtocolError(ev.ERR_MALFORMED, "unexpected ASGI message")
+        if isinstance(data, str):
             return ProtocolError(
                 ev.ERR_MALFORMED, "text frames are not accepted; send binary MessagePack frames"
             )
@@ -61,8 +39,6 @@ class BrowserTransport:
             return exc
 
     async def send(self, event: ServerEvent) -> None:
-        if self._closed:
-            raise PeerGone()
         frame = envelope.encode(
             envelope.server_event(
                 self.session_id,
@@ -72,15 +48,7 @@ class BrowserTransport:
                 request_type=event.request_type,
             )
         )
-        try:
-            await self._send({"type": "websocket.send", "bytes": frame})
-        except Exception as exc:  # the ASGI server raises its own types on a dead socket
-            self._closed = True
-            raise PeerGone() from exc
+        await self.ws.send_frame(frame)
 
     async def close(self, code: int, reason: str) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        with contextlib.suppress(Exception):
-            await self._send({"type": "websocket.close", "code": code, "reason": reason})
+        await self.ws.close(code, reason)

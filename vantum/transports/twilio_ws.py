@@ -20,7 +20,6 @@ whatever the carrier still has queued.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
@@ -47,6 +46,7 @@ from ..protocol.twilio import (
     frame_audio,
 )
 from ..protocol.twilio_signature import SIGNATURE_HEADER, validate_signature
+from .asgi_ws import AsgiWebSocket
 from .browser import ASGIReceive, ASGISend
 from .twilio_http import header_value, request_urls
 
@@ -96,9 +96,7 @@ class MediaStreamTransport:
         self.ignored = 0
         """Inbound frames skipped as malformed or out of place."""
         self.stopped = False
-        self._receive = receive
-        self._send = send
-        self._closed = False
+        self.ws = AsgiWebSocket(receive, send, max_frame_bytes)
         self._rate = serializer.sample_rate
         self._frame_bytes = 2 * self._rate * FRAME_MS // 1000
         self._carry = b""
@@ -116,22 +114,16 @@ class MediaStreamTransport:
 
     async def receive(self) -> ClientEvent | ProtocolError:
         while True:
-            if self._closed or self.stopped:
+            if self.stopped:
                 raise PeerGone()
-            message = await self._receive()
-            kind = message["type"]
-            if kind == "websocket.disconnect":
-                self._closed = True
-                log.info("call %s: %s closed the stream", self.call_id, self.carrier)
-                raise PeerGone()
-            if kind != "websocket.receive":
-                continue
-            data = message.get("text")
+            try:
+                data = await self.ws.receive_frame()
+            except PeerGone:
+                if self.ws.close_code is not None:
+                    log.info("call %s: %s closed the stream", self.call_id, self.carrier)
+                raise
             if data is None:
-                data = message.get("bytes") or b""
-            if len(data) > self.max_frame_bytes:
-                await self.close(ev.CLOSE_TOO_BIG, f"frame of {len(data)} bytes is too large")
-                raise PeerGone()
+                continue
             try:
                 item = self.serializer.parse(data)
             except (VantumError, ValueError) as exc:  # ValueError: e.g. non-ASCII base64
@@ -224,7 +216,7 @@ class MediaStreamTransport:
     # --- outbound -----------------------------------------------------------------
 
     async def send(self, event: ServerEvent) -> None:
-        if self._closed:
+        if self.ws.closed:
             raise PeerGone()
         kind, payload = event.event_type, event.payload
         if self.start is None and kind in (ev.OUTPUT_CHUNK, ev.OUTPUT_COMPLETE, ev.OUTPUT_CANCEL):
@@ -305,19 +297,10 @@ class MediaStreamTransport:
 
     async def _write(self, frames: list[str | bytes]) -> None:
         for frame in frames:
-            key = "text" if isinstance(frame, str) else "bytes"
-            try:
-                await self._send({"type": "websocket.send", key: frame})
-            except Exception as exc:  # the ASGI server raises its own types on a dead socket
-                self._closed = True
-                raise PeerGone() from exc
+            await self.ws.send_frame(frame)
 
     async def close(self, code: int, reason: str) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        with contextlib.suppress(Exception):
-            await self._send({"type": "websocket.close", "code": code, "reason": reason})
+        await self.ws.close(code, reason)
 
 
 class TwilioTransport(MediaStreamTransport):

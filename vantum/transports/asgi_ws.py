@@ -1,0 +1,72 @@
+"""One accepted ASGI WebSocket, as every carrier's transport needs it.
+
+The rules are the same whatever rides on the socket: a frame over the limit
+closes the connection with 1009 (enforced here, not by Hypercorn: after closing
+for an oversize message Hypercorn 0.18 never reports the disconnect to the app,
+which would leave the session running forever), a dead socket surfaces as
+``PeerGone``, and closing twice is harmless.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from ..pipeline.transport import PeerGone
+from ..protocol import events as ev
+
+ASGIReceive = Callable[[], Awaitable[dict[str, Any]]]
+ASGISend = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+class AsgiWebSocket:
+    def __init__(self, receive: ASGIReceive, send: ASGISend, max_frame_bytes: int) -> None:
+        self.max_frame_bytes = max_frame_bytes
+        self.closed = False
+        self.close_code: int | None = None
+        """The peer's close code, once it disconnected."""
+        self._receive = receive
+        self._send = send
+
+    async def receive_frame(self) -> bytes | str | None:
+        """The next data frame; None for any other ASGI message.
+
+        Raises PeerGone when the peer disconnected (``close_code`` is then set) or
+        sent a frame over the limit (after closing the socket with 1009).
+        """
+        if self.closed:
+            raise PeerGone()
+        message = await self._receive()
+        kind = message["type"]
+        if kind == "websocket.disconnect":
+            self.closed = True
+            self.close_code = message.get("code")
+            raise PeerGone()
+        if kind != "websocket.receive":
+            return None
+        data: bytes | str | None = message.get("bytes")
+        if data is None:
+            data = message.get("text") or ""
+        if len(data) > self.max_frame_bytes:
+            reason = f"frame of {len(data)} bytes exceeds {self.max_frame_bytes}"
+            await self.close(ev.CLOSE_TOO_BIG, reason)
+            raise PeerGone()
+        return data
+
+    async def send_frame(self, frame: bytes | str) -> None:
+        if self.closed:
+            raise PeerGone()
+        key = "text" if isinstance(frame, str) else "bytes"
+        try:
+            await self._send({"type": "websocket.send", key: frame})
+        except Exception as exc:  # the ASGI server raises its own types on a dead socket
+            self.closed = True
+            raise PeerGone() from exc
+
+    async def close(self, code: int, reason: str) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        with contextlib.suppress(Exception):
+            await self._send({"type": "websocket.close", "code": code, "reason": reason})
