@@ -90,7 +90,6 @@ class MediaStreamTransport:
     ) -> None:
         self.session_id = session_id
         self.serializer = serializer
-        self.max_frame_bytes = max_frame_bytes
         self.carrier = carrier
         self.start: Start | None = None
         self.ignored = 0
