@@ -28,15 +28,12 @@ import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping, Sequence
 from contextlib import asynccontextmanager
-from functools import partial
-from typing import Any, cast
+from typing import Any
 
 import attrs
 import trio
-from hypercorn.config import Config as HypercornConfig
-from hypercorn.trio import serve
 
-from ..asgi import read_body, serve_lifespan
+from ..asgi import read_body, serve_app, serve_lifespan
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -261,20 +258,9 @@ async def serve_fake_openai(
 ) -> AsyncIterator[FakeOpenAI]:
     """Run a fake on ``host:port`` (0 picks a free port) for the duration of the block."""
     fake = FakeOpenAI(config or FakeOpenAIConfig())
-    hconfig = HypercornConfig()
-    hconfig.bind = [f"{host}:{port}"]
-    hconfig.errorlog = log
-    hconfig.graceful_timeout = 0.1
-    shutdown = trio.Event()
-    async with trio.open_nursery() as nursery:
-        binds: list[str] = await nursery.start(
-            partial(serve, cast(Any, fake.app), hconfig, shutdown_trigger=shutdown.wait)
-        )
-        fake.base_url = binds[0] + "/v1"
-        try:
-            yield fake
-        finally:
-            shutdown.set()
+    async with serve_app(fake.app, host, port, errorlog=log) as url:
+        fake.base_url = url + "/v1"
+        yield fake
 
 
 _SSE_HEADERS = [

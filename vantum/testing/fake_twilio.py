@@ -35,18 +35,15 @@ import xml.etree.ElementTree as ET
 from collections import Counter, deque
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager, suppress
-from functools import partial
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import attrs
 import httpx
 import trio
-from hypercorn.config import Config as HypercornConfig
-from hypercorn.trio import serve as hypercorn_serve
 from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
 
-from ..asgi import read_body, serve_lifespan
+from ..asgi import read_body, serve_app, serve_lifespan
 from ..audio.resample import StreamResampler
 from ..audio.wav import read_wav
 from ..protocol import mulaw
@@ -602,20 +599,9 @@ async def serve_fake_twilio_rest(
 ) -> AsyncIterator[FakeTwilioRest]:
     """Run the fake REST API on ``host:port``; use ``fake.base_url`` as TWILIO_API_BASE."""
     fake = FakeTwilioRest(config or FakeTwilioRestConfig())
-    hconfig = HypercornConfig()
-    hconfig.bind = [f"{host}:{port}"]
-    hconfig.accesslog = None
-    hconfig.graceful_timeout = 0.1
-    shutdown = trio.Event()
-    async with trio.open_nursery() as nursery:
-        binds: list[str] = await nursery.start(
-            partial(hypercorn_serve, cast(Any, fake.app), hconfig, shutdown_trigger=shutdown.wait)
-        )
-        fake.base_url = binds[0]
-        try:
-            yield fake
-        finally:
-            shutdown.set()
+    async with serve_app(fake.app, host, port) as url:
+        fake.base_url = url
+        yield fake
 
 
 def stream_url_for(server_url: str, path: str = "/twilio/stream") -> str:
