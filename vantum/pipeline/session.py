@@ -203,24 +203,14 @@ async def run_ingress(
             await out.send(_ack(ev.INPUT_START, item.event_id))
         elif isinstance(item, InputChunk):
             if state.client_rate is None:
-                await out.send(
-                    ServerEvent(
-                        ev.ERR_NOT_STARTED,
-                        {"message": "audio.input.chunk before audio.input.start"},
-                        request_type=ev.INPUT_CHUNK,
-                    )
-                )
+                message = "audio.input.chunk before audio.input.start"
+                await out.send(_chunk_error(ev.ERR_NOT_STARTED, message))
                 continue
             if guard is not None and not guard.accept(len(item.audio) // 2, trio.current_time()):
                 if trio.current_time() - rate_reported_at >= 5.0:  # at most every 5 s
                     rate_reported_at = trio.current_time()
-                    await out.send(
-                        ServerEvent(
-                            ev.ERR_RATE,
-                            {"message": "audio arrives faster than real time; chunks dropped"},
-                            request_type=ev.INPUT_CHUNK,
-                        )
-                    )
+                    message = "audio arrives faster than real time; chunks dropped"
+                    await out.send(_chunk_error(ev.ERR_RATE, message))
                 continue
             pcm = bytes(len(item.audio)) if item.is_muted else item.audio
             try:
@@ -229,13 +219,8 @@ async def run_ingress(
                 if not reported_backpressure:
                     reported_backpressure = True
                     log.warning("session %s: audio path behind real time", state.session_id)
-                    await out.send(
-                        ServerEvent(
-                            ev.ERR_BACKPRESSURE,
-                            {"message": "audio processing is behind real time; input is slowed"},
-                            request_type=ev.INPUT_CHUNK,
-                        )
-                    )
+                    message = "audio processing is behind real time; input is slowed"
+                    await out.send(_chunk_error(ev.ERR_BACKPRESSURE, message))
                 await audio.send(pcm)
         elif isinstance(item, InputEnd):
             await out.send(_ack(ev.INPUT_END, item.event_id))
@@ -249,6 +234,10 @@ async def run_ingress(
             await out.send(ServerEvent(ev.DTMF, {"digit": item.digit}))
             text = f"(The caller pressed {item.digit} on the keypad.)"
             await inbox.send(TextTurn(text, trio.current_time()))
+
+
+def _chunk_error(event_type: str, message: str) -> ServerEvent:
+    return ServerEvent(event_type, {"message": message}, request_type=ev.INPUT_CHUNK)
 
 
 def _ack(event_type: str, event_id: str) -> ServerEvent:
