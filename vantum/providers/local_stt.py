@@ -168,9 +168,9 @@ class Recognizer:
             if edge == "end":
                 events.extend(self._end_utterance(from_finalize=False))
             elif len(self._pending) >= _SLICE_BYTES:
-                self._flush()
+                self._flush(whole_slices_only=True)
         if self._utt_start is not None:
-            self._flush()
+            self._flush(whole_slices_only=True)
             events.extend(self._interim())
         return events
 
@@ -192,10 +192,19 @@ class Recognizer:
         self._partial.clear()
         return self._end_utterance(from_finalize=False)
 
-    def _flush(self) -> None:
-        for piece in _slices(self._pending):
+    def _flush(self, *, whole_slices_only: bool = False) -> None:
+        """Give pending speech to the decoder in fixed 100 ms slices.
+
+        Slice boundaries must not depend on how audio happened to be batched
+        (which varies with scheduling): the decoder's live feature normalisation
+        makes its output depend on them. So mid-utterance only whole slices go in;
+        the remainder waits for the next batch or the end of the utterance.
+        """
+        keep = len(self._pending) % _SLICE_BYTES if whole_slices_only else 0
+        usable = len(self._pending) - keep
+        for piece in _slices(self._pending[:usable]):
             self._decoder.process_raw(piece, False, False)
-        self._pending.clear()
+        del self._pending[:usable]
 
     def _interim(self) -> list[STTEvent]:
         if self._since_interim < self._interim_every or self._utt_start is None:
