@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+import subprocess
+import sys
 import time
 from collections.abc import Sequence
 
@@ -41,7 +43,7 @@ from vantum.providers.local_llm import (
     transcript_prompt,
 )
 from vantum.providers.local_stt import Endpointer, PocketsphinxSTT
-from vantum.providers.local_tts import EspeakTTS, synthesize_blocking
+from vantum.providers.local_tts import EspeakTTS
 
 SENTENCES = (
     "I would like to book a table for two people",
@@ -229,10 +231,38 @@ async def recognise(audio: bytes, *, finalize: bool) -> list[STTEvent]:
     return [e async for e in ev_rx]  # ends only because run() closed the channel
 
 
+_SYNTH_IN_FRESH_PROCESS = """
+import sys
+from vantum.providers.local_tts import synthesize_blocking
+for line in sys.stdin.read().splitlines():
+    pcm = synthesize_blocking(line).pcm
+    sys.stdout.buffer.write(len(pcm).to_bytes(4, "little") + pcm)
+"""
+
+
 @pytest.fixture(scope="module")
 def spoken(tts: EspeakTTS) -> list[np.ndarray]:
+    """The test sentences, synthesised in a fresh process.
+
+    eSpeak NG's output for a text depends on what the process synthesised before
+    (its state carries over between calls), so synthesising here would make the
+    transcript depend on which tests ran first.
+    """
     pytest.importorskip("pocketsphinx")
-    return [to_16k(synthesize_blocking(s).pcm, tts.sample_rate) for s in SENTENCES]
+    out = subprocess.run(
+        [sys.executable, "-c", _SYNTH_IN_FRESH_PROCESS],
+        input="\n".join(SENTENCES).encode(),
+        capture_output=True,
+        check=True,
+        timeout=60,
+    ).stdout
+    pcms = []
+    while out:
+        n = int.from_bytes(out[:4], "little")
+        pcms.append(out[4 : 4 + n])
+        out = out[4 + n :]
+    assert len(pcms) == len(SENTENCES)
+    return [to_16k(pcm, tts.sample_rate) for pcm in pcms]
 
 
 async def test_round_trip_endpointing_and_word_error_rate(
