@@ -31,6 +31,11 @@ async def test_audio_faster_than_real_time_is_refused_and_session_survives() -> 
             assert {e["eventType"] for e in turn.errors} <= {ev.ERR_RATE}
             assert len(turn.errors) <= 1  # at most one report every 5 s
             assert turn.audio_seconds > 0
+        # Every refused chunk is counted, though only one was reported to the client.
+        dropped = stack.app.metrics.registry.get_sample_value(
+            "vantum_audio_dropped_seconds_total", {"direction": "in", "reason": "rate_limit"}
+        )
+        assert dropped is not None and 5.0 < dropped <= 12.0 - 5.0 + 1e-6
 
 
 async def test_calls_are_recorded_and_survive_a_restart(tmp_path: Path) -> None:

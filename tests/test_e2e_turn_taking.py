@@ -69,3 +69,8 @@ async def test_barge_in_over_ws_cancels_and_keeps_heard_part() -> None:
             heard = history[-2]["content"]
             assert history[-2]["role"] == "assistant"
             assert 0 < len(heard) < len(STORY) and STORY.startswith(heard.rstrip("."))
+            # The audio sent ahead of playback (at most the lead, 0.2 s) was cut unheard.
+            cut = stack.app.metrics.registry.get_sample_value(
+                "vantum_audio_dropped_seconds_total", {"direction": "out", "reason": "barge_in"}
+            )
+            assert cut is not None and 0 < cut <= 0.2 + 0.04

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from vantum.pipeline.messages import ServerEvent
-from vantum.pipeline.player import Playback, play
+from vantum.pipeline.player import UNDERRUN_TOLERANCE_S, Playback, play
 from vantum.protocol import events as ev
 from vantum.providers.base import TTSAudio, TTSEvent
 
@@ -71,3 +71,72 @@ def test_chunks_leave_in_order_complete_and_paced(
         if e.event_type == ev.OUTPUT_CHUNK:
             assert t >= t0 + played / RATE - lead - 1e-9
             played += len(e.payload["audio"]) // 2
+
+
+FIRST = RATE * 12 // 25  # 0.48 s
+
+
+class _Meter:
+    def __init__(self) -> None:
+        self.late: list[tuple[str, float]] = []
+
+    def audio_dropped(self, direction: str, reason: str, seconds: float) -> None:
+        raise AssertionError("the player never drops audio")
+
+    def audio_late(self, direction: str, seconds: float) -> None:
+        self.late.append((direction, seconds))
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    stall=st.floats(0.0, 1.0).filter(lambda s: abs(s - UNDERRUN_TOLERANCE_S) > 1e-6),
+    lead=st.sampled_from([0.0, 0.1, 0.2]),
+)
+def test_a_stalled_provider_is_counted_as_one_underrun_of_the_gap(
+    stall: float, lead: float
+) -> None:
+    """0.48 s of audio, then none until 0.48 s + ``stall``: the caller hears ``stall`` of silence.
+
+    Whatever the lead, the client starts playing at the first chunk, so the first part
+    (a whole number of 40 ms chunks, so none is held back) has played out at t = 0.48 s.
+    """
+    meter = _Meter()
+    playback = Playback("u1", RATE)
+
+    async def main() -> None:
+        tts_tx, tts_rx = trio.open_memory_channel[TTSEvent](64)
+        out_tx, out_rx = trio.open_memory_channel[ServerEvent](64)
+
+        async def tts() -> None:
+            async with tts_tx:
+                await tts_tx.send(TTSAudio(ramp(0, FIRST)))
+                await trio.sleep(0.48 + stall)  # the first part plays out, then silence
+                await tts_tx.send(TTSAudio(ramp(FIRST, FIRST)))
+
+        async def egress() -> None:
+            async for _ in out_rx:
+                pass
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(tts)
+            nursery.start_soon(egress)
+            async with out_tx:
+                await play(
+                    tts_rx,
+                    out_tx,
+                    playback,
+                    source_rate=RATE,
+                    lead=lead,
+                    chunk_ms=40,
+                    on_late=lambda s: meter.audio_late("out", s),
+                )
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+
+    if stall > UNDERRUN_TOLERANCE_S:
+        assert playback.underruns == 1
+        assert abs(playback.late_seconds - stall) < 1e-6
+        assert meter.late == [("out", playback.late_seconds)]
+    else:
+        assert playback.underruns == 0 and meter.late == []
+    assert playback.sent_samples == 2 * FIRST  # nothing was lost, only late

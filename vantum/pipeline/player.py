@@ -28,6 +28,10 @@ class Playback:
     started_at: float | None = None
     sent_samples: int = 0
     words: list[tuple[str, float, float]] = attrs.Factory(list)
+    underruns: int = 0
+    """Times the caller's buffer ran dry mid-answer (audio reached us too late)."""
+    late_seconds: float = 0.0
+    """Total silence those underruns put into the answer."""
 
     @property
     def sent_seconds(self) -> float:
@@ -58,6 +62,10 @@ class Playback:
         return " ".join(words[: int(len(words) * fraction)])
 
 
+UNDERRUN_TOLERANCE_S = 0.005
+"""Scheduling noise below this is not counted as a gap the caller could hear."""
+
+
 async def play(
     audio: trio.MemoryReceiveChannel[TTSEvent],
     out: trio.MemorySendChannel[ServerEvent],
@@ -68,6 +76,7 @@ async def play(
     chunk_ms: int,
     on_first_audio: Callable[[], Awaitable[None]] | None = None,
     on_tts_audio: Callable[[], None] | None = None,
+    on_late: Callable[[float], None] | None = None,
 ) -> None:
     """Send ``audio`` to the caller as ``audio.output.*`` events, paced to real time."""
     resampler = StreamResampler(source_rate, playback.rate)
@@ -86,6 +95,16 @@ async def play(
                     {"utteranceId": playback.utterance_id, "timestamp": _wall_ms()},
                 )
             )
+        else:
+            # A positive gap means everything sent so far has played out and the caller
+            # heard silence; their player resumes with this chunk, so our clock moves too.
+            gap = now - (playback.started_at + playback.sent_seconds)
+            if gap > UNDERRUN_TOLERANCE_S:
+                playback.underruns += 1
+                playback.late_seconds += gap
+                playback.started_at += gap
+                if on_late is not None:
+                    on_late(gap)
         due = playback.started_at + playback.sent_seconds - lead
         if due > now:
             await trio.sleep_until(due)

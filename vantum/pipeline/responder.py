@@ -9,6 +9,7 @@ at the provider and unplayed audio is dropped.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import time
 from contextlib import AsyncExitStack
@@ -152,6 +153,7 @@ class Responder:
                 chunk_ms=self.chunk_ms,
                 on_first_audio=first_audio,
                 on_tts_audio=first_tts_audio,
+                on_late=functools.partial(self.state.meter.audio_late, "out"),
             )
 
         with trio.CancelScope() as scope:
@@ -178,7 +180,11 @@ class Responder:
             return True, False
         interrupted = scope.cancelled_caught
         if interrupted:
-            text = playback.heard_text(trio.current_time(), " ".join(spoken))
+            now = trio.current_time()
+            text = playback.heard_text(now, " ".join(spoken))
+            unplayed = playback.sent_seconds - playback.heard_seconds(now)
+            if unplayed > 0:
+                self.state.meter.audio_dropped("out", "barge_in", unplayed)
             if playback.started_at is not None:
                 await self.out.send(
                     ServerEvent(ev.OUTPUT_CANCEL, {"utteranceId": uid, "reason": "barge_in"})
@@ -189,7 +195,15 @@ class Responder:
             self.conversation.add_assistant(text)
         await self.out.send(ServerEvent(ev.RESPONSE_COMPLETE, {"utteranceId": uid}))
         await self.out.send(
-            ServerEvent(ev.METRICS_TURN, {"utteranceId": uid, **timings.as_payload()})
+            ServerEvent(
+                ev.METRICS_TURN,
+                {
+                    "utteranceId": uid,
+                    **timings.as_payload(),
+                    "underruns": playback.underruns,
+                    "lateAudioMs": round(playback.late_seconds * 1000.0, 1),
+                },
+            )
         )
         return tts_ok, interrupted
 

@@ -34,7 +34,7 @@ from .messages import (
     TurnRequest,
 )
 from .responder import Responder
-from .state import SessionState
+from .state import NO_METER, AudioMeter, SessionState
 from .transport import PeerGone, Transport
 from .turns import TurnPolicy, run_turn_manager
 
@@ -76,9 +76,10 @@ async def run_session(
     engines: Engines,
     options: SessionOptions = SessionOptions(),
     observer: EventObserver | None = None,
+    meter: AudioMeter = NO_METER,
 ) -> None:
     """Serve one connected caller until they leave; returns when every actor is done."""
-    state = SessionState(transport.session_id)
+    state = SessionState(transport.session_id, meter=meter)
     out_tx, out_rx = trio.open_memory_channel[ServerEvent](32)
     audio_tx, audio_rx = trio.open_memory_channel[AudioItem](options.audio_buffer)
     pcm16k_tx, pcm16k_rx = trio.open_memory_channel[AudioItem](32)
@@ -207,6 +208,8 @@ async def run_ingress(
                 await out.send(_chunk_error(ev.ERR_NOT_STARTED, message))
                 continue
             if guard is not None and not guard.accept(len(item.audio) // 2, trio.current_time()):
+                seconds = len(item.audio) / 2 / state.client_rate
+                state.meter.audio_dropped("in", "rate_limit", seconds)
                 if trio.current_time() - rate_reported_at >= 5.0:  # at most every 5 s
                     rate_reported_at = trio.current_time()
                     message = "audio arrives faster than real time; chunks dropped"
@@ -221,7 +224,9 @@ async def run_ingress(
                     log.warning("session %s: audio path behind real time", state.session_id)
                     message = "audio processing is behind real time; input is slowed"
                     await out.send(_chunk_error(ev.ERR_BACKPRESSURE, message))
+                blocked_at = trio.current_time()
                 await audio.send(pcm)
+                state.meter.audio_late("in", trio.current_time() - blocked_at)
         elif isinstance(item, InputEnd):
             await out.send(_ack(ev.INPUT_END, item.event_id))
             if state.client_rate is None:

@@ -6,8 +6,33 @@ the response scope and the speaking flags; everything else flows through channel
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import attrs
 import trio
+
+
+class AudioMeter(Protocol):
+    """Where a session reports audio it lost or delivered late (Prometheus, tests).
+
+    A call-long counter in the session would only surface when the call ends; a
+    meter shared by all sessions shows a problem while calls are still running.
+    """
+
+    def audio_dropped(self, direction: str, reason: str, seconds: float) -> None: ...
+
+    def audio_late(self, direction: str, seconds: float) -> None: ...
+
+
+class _NoMeter:
+    def audio_dropped(self, direction: str, reason: str, seconds: float) -> None:
+        pass
+
+    def audio_late(self, direction: str, seconds: float) -> None:
+        pass
+
+
+NO_METER: AudioMeter = _NoMeter()
 
 
 @attrs.define
@@ -25,6 +50,7 @@ class SessionState:
     pending_requests: int = 0
     hangup_reason: str | None = None
     hangup: trio.Event = attrs.Factory(trio.Event)
+    meter: AudioMeter = NO_METER
 
     @property
     def output_rate(self) -> int:

@@ -151,7 +151,9 @@ class VantumApp:
                         observer = await stack.enter_async_context(
                             record_call(self.store, sid, transport=kind, also=self.metrics)
                         )
-                    await run_session(transport, self.engines, self.options, observer)
+                    await run_session(
+                        transport, self.engines, self.options, observer, meter=self.metrics
+                    )
             except Exception:
                 log.exception("session %s crashed", sid)
                 code, reason = ev.CLOSE_INTERNAL, "internal error"

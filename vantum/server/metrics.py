@@ -50,6 +50,36 @@ class ServerMetrics:
             registry=r,
         )
 
+        self.audio_dropped_seconds = Counter(
+            "vantum_audio_dropped_seconds",
+            "Audio discarded: in = caller audio refused (rate limit), "
+            "out = answer audio sent but cut by a barge-in before it played",
+            ["direction", "reason"],
+            registry=r,
+        )
+        self.audio_late_seconds = Counter(
+            "vantum_audio_late_seconds",
+            "Audio delayed: in = caller audio held up by a slow audio path, "
+            "out = silence the caller heard mid-answer because audio came late",
+            ["direction"],
+            registry=r,
+        )
+        self.audio_underruns = Counter(
+            "vantum_audio_underruns",
+            "Gaps in answers' playback (the caller's buffer ran dry)",
+            registry=r,
+        )
+
+    def audio_dropped(self, direction: str, reason: str, seconds: float) -> None:
+        """:class:`~vantum.pipeline.state.AudioMeter` hook."""
+        self.audio_dropped_seconds.labels(direction, reason).inc(seconds)
+
+    def audio_late(self, direction: str, seconds: float) -> None:
+        """:class:`~vantum.pipeline.state.AudioMeter` hook."""
+        self.audio_late_seconds.labels(direction).inc(seconds)
+        if direction == "out":
+            self.audio_underruns.inc()
+
     def on_event(self, event: ServerEvent) -> None:
         """Session observer hook: count errors and turns, record latencies."""
         kind = event.event_type
