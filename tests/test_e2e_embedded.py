@@ -3,6 +3,7 @@ no keys, no network, no fakes (issue 4)."""
 
 from __future__ import annotations
 
+import time
 from functools import partial
 
 import pytest
@@ -20,6 +21,7 @@ from vantum.providers.local_llm import ScriptedResponder
 from vantum.providers.local_stt import PocketsphinxSTT
 from vantum.providers.local_tts import EspeakTTS, synthesize_blocking
 from vantum.server.app import VantumApp
+from vantum.server.auth import issue_token, load_secret, new_secret
 from vantum.server.run import serve
 from vantum.testing.audio_fixtures import silence
 from vantum.testing.browser_client import BrowserClient
@@ -35,14 +37,16 @@ def spoken(text: str) -> bytes:
 
 
 async def test_embedded_conversation_over_ws() -> None:
-    cfg = Config(host="127.0.0.1", port=0, graceful_timeout=1.0)
+    secret = new_secret()  # the embedded default runs with token auth on, like `vantum serve`
+    cfg = Config(host="127.0.0.1", port=0, graceful_timeout=1.0, auth_secret=secret)
+    token = issue_token(load_secret(secret), subject="test", ttl_s=60, now=time.time())
     engines = Engines(PocketsphinxSTT(), ScriptedResponder(), EspeakTTS())
     app = VantumApp(cfg, engines)
     stop = trio.Event()
     errors = total = 0
     async with trio.open_nursery() as nursery:
         url = await nursery.start(partial(serve, app, cfg, shutdown_trigger=stop.wait))
-        async with BrowserClient.connect(url.replace("http", "ws") + "/ws") as client:
+        async with BrowserClient.connect(url.replace("http", "ws") + "/ws", token=token) as client:
             for sentence in SENTENCES:
                 await client.start(RATE)
                 pcm = silence(0.3, RATE) + spoken(sentence) + silence(0.5, RATE)

@@ -12,12 +12,20 @@ from .audio.wav import read_wav, write_wav
 from .testing.browser_client import BrowserClient, TurnResult
 
 
-async def run_call(wav: Path, url: str, fast: bool, out: Path, turns: int, as_json: bool) -> int:
+async def run_call(
+    wav: Path,
+    url: str,
+    fast: bool,
+    out: Path,
+    turns: int,
+    as_json: bool,
+    token: str | None = None,
+) -> int:
     pcm, rate = read_wav(wav)
     results = []
     answer = bytearray()
     answer_rate = rate
-    async with BrowserClient.connect(url) as client:
+    async with BrowserClient.connect(url, token=token) as client:
         if not as_json:
             print(f"connected: session {client.session_id}")
         for turn in range(1, turns + 1):

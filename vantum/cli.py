@@ -10,7 +10,7 @@ from pathlib import Path
 import trio
 
 from .config import Config
-from .errors import VantumError
+from .errors import ConfigError, VantumError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,6 +26,19 @@ def main(argv: list[str] | None = None) -> int:
     p_serve.add_argument("--host", help="bind address (env VANTUM_HOST, default 127.0.0.1)")
     p_serve.add_argument("--port", type=int, help="port (env VANTUM_PORT, default 8000)")
     p_serve.add_argument("--log-level", help="DEBUG, INFO, WARNING (env VANTUM_LOG_LEVEL)")
+    p_serve.add_argument(
+        "--insecure-no-auth",
+        action="store_true",
+        default=None,
+        help="development only: /ws accepts calls without a token (env VANTUM_INSECURE_NO_AUTH=1)",
+    )
+    p_serve.add_argument(
+        "--allowed-origin",
+        action="append",
+        metavar="ORIGIN",
+        help="browser origin allowed on /ws, repeatable (env VANTUM_ALLOWED_ORIGINS, "
+        "comma-separated; default: the server's own origin)",
+    )
 
     p_call = sub.add_parser("call", help="talk to a server with a WAV file")
     p_call.add_argument("wav", type=Path, help="16-bit PCM WAV to speak (any rate 8-48 kHz)")
@@ -34,13 +47,20 @@ def main(argv: list[str] | None = None) -> int:
     p_call.add_argument("--out", type=Path, default=Path("answer.wav"), help="answer WAV path")
     p_call.add_argument("--turns", type=int, default=1, help="speak the file this many times")
     p_call.add_argument("--json", action="store_true", help="print the results as JSON")
+    p_call.add_argument(
+        "--token",
+        help="/ws token (default: minted from VANTUM_AUTH_SECRET or the local secret file)",
+    )
 
     p_say = sub.add_parser("say", help="synthesise TEXT to a WAV with the embedded TTS")
     p_say.add_argument("text")
     p_say.add_argument("wav", type=Path)
     p_say.add_argument("--rate", type=int, default=16_000, help="output sample rate")
 
-    p_tok = sub.add_parser("token", help="mint a short-lived /ws token from VANTUM_AUTH_SECRET")
+    p_tok = sub.add_parser(
+        "token",
+        help="mint a short-lived /ws token (VANTUM_AUTH_SECRET, else the local secret file)",
+    )
     p_tok.add_argument("--subject", default="cli")
     p_tok.add_argument("--ttl", type=int, default=300, help="lifetime in seconds")
 
@@ -54,7 +74,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "serve":
             from .server.main import run_server
 
-            config = Config.from_env(host=args.host, port=args.port, log_level=args.log_level)
+            origins = tuple(args.allowed_origin) if args.allowed_origin else None
+            config = Config.from_env(
+                host=args.host,
+                port=args.port,
+                log_level=args.log_level,
+                insecure_no_auth=args.insecure_no_auth,
+                allowed_origins=origins,
+            )
             logging.basicConfig(
                 level=config.log_level.upper(),
                 format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -62,20 +89,20 @@ def main(argv: list[str] | None = None) -> int:
             trio.run(run_server, config)
         elif args.command == "call":
             from .call import run_call
+            from .testing.browser_client import ServerRefused
 
-            return trio.run(
-                run_call, args.wav, args.url, args.fast, args.out, args.turns, args.json
-            )
+            token = args.token or _local_token("call", 300, required=False)
+            try:
+                return trio.run(
+                    run_call, args.wav, args.url, args.fast, args.out, args.turns, args.json, token
+                )
+            except ServerRefused as exc:
+                print(f"vantum call: refused: {exc}", file=sys.stderr)
+                return 2
         elif args.command == "say":
             _say(args.text, args.wav, args.rate)
         elif args.command == "token":
-            import os
-            import time
-
-            from .server.auth import issue_token, load_secret
-
-            secret = load_secret(os.environ.get("VANTUM_AUTH_SECRET", ""))
-            print(issue_token(secret, subject=args.subject, ttl_s=args.ttl, now=time.time()))
+            print(_local_token(args.subject, args.ttl, required=True))
         elif args.command == "fakes":
             from .testing.fakes_main import run_fakes
 
@@ -87,6 +114,25 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     return 0
+
+
+def _local_token(subject: str, ttl_s: int, *, required: bool) -> str | None:
+    """A token signed with the secret a ``vantum serve`` on this machine uses."""
+    import time
+
+    from .server import local_secret
+    from .server.auth import issue_token, load_secret
+
+    config = Config.from_env()
+    secret = local_secret.resolve(config.auth_secret, config.auth_secret_file, create=False)
+    if secret is None:
+        if required:
+            raise ConfigError(
+                "no secret: set VANTUM_AUTH_SECRET, or run `vantum serve` once to create "
+                f"{config.auth_secret_file}"
+            )
+        return None
+    return issue_token(load_secret(secret), subject=subject, ttl_s=ttl_s, now=time.time())
 
 
 def _say(text: str, wav: Path, rate: int) -> None:

@@ -35,6 +35,15 @@ def _env_int(env: Mapping[str, str], name: str, default: int) -> int:
         raise ConfigError(f"{name}={raw!r} is not an integer") from None
 
 
+def _env_bool(env: Mapping[str, str], name: str) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if raw in ("", "0", "false", "no"):
+        return False
+    if raw in ("1", "true", "yes"):
+        return True
+    raise ConfigError(f"{name}={raw!r} is not a boolean (use 1 or 0)")
+
+
 def _default(name: str) -> Any:
     return getattr(attrs.fields(Config), name).default
 
@@ -72,7 +81,21 @@ class Config:
     """Clients may send audio at most this much faster than real time (after a 5 s lead);
     None disables the check (the test stack does, to stream fixtures fast)."""
 
+    auth_secret: str | None = None
+    """HMAC secret for ``/ws`` tokens (``VANTUM_AUTH_SECRET``, at least 32 bytes). When
+    unset, ``vantum serve`` keeps one in ``auth_secret_file`` (docs/hardening.md)."""
+    auth_secret_file: str = "~/.config/vantum/auth-secret"
+    insecure_no_auth: bool = False
+    """The explicit dev flag: ``/ws`` accepts connections without a token."""
+    allowed_origins: tuple[str, ...] = ()
+    """Browser origins allowed on ``/ws``; empty means the server's own origin only."""
+    connect_rate_per_s: float = 2.0
+    """New ``/ws`` connections per client IP per second, after a burst; 0 disables."""
+    connect_burst: int = 20
+
     system_prompt: str | None = None
+    max_call_s: float = 3600.0
+    """Calls end (``connection.lifecycle.max_duration``, close 1000) at this length."""
     max_frame_bytes: int = 1 << 20
     """Larger WebSocket messages close the connection with code 1009."""
     max_sessions: int = 1_000
@@ -107,7 +130,18 @@ class Config:
             "audio_rate_margin": _env_float(
                 e, "VANTUM_AUDIO_RATE_MARGIN", _default("audio_rate_margin")
             ),
+            "auth_secret": e.get("VANTUM_AUTH_SECRET") or None,
+            "auth_secret_file": e.get("VANTUM_AUTH_SECRET_FILE") or _default("auth_secret_file"),
+            "insecure_no_auth": _env_bool(e, "VANTUM_INSECURE_NO_AUTH"),
+            "allowed_origins": tuple(
+                o.strip() for o in e.get("VANTUM_ALLOWED_ORIGINS", "").split(",") if o.strip()
+            ),
+            "connect_rate_per_s": _env_float(
+                e, "VANTUM_CONNECT_RATE", _default("connect_rate_per_s")
+            ),
+            "connect_burst": _env_int(e, "VANTUM_CONNECT_BURST", _default("connect_burst")),
             "system_prompt": e.get("VANTUM_SYSTEM_PROMPT") or None,
+            "max_call_s": _env_float(e, "VANTUM_MAX_CALL_S", _default("max_call_s")),
             "max_frame_bytes": _env_int(e, "VANTUM_MAX_FRAME_BYTES", _default("max_frame_bytes")),
             "max_sessions": _env_int(e, "VANTUM_MAX_SESSIONS", _default("max_sessions")),
             "playback_lead_ms": _env_int(

@@ -45,6 +45,7 @@ ERR_BACKPRESSURE = "session.error.backpressure"
 ERR_STT = "stt.error.provider"
 ERR_TTS = "tts.error.synthesis"
 ERR_SHUTDOWN = "connection.error.shutdown"
+ERR_AUTH = "connection.error.auth"
 
 
 def llm_error(kind: str) -> str:
@@ -57,4 +58,5 @@ CLOSE_NORMAL = 1000
 CLOSE_GOING_AWAY = 1001  # server shutting down
 CLOSE_TOO_BIG = 1009  # frame larger than the configured maximum
 CLOSE_INTERNAL = 1011  # unexpected server error in this session
+CLOSE_POLICY = 1008  # authentication failed (after connection.error.auth)
 CLOSE_TRY_AGAIN = 1013  # server at capacity

@@ -10,6 +10,8 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
+import time
 from importlib import resources
 from typing import Any
 
@@ -17,6 +19,8 @@ import trio
 
 from ..asgi import serve_lifespan
 from ..config import Config
+from ..errors import ConfigError
+from ..limits import RateLimiter
 from ..pipeline.context import DEFAULT_SYSTEM_PROMPT
 from ..pipeline.messages import ServerEvent
 from ..pipeline.session import Engines, EventObserver, SessionOptions, run_session
@@ -25,6 +29,7 @@ from ..protocol import events as ev
 from ..protocol.ids import new_id
 from ..records import CallStore, record_call
 from ..transports.browser import ASGIReceive, ASGISend, BrowserTransport
+from .auth import AuthError, admit, extract_token, load_secret, verify_token
 from .metrics import ServerMetrics
 
 log = logging.getLogger("vantum.server")
@@ -46,8 +51,23 @@ class VantumApp:
             output_chunk_ms=config.output_chunk_ms,
             request_queue=config.request_queue,
             audio_rate_margin=config.audio_rate_margin,
+            max_call_s=config.max_call_s,
         )
         self.engine_names = engine_names or {}
+        if config.auth_secret:
+            self.auth_secret: bytes | None = load_secret(config.auth_secret)
+        elif config.insecure_no_auth:
+            self.auth_secret = None
+        else:
+            raise ConfigError(
+                "no /ws auth secret: set VANTUM_AUTH_SECRET, or run with --insecure-no-auth "
+                "(development only: anyone who can reach the port can place calls)"
+            )
+        self.connect_limiter = (
+            RateLimiter(config.connect_rate_per_s, config.connect_burst)
+            if config.connect_rate_per_s > 0
+            else None
+        )
         self.metrics = ServerMetrics()
         self.sessions: dict[str, trio.CancelScope] = {}
         self.store: CallStore | None = None
@@ -69,7 +89,7 @@ class VantumApp:
                 await self._http(scope, send)
         elif kind == "websocket":
             if scope["path"] == "/ws":
-                await self._browser_ws(receive, send)
+                await self._browser_ws(scope, receive, send)
             elif scope["path"] == "/twilio/stream":
                 from ..transports.twilio_ws import serve_twilio_stream
 
@@ -107,13 +127,24 @@ class VantumApp:
         else:
             await _respond(send, 404, b"not found\n", "text/plain")
 
-    async def _browser_ws(self, receive: ASGIReceive, send: ASGISend) -> None:
+    async def _browser_ws(
+        self, scope: dict[str, Any], receive: ASGIReceive, send: ASGISend
+    ) -> None:
         connect = await receive()
         if connect["type"] != "websocket.connect":
             return
-        await send({"type": "websocket.accept"})
+        admitted = await self._admit(scope, send)
+        if admitted is None:
+            return
+        accept, failure = admitted
+        await send(accept)
         session_id = new_id()
         transport = BrowserTransport(session_id, receive, send, self.config.max_frame_bytes)
+        if failure is not None:
+            payload = {"message": failure.message, "reason": failure.reason.value}
+            await transport.send(ServerEvent(ev.ERR_AUTH, payload, request_type="connect"))
+            await transport.close(ev.CLOSE_POLICY, failure.message)
+            return
         refusal = self.refusal()
         if refusal is not None:
             reason, code, message = refusal
@@ -122,6 +153,51 @@ class VantumApp:
             await transport.close(code, message)
             return
         await self.serve_session(transport, "browser")
+
+    async def _admit(
+        self, scope: dict[str, Any], send: ASGISend
+    ) -> tuple[dict[str, Any], AuthError | None] | None:
+        """The accept message for a ``/ws`` handshake and the token's failure if any, or
+        None once the handshake has been refused.
+
+        A flood from one address and a foreign page are refused during the handshake
+        (HTTP 429 / 403: no session, nothing to tell them). A caller with a missing or
+        bad token is accepted just long enough to receive ``connection.error.auth`` and
+        close code 1008, because a browser cannot read a refused handshake's reason.
+        """
+        client = scope.get("client")
+        ip = client[0] if client else "unknown"
+        limiter = self.connect_limiter
+        if limiter is not None and not limiter.allow(ip, trio.current_time()):
+            self.metrics.sessions_refused.labels("rate_limited").inc()
+            retry = math.ceil(1.0 / limiter.rate_per_s)
+            await _refuse_handshake(
+                scope, send, 429, "too many connections from this address", retry_after=retry
+            )
+            return None
+        now = time.time()
+        try:
+            admission = admit(
+                scope, secret=None, allowed_origins=self.config.allowed_origins, now=now
+            )
+        except AuthError as exc:
+            self.metrics.sessions_refused.labels(f"auth_{exc.reason.value}").inc()
+            log.warning("refused /ws from %s: %s", ip, exc.message)
+            await _refuse_handshake(scope, send, 403, exc.message)
+            return None
+        failure: AuthError | None = None
+        if self.auth_secret is not None:
+            token = extract_token(scope.get("query_string", b""), scope.get("headers") or [])
+            try:
+                verify_token(self.auth_secret, token, now=now)
+            except AuthError as exc:
+                self.metrics.sessions_refused.labels(f"auth_{exc.reason.value}").inc()
+                log.info("refused /ws from %s: %s", ip, exc.message)
+                failure = exc
+        accept: dict[str, Any] = {"type": "websocket.accept"}
+        if admission.subprotocol is not None:
+            accept["subprotocol"] = admission.subprotocol
+        return accept, failure
 
     def refusal(self) -> tuple[str, int, str] | None:
         """Why a new call must be turned away (event type, close code, message), or None."""
@@ -197,6 +273,22 @@ async def _respond(send: ASGISend, status: int, body: bytes, content_type: str) 
         }
     )
     await send({"type": "http.response.body", "body": body})
+
+
+async def _refuse_handshake(
+    scope: dict[str, Any], send: ASGISend, status: int, message: str, retry_after: int = 0
+) -> None:
+    """Refuse a WebSocket handshake with an HTTP status and a JSON reason when the
+    server supports it (Hypercorn does); otherwise a plain refusal (HTTP 403)."""
+    if "websocket.http.response" not in (scope.get("extensions") or {}):
+        await send({"type": "websocket.close", "code": ev.CLOSE_POLICY})
+        return
+    body = json.dumps({"error": message}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if retry_after:
+        headers.append((b"retry-after", str(retry_after).encode()))
+    await send({"type": "websocket.http.response.start", "status": status, "headers": headers})
+    await send({"type": "websocket.http.response.body", "body": body})
 
 
 def _static(name: str) -> bytes:

@@ -6,18 +6,31 @@ import contextlib
 import logging
 import time
 
+import attrs
 import trio
 
 from ..config import Config
 from ..records import open_store
+from . import local_secret
 from .app import VantumApp
+from .auth import issue_token, load_secret
 from .engines import build_engines
 from .run import serve
 
 log = logging.getLogger("vantum")
 
 
+PAGE_TOKEN_TTL_S = 12 * 3600
+"""Lifetime of the token in the page URL logged at start-up (a development aid)."""
+
+
 async def run_server(config: Config) -> None:
+    if config.insecure_no_auth:
+        log.warning("/ws authentication is OFF (--insecure-no-auth): anyone can place calls")
+    elif not config.auth_secret:
+        secret = local_secret.read_or_create(config.auth_secret_file, create=True)
+        config = attrs.evolve(config, auth_secret=secret)
+        log.info("/ws tokens are signed with the secret in %s", config.auth_secret_file)
     engines, names = build_engines(config)
     for stage, name in names.items():
         log.info("%s engine: %s", stage.upper(), name)
@@ -34,9 +47,10 @@ async def run_server(config: Config) -> None:
 async def _serve(app: VantumApp, config: Config) -> None:
     async with trio.open_nursery() as nursery:
         url = await nursery.start(serve, app, config)
-        log.info(
-            "Vantum listening on %s (WebSocket %s/ws, page %s/)",
-            url,
-            url.replace("http", "ws"),
-            url,
-        )
+        page = f"{url}/"
+        if config.auth_secret:
+            secret = load_secret(config.auth_secret)
+            token = issue_token(secret, subject="page", ttl_s=PAGE_TOKEN_TTL_S, now=time.time())
+            page = f"{url}/?token={token}"
+        log.info("Vantum listening on %s (WebSocket %s/ws)", url, url.replace("http", "ws"))
+        log.info("talk to it: open %s", page)

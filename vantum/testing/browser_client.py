@@ -41,6 +41,16 @@ class TurnResult:
         return len(self.audio) / 2 / self.sample_rate if self.sample_rate else 0.0
 
 
+class ServerRefused(RuntimeError):
+    """The server answered the connection with an error event, then closed it."""
+
+    def __init__(self, event: dict[str, Any], close_code: int | None) -> None:
+        message = event.get("payload", {}).get("message", "")
+        super().__init__(f"{event.get('eventType')}: {message} (close code {close_code})")
+        self.event = event
+        self.close_code = close_code
+
+
 class BrowserClient:
     def __init__(self, ws: WebSocketConnection, inbox: trio.MemoryReceiveChannel[dict[str, Any]]):
         self.ws = ws
@@ -52,19 +62,45 @@ class BrowserClient:
     @classmethod
     @asynccontextmanager
     async def connect(
-        cls, url: str, *, max_message_size: int = 1 << 24
+        cls,
+        url: str,
+        *,
+        token: str | None = None,
+        origin: str | None = None,
+        max_message_size: int = 1 << 24,
     ) -> AsyncIterator[BrowserClient]:
-        async with trio.open_nursery() as nursery:
-            async with open_websocket_url(url, max_message_size=max_message_size) as ws:
+        """Connect and wait for the ACK; ``token`` goes in ``Authorization: Bearer``.
+
+        Raises :class:`ServerRefused` when the server answers with an error event
+        (bad token, capacity, shutdown) instead of the ACK.
+        """
+        headers: list[tuple[bytes, bytes]] = []
+        if token is not None:
+            headers.append((b"Authorization", f"Bearer {token}".encode()))
+        if origin is not None:
+            headers.append((b"Origin", origin.encode()))
+        refused: ServerRefused | None = None
+        # The socket outlives the reader's nursery, and errors raised out here (a
+        # refused handshake, ServerRefused) reach the caller as themselves.
+        async with open_websocket_url(
+            url, max_message_size=max_message_size, extra_headers=headers
+        ) as ws:
+            async with trio.open_nursery() as nursery:
                 tx, rx = trio.open_memory_channel[dict[str, Any]](4096)
                 client = cls(ws, rx)
                 nursery.start_soon(client._reader, tx)
                 ack = await client.next_event()
                 if ack["eventType"] != ev.CONNECTION_ACK:
-                    raise RuntimeError(f"expected {ev.CONNECTION_ACK}, got {ack['eventType']}")
-                client.session_id = ack["sessionId"]
-                yield client
+                    with trio.move_on_after(5):
+                        async for _ in client._inbox:  # read on until the server closes
+                            pass
+                    refused = ServerRefused(ack, client.close_code)
+                else:
+                    client.session_id = ack["sessionId"]
+                    yield client
                 nursery.cancel_scope.cancel()
+        if refused is not None:
+            raise refused
 
     async def _reader(self, tx: trio.MemorySendChannel[dict[str, Any]]) -> None:
         async with tx:

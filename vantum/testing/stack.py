@@ -10,7 +10,7 @@ Use it in your own tests::
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -48,9 +48,16 @@ async def open_stack(
     openai: FakeOpenAIConfig | None = None,
     cartesia: FakeCartesiaConfig | None = None,
     tts_sample_rate: int = 24_000,
+    stt_options: Mapping[str, Any] | None = None,
+    llm_options: Mapping[str, Any] | None = None,
+    tts_options: Mapping[str, Any] | None = None,
     **config: Any,
 ) -> AsyncIterator[Stack]:
-    """Start fakes and a server; everything stops when the block exits."""
+    """Start fakes and a server; everything stops when the block exits.
+
+    ``stt_options`` / ``llm_options`` / ``tts_options`` are extra keyword arguments
+    for the engines (e.g. shorter timeouts for fault tests).
+    """
     from ..pipeline.session import Engines
 
     async with (
@@ -59,12 +66,15 @@ async def open_stack(
         serve_fake_cartesia(cartesia or FakeCartesiaConfig()) as ca,
     ):
         config.setdefault("graceful_timeout", 1.0)
+        # Tests connect without tokens unless they pass auth_secret=... to test auth.
+        config.setdefault("insecure_no_auth", not config.get("auth_secret"))
+        config.setdefault("connect_rate_per_s", 0.0)  # a test suite connects in bursts
         config.setdefault("audio_rate_margin", None)  # tests stream fixtures faster than real time
         cfg = Config(host="127.0.0.1", port=0, **config)
         engines = Engines(
-            DeepgramSTT(dg.api_key, dg.url),
-            OpenAILLM(oa.api_key, oa.base_url, "fake-model"),
-            CartesiaTTS(ca.api_key, ca.url, sample_rate=tts_sample_rate),
+            DeepgramSTT(dg.api_key, dg.url, **(stt_options or {})),
+            OpenAILLM(oa.api_key, oa.base_url, "fake-model", **(llm_options or {})),
+            CartesiaTTS(ca.api_key, ca.url, sample_rate=tts_sample_rate, **(tts_options or {})),
         )
         names = {"stt": "deepgram (fake)", "llm": "openai (fake)", "tts": "cartesia (fake)"}
         app = VantumApp(cfg, engines, engine_names=names)

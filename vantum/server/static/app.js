@@ -108,7 +108,12 @@ function onEvent(frame) {
   const { eventType: type, payload: p } = frame;
   if (type !== "audio.output.chunk") logEvent(type);
   if (isErrorEvent(type)) {
-    showError(type, p.message || "(no message)", frame.requestType);
+    let message = p.message || "(no message)";
+    if (type === "connection.error.auth") {
+      message += ". This server wants a token: open the page with the ?token=… URL that "
+        + "`vantum serve` logged, or one from `vantum token` (docs/hardening.md).";
+    }
+    showError(type, message, frame.requestType);
   }
   switch (type) {
     case "connection.lifecycle.ack":

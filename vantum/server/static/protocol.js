@@ -10,7 +10,7 @@ export const CLOSE_MEANINGS = {
   1000: "normal end of the session",
   1001: "server shutting down",
   1006: "connection lost (no close frame)",
-  1008: "unknown WebSocket path",
+  1008: "refused: missing or invalid token, or unknown WebSocket path",
   1009: "frame too large for the server",
   1011: "internal server error in this session",
   1013: "server at capacity, try again later",
