@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import trio
 
 from .config import Config
 from .errors import ConfigError, VantumError
+from .logs import configure_logging
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,6 +26,9 @@ def main(argv: list[str] | None = None) -> int:
     p_serve.add_argument("--host", help="bind address (env VANTUM_HOST, default 127.0.0.1)")
     p_serve.add_argument("--port", type=int, help="port (env VANTUM_PORT, default 8000)")
     p_serve.add_argument("--log-level", help="DEBUG, INFO, WARNING (env VANTUM_LOG_LEVEL)")
+    p_serve.add_argument(
+        "--log-format", choices=("text", "json"), help="log lines (env VANTUM_LOG_FORMAT)"
+    )
     p_serve.add_argument(
         "--insecure-no-auth",
         action="store_true",
@@ -79,13 +82,11 @@ def main(argv: list[str] | None = None) -> int:
                 host=args.host,
                 port=args.port,
                 log_level=args.log_level,
+                log_format=args.log_format,
                 insecure_no_auth=args.insecure_no_auth,
                 allowed_origins=origins,
             )
-            logging.basicConfig(
-                level=config.log_level.upper(),
-                format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-            )
+            configure_logging(config.log_level, config.log_format)
             trio.run(run_server, config)
         elif args.command == "call":
             from .call import run_call
@@ -106,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "fakes":
             from .testing.fakes_main import run_fakes
 
-            logging.basicConfig(level="INFO")
+            configure_logging("INFO", "text")
             trio.run(run_fakes, args.host)
     except VantumError as exc:
         print(f"vantum: {exc}", file=sys.stderr)

@@ -13,6 +13,7 @@ from typing import Any
 import attrs
 
 from .errors import ConfigError
+from .logs import LOG_FORMATS, LogFormat
 
 
 def _env_float(env: Mapping[str, str], name: str, default: float) -> float:
@@ -106,6 +107,8 @@ class Config:
     graceful_timeout: float = 10.0
     """Seconds sessions get to finish on SIGINT/SIGTERM before they are closed (1001)."""
     log_level: str = "INFO"
+    log_format: LogFormat = "text"
+    """``text`` for people, ``json`` (one object per line) for log collectors."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Config:
@@ -151,8 +154,11 @@ class Config:
                 e, "VANTUM_GRACEFUL_TIMEOUT", _default("graceful_timeout")
             ),
             "log_level": e.get("VANTUM_LOG_LEVEL", _default("log_level")),
+            "log_format": e.get("VANTUM_LOG_FORMAT") or _default("log_format"),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
+        if values["log_format"] not in LOG_FORMATS:
+            raise ConfigError(f"VANTUM_LOG_FORMAT={values['log_format']!r}: use text or json")
         try:
             return cls(**values)  # type: ignore[arg-type]
         except TypeError as exc:

@@ -21,6 +21,7 @@ from ..asgi import serve_lifespan
 from ..config import Config
 from ..errors import ConfigError
 from ..limits import RateLimiter
+from ..logs import bind
 from ..pipeline.context import DEFAULT_SYSTEM_PROMPT
 from ..pipeline.messages import ServerEvent
 from ..pipeline.session import Engines, EventObserver, SessionOptions, run_session
@@ -31,6 +32,7 @@ from ..records import CallStore, record_call
 from ..transports.browser import ASGIReceive, ASGISend, BrowserTransport
 from .auth import AuthError, admit, extract_token, load_secret, verify_token
 from .metrics import ServerMetrics
+from .tracing import Tracing
 
 log = logging.getLogger("vantum.server")
 
@@ -72,6 +74,8 @@ class VantumApp:
         self.sessions: dict[str, trio.CancelScope] = {}
         self.store: CallStore | None = None
         """Call records (set by ``run_server``); None records nothing."""
+        self.tracing: Tracing | None = None
+        """Turn spans (set by ``run_server`` when VANTUM_OTEL / an OTLP endpoint asks)."""
         self.draining = False
         self._idle = trio.Event()
         self._idle.set()
@@ -214,6 +218,10 @@ class VantumApp:
     async def serve_session(self, transport: Transport, kind: str) -> None:
         """Run one call on ``transport`` until it ends; every carrier comes through here."""
         sid = transport.session_id
+        with bind(session_id=sid, transport=kind):  # every actor's log records carry these
+            await self._serve_session(transport, sid, kind)
+
+    async def _serve_session(self, transport: Transport, sid: str, kind: str) -> None:
         code, reason = ev.CLOSE_NORMAL, "session ended"
         self.metrics.sessions_total.labels(kind).inc()
         self.metrics.sessions_active.inc()
@@ -227,6 +235,8 @@ class VantumApp:
                         observer = await stack.enter_async_context(
                             record_call(self.store, sid, transport=kind, also=self.metrics)
                         )
+                    if self.tracing is not None:
+                        observer = self.tracing.observer(sid, kind, also=observer)
                     await run_session(
                         transport, self.engines, self.options, observer, meter=self.metrics
                     )

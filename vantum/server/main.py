@@ -16,6 +16,7 @@ from .app import VantumApp
 from .auth import issue_token, load_secret
 from .engines import build_engines
 from .run import serve
+from .tracing import Tracing, make_tracer
 
 log = logging.getLogger("vantum")
 
@@ -41,7 +42,16 @@ async def run_server(config: Config) -> None:
             if not config.records_url.startswith("postgres"):
                 await app.store.close_orphans(at=time.time())
             log.info("call records: %s", config.records_url)
+        app.tracing = make_tracer()
+        if app.tracing is not None:
+            stack.push_async_callback(_flush_traces, app.tracing)
         await _serve(app, config)
+
+
+async def _flush_traces(tracing: Tracing) -> None:
+    """Export the spans still queued; the SDK's shutdown blocks, so off the trio thread."""
+    with trio.CancelScope(shield=True):
+        await trio.to_thread.run_sync(tracing.shutdown)
 
 
 async def _serve(app: VantumApp, config: Config) -> None:

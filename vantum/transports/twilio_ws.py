@@ -29,6 +29,7 @@ import trio
 
 from ..audio.resample import StreamResampler
 from ..errors import ProtocolError, VantumError
+from ..logs import annotate
 from ..pipeline.messages import ServerEvent
 from ..pipeline.transport import PeerGone
 from ..protocol import events as ev
@@ -154,6 +155,7 @@ class MediaStreamTransport:
 
     def _on_start(self, start: Start) -> InputStart:
         self.start = start
+        annotate(call_sid=start.call_id, stream_sid=start.stream_id)  # for every actor's logs
         params = start.custom_parameters
         language = params.get("language", "en-US")
         if not 2 <= len(language) <= 16:
