@@ -28,6 +28,7 @@ from ..pipeline.session import Engines, EventObserver, SessionOptions, run_sessi
 from ..pipeline.transport import Transport
 from ..protocol import events as ev
 from ..protocol.ids import new_id
+from ..providers.reporting import reporting_to
 from ..records import CallStore, record_call
 from ..transports.browser import ASGIReceive, ASGISend, BrowserTransport
 from .auth import AuthError, admit, extract_token, load_secret, verify_token
@@ -218,7 +219,8 @@ class VantumApp:
     async def serve_session(self, transport: Transport, kind: str) -> None:
         """Run one call on ``transport`` until it ends; every carrier comes through here."""
         sid = transport.session_id
-        with bind(session_id=sid, transport=kind):  # every actor's log records carry these
+        # Every actor's log records carry the ids; provider failures reach the metrics.
+        with bind(session_id=sid, transport=kind), reporting_to(self.metrics):
             await self._serve_session(transport, sid, kind)
 
     async def _serve_session(self, transport: Transport, sid: str, kind: str) -> None:

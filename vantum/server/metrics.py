@@ -70,6 +70,17 @@ class ServerMetrics:
             registry=r,
         )
 
+        self.provider_errors = Counter(
+            "vantum_provider_errors",
+            "Provider failures, including those a retry or reconnect hid from the caller",
+            ["provider", "kind"],
+            registry=r,
+        )
+
+    def provider_error(self, provider: str, kind: str) -> None:
+        """:class:`~vantum.providers.reporting.ProviderErrorSink` hook."""
+        self.provider_errors.labels(provider, kind).inc()
+
     def audio_dropped(self, direction: str, reason: str, seconds: float) -> None:
         """:class:`~vantum.pipeline.state.AudioMeter` hook."""
         self.audio_dropped_seconds.labels(direction, reason).inc(seconds)
