@@ -10,14 +10,20 @@ from __future__ import annotations
 import numpy as np
 import samplerate
 
+_SCALE_IN = np.float32(1 / 32768)
+_SCALE_OUT = np.float32(32768.0)
+
 
 def pcm16_to_float(pcm: bytes) -> np.ndarray:
-    return np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768.0
+    return np.frombuffer(pcm, dtype="<i2") * _SCALE_IN
 
 
 def float_to_pcm16(samples: np.ndarray) -> bytes:
-    clipped = np.clip(samples * 32768.0, -32768, 32767)
-    return bytes(np.round(clipped).astype("<i2").tobytes())
+    # In place on one scratch array: these run per 20-40 ms chunk, so allocations count.
+    scaled = samples * _SCALE_OUT
+    np.clip(scaled, -32768, 32767, out=scaled)
+    np.rint(scaled, out=scaled)
+    return scaled.astype("<i2").tobytes()
 
 
 class StreamResampler:

@@ -126,9 +126,24 @@ async def play(
                 if on_tts_audio is not None:
                     on_tts_audio()
                 pending += resampler.process(item.pcm)
-                while len(pending) >= chunk_bytes:
-                    await send_chunk(bytes(pending[:chunk_bytes]))
-                    del pending[:chunk_bytes]
+                if playback.started_at is None and 0 < len(pending) < chunk_bytes:
+                    # The caller is waiting for the answer: start it with what there is
+                    # rather than wait for a whole chunk (the resampler's filter delay
+                    # alone holds back part of the provider's first chunk).
+                    await send_chunk(bytes(pending))
+                    pending.clear()
+                    continue
+                if len(pending) < chunk_bytes:
+                    continue
+                view = memoryview(pending)
+                sent = 0
+                try:
+                    while len(pending) - sent >= chunk_bytes:
+                        await send_chunk(view[sent : sent + chunk_bytes].tobytes())
+                        sent += chunk_bytes
+                finally:
+                    view.release()
+                    del pending[:sent]
     pending += resampler.flush()
     if pending:
         await send_chunk(bytes(pending))

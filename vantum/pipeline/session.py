@@ -1,7 +1,7 @@
 """One call = one nursery of actors joined by bounded channels.
 
-    ingress ─audio─► resampler ─16k─► STT ─┐
-       └──control──────────────────────────┴─► turn manager ─requests─► responder
+    ingress ─audio─► resample+VAD ─16k─► STT ─┐
+       └──control─────────────────────────────┴─► turn manager ─requests─► responder
                                                      │                     │
     egress ◄──────────────events───────────────────────┴─────────────────────┘
 
@@ -22,7 +22,7 @@ from ..limits import AudioRateGuard
 from ..protocol import events as ev
 from ..protocol.client_events import DtmfInput, InputChunk, InputEnd, InputStart, TextInput
 from ..providers.base import Finalize, LLMEngine, STTEngine, STTInput, TTSEngine
-from .audio_path import AudioItem, run_resampler, run_stt, run_vad
+from .audio_path import AudioItem, run_audio_path, run_stt
 from .context import DEFAULT_SYSTEM_PROMPT, Conversation
 from .messages import (
     AudioFormat,
@@ -82,7 +82,6 @@ async def run_session(
     state = SessionState(transport.session_id, meter=meter)
     out_tx, out_rx = trio.open_memory_channel[ServerEvent](32)
     audio_tx, audio_rx = trio.open_memory_channel[AudioItem](options.audio_buffer)
-    pcm16k_tx, pcm16k_rx = trio.open_memory_channel[AudioItem](32)
     stt_tx, stt_rx = trio.open_memory_channel[STTInput](32)
     inbox_tx, inbox_rx = trio.open_memory_channel[TurnInput](64)
     req_tx, req_rx = trio.open_memory_channel[TurnRequest](options.request_queue)
@@ -99,8 +98,7 @@ async def run_session(
     await transport.send(ServerEvent(ev.CONNECTION_ACK, {"success": True}))
     async with trio.open_nursery() as nursery:
         nursery.start_soon(run_egress, out_rx, transport, observer)
-        nursery.start_soon(run_resampler, audio_rx, pcm16k_tx)
-        nursery.start_soon(run_vad, pcm16k_rx, stt_tx, inbox_tx.clone())
+        nursery.start_soon(run_audio_path, audio_rx, stt_tx, inbox_tx.clone(), state)
         nursery.start_soon(run_stt, engines.stt, stt_rx, inbox_tx.clone(), out_tx.clone())
         nursery.start_soon(
             run_turn_manager, inbox_rx, out_tx.clone(), req_tx, state, options.turn_policy

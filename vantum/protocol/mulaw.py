@@ -54,12 +54,12 @@ def encode(pcm16: bytes) -> bytes:
     """PCM16LE samples to mu-law bytes, one byte per sample."""
     if len(pcm16) % 2:
         raise ValueError(f"PCM16 audio needs an even number of bytes, got {len(pcm16)}")
-    return bytes(_ENCODE[np.frombuffer(pcm16, dtype="<u2")].tobytes())
+    return _ENCODE.take(np.frombuffer(pcm16, dtype="<u2")).tobytes()  # take: 2x fancy indexing
 
 
 def decode(ulaw: bytes) -> bytes:
     """Mu-law bytes to PCM16LE samples."""
-    return bytes(_DECODE[np.frombuffer(ulaw, dtype=np.uint8)].tobytes())
+    return _DECODE.take(np.frombuffer(ulaw, dtype=np.uint8)).tobytes()
 
 
 def silence(n_bytes: int) -> bytes:

@@ -7,6 +7,7 @@ from ..pipeline.messages import ServerEvent
 from ..protocol import client_events, envelope
 from ..protocol import events as ev
 from ..protocol.client_events import ClientEvent
+from ..protocol.ids import new_id
 from .asgi_ws import ASGIReceive, ASGISend, AsgiWebSocket
 
 __all__ = ["ASGIReceive", "ASGISend", "BrowserTransport"]
@@ -39,14 +40,12 @@ class BrowserTransport:
             return exc
 
     async def send(self, event: ServerEvent) -> None:
-        frame = envelope.encode(
-            envelope.server_event(
-                self.session_id,
-                event.event_type,
-                event.payload,
-                event_id=event.event_id,
-                request_type=event.request_type,
-            )
+        frame = envelope.encode_fields(
+            event.event_type,
+            event.event_id or new_id(),
+            self.session_id,
+            event.payload,
+            event.request_type,
         )
         await self.ws.send_frame(frame)
 
