@@ -22,6 +22,7 @@ from ..protocol import events as ev
 from ..protocol.ids import new_id
 from ..providers.base import ChatMessage, LLMEngine, TTSConnection, TTSEngine, TTSEvent
 from ..providers.llm_retry import FallbackMessages, stream_with_retry
+from ..providers.reporting import report
 from .chunker import SemanticChunker
 from .context import Conversation
 from .messages import ResponseFinished, ServerEvent, TurnInput, TurnRequest
@@ -57,6 +58,7 @@ class Responder:
                     try:
                         conn = await stack.enter_async_context(self.tts.connect())
                     except TTSError as exc:
+                        report(self.tts.name, "connect")
                         await self._error(ev.ERR_TTS, f"TTS unavailable: {exc}")
                 try:
                     ok, interrupted = await self.respond(conn, request)
@@ -132,6 +134,7 @@ class Responder:
                 try:
                     await conn.synthesize(uid, text_rx, audio_tx, voice_id=self.state.voice_id)
                 except TTSError as exc:
+                    report(self.tts.name, "synthesis")
                     tts_ok = False
                     await self._error(ev.ERR_TTS, str(exc))
 

@@ -99,7 +99,8 @@ class TurnState:
     turn_mode: str = "manual"
     language: str = "en-US"
     finals: list[str] = attrs.Factory(list)
-    pending_end: bool = False
+    pending_ends: int = 0
+    """Finalizes sent and not yet answered by FinalizeDone (they pair one to one)."""
     timings: TurnTimings = attrs.Factory(TurnTimings)
     wall_ms: Callable[[], int] = _wall_ms
     voice_since: float | None = None
@@ -118,14 +119,14 @@ class TurnState:
         if isinstance(item, TranscriptEvent):
             return self._on_transcript(item, now, bot_speaking)
         if isinstance(item, InputEnded):
-            self.pending_end = True
+            self.pending_ends += 1
             self.timings.end_of_speech = item.at
             self.idle_prompts_sent = 0
             return []
         if isinstance(item, FinalizeDone):
-            if not self.pending_end:
+            if not self.pending_ends:
                 return []
-            self.pending_end = False
+            self.pending_ends -= 1
             return self._close_turn(now)
         if isinstance(item, VoiceStart):
             self.voice_since = item.at
@@ -134,7 +135,7 @@ class TurnState:
         if isinstance(item, VoiceEnd):
             self.voice_since = None
             if item.auto_end and self.turn_mode == "auto":
-                self.pending_end = True
+                self.pending_ends += 1
                 self.timings.end_of_speech = item.at
                 return self._speculate(bot_speaking)
             return []
@@ -169,7 +170,7 @@ class TurnState:
         """When to prompt a silent caller (inf when idle prompting is off or not due)."""
         if self.policy.idle_prompt_s is None or busy or self.voice_since is not None:
             return float("inf")
-        if self.pending_end or self.finals:
+        if self.pending_ends or self.finals:
             return float("inf")
         return last_activity + self.policy.idle_prompt_s
 

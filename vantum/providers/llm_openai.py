@@ -19,7 +19,8 @@ from typing import cast
 import attrs
 import openai
 import trio
-from openai.types.chat import ChatCompletionMessageParam
+from openai.types import CompletionUsage
+from openai.types.chat import ChatCompletionChunk, ChatCompletionMessageParam
 
 from ..errors import LLMError, LLMErrorKind
 from .base import ChatMessage
@@ -81,17 +82,19 @@ class OpenAILLM:
             )
             async with stream:
                 async for chunk in stream:
-                    if chunk.usage is not None:
+                    usage = chunk.usage
+                    if isinstance(usage, CompletionUsage):
                         self.last_usage = TokenUsage(
-                            chunk.usage.prompt_tokens,
-                            chunk.usage.completion_tokens,
-                            chunk.usage.total_tokens,
+                            usage.prompt_tokens, usage.completion_tokens, usage.total_tokens
                         )
-                    for choice in chunk.choices:
-                        if choice.delta.content:
-                            await out.send(choice.delta.content)
+                    for content in chunk_contents(chunk):
+                        await out.send(content)
         except openai.OpenAIError as exc:
             raise llm_error_from(exc) from exc
+        except ValueError as exc:  # a chunk that is not JSON (JSONDecodeError), or misshapen
+            raise LLMError(
+                LLMErrorKind.NETWORK, f"malformed stream from the server: {exc}"
+            ) from exc
 
     async def aclose(self) -> None:
         """Close the connection pool."""
@@ -107,6 +110,25 @@ class OpenAILLM:
         tb: TracebackType | None,
     ) -> None:
         await self.aclose()
+
+
+def chunk_contents(chunk: ChatCompletionChunk) -> list[str]:
+    """The content deltas of one stream chunk; ValueError when it is not shaped like one.
+
+    The SDK builds chunks without validation, so a server sending the wrong shape
+    would otherwise surface as an AttributeError deep in the pipeline.
+    """
+    choices: object = getattr(chunk, "choices", None)
+    if not isinstance(choices, list):
+        raise ValueError(f"chunk without a choices list: {str(chunk)[:200]}")
+    contents = []
+    for choice in choices:
+        content = getattr(getattr(choice, "delta", None), "content", None)
+        if content is not None and not isinstance(content, str):
+            raise ValueError(f"chunk with non-text content: {str(chunk)[:200]}")
+        if content:
+            contents.append(content)
+    return contents
 
 
 def to_openai_messages(messages: Sequence[ChatMessage]) -> list[ChatCompletionMessageParam]:
@@ -160,4 +182,11 @@ def parse_retry_after(headers: Mapping[str, str], now: float | None = None) -> f
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
-__all__ = ["OpenAILLM", "TokenUsage", "llm_error_from", "parse_retry_after", "to_openai_messages"]
+__all__ = [
+    "OpenAILLM",
+    "TokenUsage",
+    "chunk_contents",
+    "llm_error_from",
+    "parse_retry_after",
+    "to_openai_messages",
+]

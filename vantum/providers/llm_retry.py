@@ -20,6 +20,7 @@ import trio
 
 from ..errors import LLMError, LLMErrorKind
 from .base import ChatMessage, LLMEngine
+from .reporting import report
 
 log = logging.getLogger("vantum.llm")
 
@@ -87,6 +88,7 @@ async def _attempt(
             try:
                 await engine.stream(messages, relay_tx)
             except LLMError as exc:
+                report(engine.name, exc.kind.value)
                 error = exc
 
     async with trio.open_nursery() as nursery:

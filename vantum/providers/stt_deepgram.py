@@ -11,7 +11,10 @@ already covered is transcribed twice.
 ``FinalizeDone`` is emitted exactly once per ``Finalize`` marker: on the first
 ``from_finalize`` result after it, or after ``finalize_timeout`` if none comes.
 A pending ``Finalize`` is re-sent after a reconnect, since its answer died with
-the old socket.
+the old socket. An unanswered ``Finalize`` is also how a stalled server shows
+(the socket is up but nothing comes back), so its first timeout drops that
+connection and replays on a fresh one; only a second timeout gives up. A frame
+that is not a Deepgram message is handled the same way (drop, replay).
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ from .base import (
     TranscriptEvent,
     UtteranceEnd,
 )
+from .reporting import report
 
 log = logging.getLogger("vantum.stt.deepgram")
 
@@ -68,6 +72,14 @@ class _Stream:
     last_speech_started: float = -math.inf
     last_utterance_end: float = -math.inf
     overflowed: bool = False
+    current: _Conn | None = None
+    """The live connection, so a stalled one can be dropped."""
+    head_retried: bool = False
+    """The oldest pending Finalize already cost one reconnect."""
+
+    def finalize_answered(self) -> None:
+        self.finalize_deadlines.popleft()
+        self.head_retried = False
 
     def append(self, data: bytes) -> None:
         self.buffer += data
@@ -103,6 +115,11 @@ class _Conn:
     finished: bool = False
     close_code: int | None = None
     fatal: STTError | None = None
+    scope: trio.CancelScope | None = None
+    stalled: bool = False
+    malformed: str | None = None
+    delivering: bool = False
+    """Handing a message to the pipeline: not a safe point to drop the connection."""
 
 
 class DeepgramSTT:
@@ -184,15 +201,26 @@ class DeepgramSTT:
             try:
                 await self._connect_once(url, conn, audio, events, stream, language)
             except ConnectionRejected as exc:
+                kind = "rate_limit" if exc.status_code == 429 else "rejected"
+                if exc.status_code in (401, 403):
+                    report(self.name, "auth")
                 reason = self._rejection(exc)
             except HandshakeError as exc:
-                reason = f"cannot connect: {exc!r}"
+                kind, reason = "connect", f"cannot connect: {exc!r}"
             else:
+                kind = "disconnect"
                 reason = f"socket closed unexpectedly (code {conn.close_code})"
+            if conn.stalled:
+                kind = "stall"
+                reason = f"no answer to Finalize in {self.finalize_timeout:g}s (stalled)"
+            if conn.malformed is not None:
+                kind, reason = "malformed", conn.malformed
             if conn.fatal is not None:
+                report(self.name, "fatal")
                 raise conn.fatal
             if conn.finished:
                 return
+            report(self.name, kind)
             failures = 1 if conn.got_message else failures + 1
             if failures > self.max_reconnects:
                 raise STTError(f"Deepgram stream failed {failures} times in a row; last: {reason}")
@@ -218,6 +246,8 @@ class DeepgramSTT:
         try:
             try:
                 async with trio.open_nursery() as nursery:
+                    conn.scope = nursery.cancel_scope
+                    stream.current = conn
                     with trio.move_on_after(self.connect_timeout) as handshake:
                         ws = await wrap_client_stream(
                             nursery,
@@ -235,6 +265,7 @@ class DeepgramSTT:
             except* HandshakeError as group:
                 raise group.exceptions[0] from None
         finally:
+            stream.current = None
             await trio.aclose_forcefully(sock)
 
     async def _open_stream(self, url: str) -> tuple[Socket, str, str]:
@@ -359,16 +390,23 @@ class DeepgramSTT:
                     conn.fatal = STTError(f"Deepgram could not decode the audio (1008): {reason}")
                 nursery.cancel_scope.cancel()
                 return
-            conn.got_message = True
             if isinstance(raw, bytes):
                 continue
             try:
                 message = dm.parse_server_message(raw, language=language)
             except dm.MalformedMessage as exc:
-                conn.fatal = exc
+                # The words it carried are not lost: drop this connection and replay
+                # what no final covered. It counts as a failed attempt, so a server
+                # that only sends garbage still ends in STTError.
+                conn.malformed = str(exc)
                 nursery.cancel_scope.cancel()
                 return
-            await self._deliver(message, conn, events, stream)
+            conn.got_message = True
+            conn.delivering = True
+            try:
+                await self._deliver(message, conn, events, stream)
+            finally:
+                conn.delivering = False
 
     async def _deliver(
         self,
@@ -386,7 +424,7 @@ class DeepgramSTT:
             if message.text or message.from_finalize:
                 await events.send(attrs.evolve(message, start=message.start + offset))
             if message.from_finalize and stream.finalize_deadlines:
-                stream.finalize_deadlines.popleft()
+                stream.finalize_answered()
                 stream.reschedule()
                 await events.send(FinalizeDone())
         elif isinstance(message, SpeechStarted):
@@ -413,7 +451,20 @@ class DeepgramSTT:
                 await trio.sleep_forever()
             stream.timer_scope = None
             now = trio.current_time()
+            conn = stream.current
+            due = stream.finalize_deadlines and stream.finalize_deadlines[0] <= now
+            retry = due and not stream.head_retried
+            if retry and conn is not None and conn.scope is not None and not conn.delivering:
+                log.warning(
+                    "Deepgram sent no from_finalize result in %.1fs; reconnecting",
+                    self.finalize_timeout,
+                )
+                stream.head_retried = True
+                stream.finalize_deadlines[0] = now + self.finalize_timeout
+                conn.stalled = True
+                conn.scope.cancel()
+                continue
             while stream.finalize_deadlines and stream.finalize_deadlines[0] <= now:
-                stream.finalize_deadlines.popleft()
+                stream.finalize_answered()
                 log.warning("Deepgram sent no from_finalize result in %.1fs", self.finalize_timeout)
                 await events.send(FinalizeDone())

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import NoReturn
@@ -32,6 +33,7 @@ import trio
 from trio_websocket import (
     ConnectionClosed,
     ConnectionRejected,
+    ConnectionTimeout,
     HandshakeError,
     WebSocketConnection,
     open_websocket_url,
@@ -40,6 +42,7 @@ from trio_websocket import (
 from ..errors import TTSError
 from . import cartesia_messages as cm
 from .base import TTSAudio, TTSEvent, WordTimestamps
+from .reporting import report
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +69,7 @@ class CartesiaTTS:
         phrase_chunks: bool = True,
         connect_timeout: float = 10.0,
         cancel_timeout: float = 1.0,
+        stall_timeout: float = 5.0,
     ) -> None:
         self.api_key = api_key
         self.url = url
@@ -79,6 +83,7 @@ class CartesiaTTS:
         self.phrase_chunks = phrase_chunks
         self.connect_timeout = connect_timeout
         self.cancel_timeout = cancel_timeout
+        self.stall_timeout = stall_timeout
 
     def connect(self) -> AbstractAsyncContextManager[CartesiaConnection]:
         return _session(self)
@@ -130,6 +135,9 @@ class _Progress:
     sent_any: bool = False
     finished: bool = False
     error: str | None = None
+    text_done: bool = False
+    """The closing request went out: from now on silence means a stalled context."""
+    waiting: trio.CancelScope | None = None
 
 
 class CartesiaConnection:
@@ -210,6 +218,9 @@ class CartesiaConnection:
                 nursery.cancel_scope.cancel()
                 return
             await link.outbound.send(cm.encode_request(attrs.evolve(request, continue_=False)))
+            progress.text_done = True
+            if progress.waiting is not None:
+                progress.waiting.deadline = trio.current_time() + engine.stall_timeout
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass  # the socket died; the reader ends this context's inbox with the reason
 
@@ -220,7 +231,28 @@ class CartesiaConnection:
         out: trio.MemorySendChannel[TTSEvent],
         progress: _Progress,
     ) -> None:
-        async for response in inbox:
+        """Relay one context's responses until it is done.
+
+        Once all text is sent, every response must follow the previous one within
+        ``stall_timeout``: a context the provider forgot would otherwise hold the
+        answer (and the call's turn-taking) forever. Before that, silence can just
+        mean the LLM is slow, so there is no limit.
+        """
+        timeout = self._engine.stall_timeout
+        while True:
+            with trio.CancelScope() as waiting:
+                if progress.text_done:
+                    waiting.deadline = trio.current_time() + timeout
+                progress.waiting = waiting
+                try:
+                    response = await inbox.receive()
+                except trio.EndOfChannel:
+                    break
+                finally:
+                    progress.waiting = None
+            if waiting.cancelled_caught:
+                progress.error = f"Cartesia sent nothing for {timeout:g}s (context stalled)"
+                return
             if isinstance(response, cm.AudioChunk):
                 if response.pcm:
                     await out.send(TTSAudio(response.pcm))
@@ -278,19 +310,25 @@ class CartesiaConnection:
         link = _Link(outbound_tx)
         started = False
         try:
-            async with open_websocket_url(
-                url,
-                connect_timeout=engine.connect_timeout,
-                disconnect_timeout=engine.cancel_timeout,
-                max_message_size=4 * 1024 * 1024,
-            ) as ws:
-                self.connects += 1
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(self._write, ws, outbound_rx)
-                    task_status.started(link)
-                    started = True
-                    await self._read(ws, link)
-                    nursery.cancel_scope.cancel()
+            # trio-websocket's own connect_timeout leaves its reader waiting on a
+            # server that holds the handshake, so this scope enforces it.
+            with trio.CancelScope(deadline=trio.current_time() + engine.connect_timeout) as opening:
+                async with open_websocket_url(
+                    url,
+                    connect_timeout=engine.connect_timeout,
+                    disconnect_timeout=engine.cancel_timeout,
+                    max_message_size=4 * 1024 * 1024,
+                ) as ws:
+                    opening.deadline = math.inf
+                    self.connects += 1
+                    async with trio.open_nursery() as nursery:
+                        nursery.start_soon(self._write, ws, outbound_rx)
+                        task_status.started(link)
+                        started = True
+                        await self._read(ws, link)
+                        nursery.cancel_scope.cancel()
+            if opening.cancelled_caught:
+                raise ConnectionTimeout
         except (ConnectionClosed, HandshakeError, OSError, trio.BrokenResourceError) as exc:
             if not started:
                 raise  # nursery.start() hands it to _ensure_link
@@ -324,6 +362,7 @@ class CartesiaConnection:
             try:
                 response = cm.parse_response(message)
             except cm.CartesiaMessageError as exc:
+                report("cartesia", "malformed")
                 log.warning("ignoring malformed Cartesia message: %s", exc)
                 continue
             inbox = link.contexts.get(response.context_id or "")

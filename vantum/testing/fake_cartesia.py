@@ -16,12 +16,27 @@ Usage::
         # audio you received lasts expected_duration(full_text) seconds
 
 Faults: ``fake.fail_next_context("boom")``, ``fake.reject_next(401)``,
-``fake.drop_next_connection_after(chunks=3)``.
+``fake.drop_next_connection_after(chunks=3)`` (close frame 1011). For fault matrices:
+
+- ``fake.slow_start_next(seconds)``: the next handshake is answered after ``seconds``.
+- ``fake.refuse_for(seconds, status=429)``: a 429 storm — every handshake in the next
+  ``seconds`` is refused with a real HTTP ``status``; ``await fake.wait_refusals_over()``.
+- ``fake.reset_next_connection_after(chunks)``: after that many audio chunks the next
+  connection is reset (TCP RST, no close frame), like a crashed upstream.
+- ``fake.stall_next_context(after_chunks=1, seconds=math.inf)``: the next new context
+  goes silent after that many chunks (the connection stays up and answers others).
+- ``fake.malform_next(after_chunks=1, kind="json" | "shape")``: the next connection
+  sends one extra text frame that is not JSON, or is JSON of the wrong shape.
+
+``fake.injected`` counts the faults actually served, by name.
 """
 
 from __future__ import annotations
 
+import collections
 import math
+import socket
+import struct
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -31,13 +46,22 @@ from http import HTTPStatus
 import attrs
 import numpy as np
 import trio
-from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest, serve_websocket
+from trio_websocket import (
+    ConnectionClosed,
+    WebSocketConnection,
+    WebSocketRequest,
+    wrap_server_stream,
+)
 
 from ..providers import cartesia_messages as cm
 
 SECONDS_PER_CHAR = 0.06
 SAMPLE_RATES = (8000, 16000, 22050, 24000, 44100, 48000)
 PATH = "/tts/websocket"
+_MALFORMED = {
+    "json": '{"type": "chunk", "context_id": "x", "data": "AAAA',
+    "shape": '{"type": "chunk", "context_id": 42, "data": ["not", "base64"], "done": "no"}',
+}
 
 
 def expected_duration(text: str) -> float:
@@ -116,6 +140,8 @@ class _Context:
     settings: tuple[object, ...]
     inbox: trio.MemorySendChannel[tuple[cm.GenerationRequest, float]]
     scope: trio.CancelScope = attrs.Factory(trio.CancelScope)
+    stall: tuple[int, float] | None = None
+    """Injected: (after this many chunks, go silent this long)."""
 
 
 Outgoing = tuple[str | None, cm.Response]
@@ -134,9 +160,16 @@ class FakeCartesia:
     completed: list[str] = attrs.Factory(list)
     errors_sent: list[cm.ErrorResponse] = attrs.Factory(list)
     audio_seconds: dict[str, float] = attrs.Factory(dict)
+    injected: collections.Counter[str] = attrs.Factory(collections.Counter)
+    """Faults actually served: ``slow_start``, ``refused``, ``reset``, ``stall``, ``malformed``."""
     _fail_next: list[tuple[str, int]] = attrs.Factory(list)
     _reject_next: list[int] = attrs.Factory(list)
     _drop_after: list[int] = attrs.Factory(list)
+    _slow_starts: list[float] = attrs.Factory(list)
+    _refuse: tuple[float, int] | None = None
+    _resets: list[int] = attrs.Factory(list)
+    _stalls: list[tuple[int, float]] = attrs.Factory(list)
+    _malformed: list[tuple[int, str]] = attrs.Factory(list)
 
     @property
     def api_key(self) -> str:
@@ -154,9 +187,53 @@ class FakeCartesia:
         """Close the next accepted connection (code 1011) after sending ``chunks`` audio chunks."""
         self._drop_after.append(chunks)
 
+    def slow_start_next(self, seconds: float) -> None:
+        """Answer the next handshake only after ``seconds``."""
+        self._slow_starts.append(seconds)
+
+    def refuse_for(self, seconds: float, status: int = 429) -> None:
+        """Refuse every handshake with HTTP ``status`` for the next ``seconds``."""
+        self._refuse = (trio.current_time() + seconds, status)
+
+    async def wait_refusals_over(self) -> None:
+        """Return once a ``refuse_for`` window has passed."""
+        if self._refuse is not None:
+            await trio.sleep_until(self._refuse[0])
+
+    def reset_next_connection_after(self, chunks: int) -> None:
+        """Reset (TCP RST, no close frame) the next connection after ``chunks`` audio chunks."""
+        self._resets.append(chunks)
+
+    def stall_next_context(self, after_chunks: int = 1, seconds: float = math.inf) -> None:
+        """Make the next new context go silent after ``after_chunks`` chunks for ``seconds``."""
+        self._stalls.append((after_chunks, seconds))
+
+    def malform_next(self, after_chunks: int = 1, kind: str = "json") -> None:
+        """Send one malformed text frame on the next connection after ``after_chunks`` chunks."""
+        if kind not in _MALFORMED:
+            raise ValueError(f"kind must be one of {sorted(_MALFORMED)}")
+        self._malformed.append((after_chunks, kind))
+
     # ------------------------------------------------------------ connection
 
-    async def _handle(self, request: WebSocketRequest) -> None:
+    async def _serve_stream(self, stream: trio.SocketStream) -> None:
+        """One TCP connection; owning the stream lets a fault reset it."""
+        try:
+            async with trio.open_nursery() as nursery:
+                with trio.move_on_after(10) as handshake:
+                    request = await wrap_server_stream(nursery, stream)
+                if not handshake.cancelled_caught:
+                    if self._slow_starts:
+                        self.injected["slow_start"] += 1
+                        await trio.sleep(self._slow_starts.pop(0))
+                    await self._handle(request, stream)
+                nursery.cancel_scope.cancel()
+        except (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionClosed):
+            pass  # the client went away
+        finally:
+            await trio.aclose_forcefully(stream)
+
+    async def _handle(self, request: WebSocketRequest, stream: trio.SocketStream) -> None:
         status = self._handshake_status(request)
         if status != 101:
             self.rejected.append(status)
@@ -166,11 +243,15 @@ class FakeCartesia:
         _key, version = cm.handshake_credentials(request.path, request.headers)
         ws = await request.accept()
         self.connections += 1
-        drop_after = self._drop_after.pop(0) if self._drop_after else None
+        faults = _WriteFaults(
+            drop_after=self._drop_after.pop(0) if self._drop_after else None,
+            reset_after=self._resets.pop(0) if self._resets else None,
+            malformed=self._malformed.pop(0) if self._malformed else None,
+        )
         send, recv = trio.open_memory_channel[Outgoing](64)
         async with trio.open_nursery() as nursery:
             conn = _Connection(self, nursery, send, (version or "") >= cm.STRUCTURED_ERRORS_SINCE)
-            nursery.start_soon(conn.write, ws, recv, drop_after)
+            nursery.start_soon(conn.write, ws, stream, recv, faults)
             try:
                 while True:
                     with trio.move_on_after(self.config.idle_timeout) as idle:
@@ -186,6 +267,9 @@ class FakeCartesia:
     def _handshake_status(self, request: WebSocketRequest) -> int:
         if self._reject_next:
             return self._reject_next.pop(0)
+        if self._refuse is not None and trio.current_time() < self._refuse[0]:
+            self.injected["refused"] += 1
+            return self._refuse[1]
         if request.path.split("?", 1)[0] != PATH:
             return 404
         api_key, version = cm.handshake_credentials(request.path, request.headers)
@@ -194,6 +278,15 @@ class FakeCartesia:
         if not version:
             return 400
         return 101
+
+
+@attrs.define
+class _WriteFaults:
+    """What the next connection's writer was told to do wrong."""
+
+    drop_after: int | None = None
+    reset_after: int | None = None
+    malformed: tuple[int, str] | None = None
 
 
 @attrs.define
@@ -211,8 +304,9 @@ class _Connection:
     async def write(
         self,
         ws: WebSocketConnection,
+        stream: trio.SocketStream,
         outgoing: trio.MemoryReceiveChannel[Outgoing],
-        drop_after: int | None,
+        faults: _WriteFaults,
     ) -> None:
         """Single writer: nothing for a cancelled context leaves after its cancel."""
         chunks = 0
@@ -221,13 +315,24 @@ class _Connection:
                 continue
             try:
                 await ws.send_message(cm.encode_response(response))
+                if not isinstance(response, cm.AudioChunk):
+                    continue
+                chunks += 1
+                if faults.malformed is not None and chunks >= faults.malformed[0]:
+                    await ws.send_message(_MALFORMED[faults.malformed[1]])
+                    faults.malformed = None
+                    self.fake.injected["malformed"] += 1
             except ConnectionClosed:
                 return
-            if isinstance(response, cm.AudioChunk):
-                chunks += 1
-                if drop_after is not None and chunks >= drop_after:
-                    await ws.aclose(1011, "fake: connection dropped")
-                    return
+            if faults.drop_after is not None and chunks >= faults.drop_after:
+                await ws.aclose(1011, "fake: connection dropped")
+                return
+            if faults.reset_after is not None and chunks >= faults.reset_after:
+                self.fake.injected["reset"] += 1
+                # SO_LINGER 0: close() sends RST, so the peer sees a reset, not a FIN
+                stream.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                await trio.aclose_forcefully(stream)
+                return
 
     async def on_message(self, message: str | bytes) -> None:
         try:
@@ -262,6 +367,8 @@ class _Connection:
                 return
             inbox, inbox_recv = trio.open_memory_channel[tuple[cm.GenerationRequest, float]](256)
             ctx = _Context(context_id, request.settings(), inbox)
+            if self.fake._stalls:
+                ctx.stall = self.fake._stalls.pop(0)
             self.contexts[context_id] = ctx
             self.nursery.start_soon(self.run_context, ctx, inbox_recv)
         try:
@@ -288,7 +395,7 @@ class _Connection:
         inbox: trio.MemoryReceiveChannel[tuple[cm.GenerationRequest, float]],
     ) -> None:
         with inbox, ctx.scope:
-            stream = _ContextStream(self.fake, ctx.id, self.send)
+            stream = _ContextStream(self.fake, ctx.id, self.send, stall=ctx.stall)
             buffered = ""
             got_text = False
             while True:
@@ -334,6 +441,8 @@ class _ContextStream:
     chars: int = 0
     due: float | None = None
     flushes: int = 0
+    stall: tuple[int, float] | None = None
+    sent: int = 0
 
     def configure(self, request: cm.GenerationRequest) -> None:
         self.sample_rate = request.output_format.sample_rate
@@ -354,6 +463,12 @@ class _ContextStream:
             piece = pcm[i : i + step]
             seconds = len(piece) / 2 / self.sample_rate
             await trio.sleep_until(self.due)
+            if self.stall is not None and self.sent >= self.stall[0]:
+                self.fake.injected["stall"] += 1
+                await trio.sleep(self.stall[1])
+                self.stall = None
+                self.due = trio.current_time()
+            self.sent += 1
             step_time = round(1000 * seconds / config.realtime_factor, 3)
             await self.send.send(
                 (self.context_id, cm.AudioChunk(self.context_id, piece, step_time))
@@ -403,10 +518,11 @@ async def serve_fake_cartesia(
     """Run the fake on ``host:port`` (0 = any free port) until the block exits."""
     fake = FakeCartesia(config)
     async with trio.open_nursery() as nursery:
-        server = await nursery.start(
-            partial(serve_websocket, fake._handle, host, port, None, handler_nursery=nursery)
+        listeners = await nursery.start(
+            partial(trio.serve_tcp, fake._serve_stream, port, host=host)
         )
-        fake.url = f"ws://{host}:{server.port}{PATH}"
+        bound = listeners[0].socket.getsockname()
+        fake.url = f"ws://{host}:{bound[1]}{PATH}"
         try:
             yield fake
         finally:

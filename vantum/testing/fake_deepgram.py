@@ -27,9 +27,23 @@ Faults: ``fake.reject_next(401 | 429 | 400, times=1)``, ``fake.drop_after(second
 (abrupt TCP close once a connection has received that much audio), the idle
 timeout (``config.idle_timeout`` without audio or a text message closes with
 1011 and a NET-0001 reason), and ``config.ignore_finalize`` (never answers
-``Finalize``). Counters: ``connections``, ``audio_bytes``, ``messages`` (client
-messages by type), ``sent`` (server messages by type), ``query_params``,
-``rejected`` (statuses) and ``close_codes``.
+``Finalize``). For fault matrices:
+
+- ``fake.slow_start_next(seconds, times=1)``: the next handshakes are answered
+  only after ``seconds`` (a client with a shorter connect timeout gives up).
+- ``fake.refuse_for(seconds, status=429)``: a 429 storm — every handshake in the
+  next ``seconds`` is refused with a real HTTP ``status`` and Deepgram's JSON
+  error body (Deepgram sends no ``Retry-After``); ``await fake.wait_refusals_over()``.
+- ``fake.stall_after(seconds_of_audio, duration=math.inf)``: once a connection has
+  received that much audio the server goes silent on it (it still reads audio;
+  what it would have sent is held for ``duration``, then sent in order).
+- ``fake.malform_next(times=1, kind="json" | "shape")``: the next server messages
+  go out as a text frame that is not JSON, or is JSON of the wrong shape.
+
+Counters: ``connections``, ``audio_bytes``, ``messages`` (client
+messages by type), ``sent`` (server messages by type, ``malformed`` for injected
+frames), ``query_params``, ``rejected`` (statuses), ``close_codes`` and
+``injected`` (the matrix faults actually served, by name).
 """
 
 from __future__ import annotations
@@ -37,6 +51,7 @@ from __future__ import annotations
 import collections
 import hashlib
 import json
+import math
 import urllib.parse
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -64,6 +79,10 @@ IDLE_REASON = (
     "NET-0001: Deepgram did not receive audio data or a text message within the timeout window"
 )
 _ERROR_CODES = {401: "INVALID_AUTH", 400: "Bad Request", 429: "TOO_MANY_REQUESTS", 404: "NOT_FOUND"}
+_MALFORMED = {
+    "json": '{"type": "Results", "channel": {"alternatives": [{"transcript": "hel',
+    "shape": '{"type": "Results", "channel": "not an object", "is_final": "maybe"}',
+}
 
 Script = Sequence[str] | Callable[[int], str]
 
@@ -98,8 +117,15 @@ class FakeDeepgram:
     query_params: list[dict[str, str]] = attrs.Factory(list)
     rejected: list[int] = attrs.Factory(list)
     close_codes: list[int] = attrs.Factory(list)
+    injected: collections.Counter[str] = attrs.Factory(collections.Counter)
+    """Faults actually served: ``slow_start``, ``refused``, ``reset`` (``drop_after``),
+    ``stall``, ``malformed``."""
     _rejects: collections.deque[int] = attrs.Factory(collections.deque)
     _drop_at: float | None = None
+    _slow_starts: collections.deque[float] = attrs.Factory(collections.deque)
+    _refuse: tuple[float, int] | None = None
+    _stall: tuple[float, float] | None = None
+    _malformed: collections.deque[str] = attrs.Factory(collections.deque)
     _utterances: dict[bytes, int] = attrs.Factory(dict)
 
     @property
@@ -113,6 +139,29 @@ class FakeDeepgram:
     def drop_after(self, seconds_of_audio: float) -> None:
         """Cut the TCP connection once a connection has received this much audio."""
         self._drop_at = seconds_of_audio
+
+    def slow_start_next(self, seconds: float, times: int = 1) -> None:
+        """Answer the next ``times`` handshakes only after ``seconds``."""
+        self._slow_starts.extend([seconds] * times)
+
+    def refuse_for(self, seconds: float, status: int = 429) -> None:
+        """Refuse every handshake with HTTP ``status`` for the next ``seconds``."""
+        self._refuse = (trio.current_time() + seconds, status)
+
+    async def wait_refusals_over(self) -> None:
+        """Return once a ``refuse_for`` window has passed."""
+        if self._refuse is not None:
+            await trio.sleep_until(self._refuse[0])
+
+    def stall_after(self, seconds_of_audio: float, duration: float = math.inf) -> None:
+        """Go silent on the next connection that has received this much audio."""
+        self._stall = (seconds_of_audio, duration)
+
+    def malform_next(self, times: int = 1, kind: str = "json") -> None:
+        """Replace the next ``times`` server messages with malformed text frames."""
+        if kind not in _MALFORMED:
+            raise ValueError(f"kind must be one of {sorted(_MALFORMED)}")
+        self._malformed.extend([kind] * times)
 
     def transcript_for(self, first_frame: bytes) -> str:
         index = self._utterances.setdefault(
@@ -130,6 +179,9 @@ class FakeDeepgram:
         self.query_params.append(params)
         if self._rejects:
             return self._rejects.popleft()
+        if self._refuse is not None and trio.current_time() < self._refuse[0]:
+            self.injected["refused"] += 1
+            return self._refuse[1]
         if target.path != PATH:
             return 404
         headers = {k.decode().lower(): v.decode() for k, v in request.headers}
@@ -320,14 +372,23 @@ async def _writer(
 class _Schedule:
     """Latency without reordering: a message is never due before the previous one."""
 
-    def __init__(self, cfg: FakeDeepgramConfig) -> None:
-        self._cfg = cfg
+    def __init__(self, fake: FakeDeepgram) -> None:
+        self._fake = fake
+        self._cfg = fake.config
         self._last = 0.0
+
+    def hold(self, until: float) -> None:
+        """Send nothing before ``until`` (a stalled server)."""
+        self._last = max(self._last, until)
 
     def item(self, output: Output) -> _Outgoing:
         is_final, message = output
         latency = self._cfg.final_latency if is_final else self._cfg.interim_latency
         self._last = max(trio.current_time() + latency, self._last)
+        if self._fake._malformed:
+            text = _MALFORMED[self._fake._malformed.popleft()]
+            self._fake.injected["malformed"] += 1
+            return _Outgoing(due=self._last, text=text, kind="malformed")
         return _Outgoing(due=self._last, text=json.dumps(message), kind=message["type"])
 
     def close(self, code: int, reason: str) -> _Outgoing:
@@ -343,7 +404,7 @@ async def _reader(
     queue: trio.MemorySendChannel[_Outgoing],
 ) -> bool:
     """Consume client messages; True when the writer should finish its queue."""
-    schedule = _Schedule(fake.config)
+    schedule = _Schedule(fake)
     received = 0
     while True:
         with trio.move_on_after(fake.config.idle_timeout) as idle:
@@ -358,10 +419,15 @@ async def _reader(
             fake.messages["audio"] += 1
             if fake._drop_at is not None and (received + len(message)) / 32_000 >= fake._drop_at:
                 fake._drop_at = None
+                fake.injected["reset"] += 1
                 fake.close_codes.append(1006)
                 await stream.aclose()  # like a network failure: no close frame
                 return False
             received += len(message)
+            if fake._stall is not None and received / 32_000 >= fake._stall[0]:
+                schedule.hold(trio.current_time() + fake._stall[1])
+                fake._stall = None
+                fake.injected["stall"] += 1
             fake.audio_bytes += len(message)
             outputs = recognizer.feed(message)
         else:
@@ -392,6 +458,9 @@ async def _handle_connection(fake: FakeDeepgram, stream: trio.abc.Stream) -> Non
                 await stream.aclose()
                 nursery.cancel_scope.cancel()
                 return
+            if fake._slow_starts:
+                fake.injected["slow_start"] += 1
+                await trio.sleep(fake._slow_starts.popleft())
             status = fake.check(request)
             if isinstance(status, int):
                 fake.rejected.append(status)

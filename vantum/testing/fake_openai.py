@@ -17,10 +17,25 @@ Usage::
         ...
         await fake.wait_until(lambda: fake.disconnects == 1)
         assert fake.requests[-1]["messages"][-1]["content"] == "hello"
+
+More faults, for fault matrices (each applies to the next streamed answer):
+
+- ``fake.slow_start_next(seconds)``: the response headers go out only after
+  ``seconds`` (a client whose read timeout is shorter gives up and may retry).
+- ``fake.refuse_for(seconds, status=429, retry_after=1.0)``: a 429 storm — every
+  request in the next ``seconds`` gets OpenAI's rate-limit error with a
+  ``retry-after`` header; ``await fake.wait_refusals_over()``.
+- ``fake.reset_next()``: the stream is cut halfway: the connection closes in the
+  middle of the chunked body, without its terminating chunk or ``[DONE]``.
+- ``fake.malform_next(kind="json" | "shape")``: halfway through, one event is
+  ``data:`` that is not JSON, or a chunk whose ``choices`` is not a list.
+
+``fake.injected`` counts the faults actually served, by name.
 """
 
 from __future__ import annotations
 
+import collections
 import json
 import logging
 import time
@@ -42,6 +57,26 @@ Send = Callable[[Message], Awaitable[None]]
 Responder = Callable[[list[dict[str, Any]]], str]
 
 log = logging.getLogger("vantum.testing.fake_openai")
+
+
+class _InjectedReset(Exception):
+    """Raised mid-body so Hypercorn closes the connection, as a crashed upstream would."""
+
+
+def _not_injected(record: logging.LogRecord) -> bool:
+    """Hypercorn logs the app exception behind an injected reset; that one is expected."""
+    exc = record.exc_info[1] if record.exc_info else None
+    if isinstance(exc, BaseExceptionGroup):
+        return exc.subgroup(_InjectedReset) is None
+    return not isinstance(exc, _InjectedReset)
+
+
+log.addFilter(_not_injected)
+
+_MALFORMED = {
+    "json": b'data: {"id":"chatcmpl-x","object":"chat.completion.chunk","choi\n\n',
+    "shape": b'data: {"id":"chatcmpl-x","object":"chat.completion.chunk","choices":"oops"}\n\n',
+}
 
 _ERRORS: dict[int, tuple[str, str, str | None]] = {
     401: ("Incorrect API key provided.", "invalid_request_error", "invalid_api_key"),
@@ -95,8 +130,14 @@ class FakeOpenAI:
     """Streams that reached ``data: [DONE]``."""
     disconnects: int = 0
     """Streams the client closed before the end."""
+    injected: collections.Counter[str] = attrs.Factory(collections.Counter)
+    """Faults actually served: ``slow_start``, ``refused``, ``stall``, ``reset``, ``malformed``."""
     _failures: deque[tuple[int, float | None]] = attrs.Factory(deque)
     _stalls: deque[float] = attrs.Factory(deque)
+    _slow_starts: deque[float] = attrs.Factory(deque)
+    _refuse: tuple[float, int, float | None] | None = None
+    _resets: int = 0
+    _malformed: deque[str] = attrs.Factory(deque)
     _changed: trio.Event = attrs.Factory(trio.Event)
 
     @property
@@ -110,6 +151,31 @@ class FakeOpenAI:
     def stall_next(self, seconds: float) -> None:
         """Make the next successful stream go silent for ``seconds`` halfway through."""
         self._stalls.append(seconds)
+
+    def slow_start_next(self, seconds: float) -> None:
+        """Hold the next stream's response headers back for ``seconds``."""
+        self._slow_starts.append(seconds)
+
+    def refuse_for(
+        self, seconds: float, status: int = 429, retry_after: float | None = 1.0
+    ) -> None:
+        """Answer every request of the next ``seconds`` with HTTP ``status``."""
+        self._refuse = (trio.current_time() + seconds, status, retry_after)
+
+    async def wait_refusals_over(self) -> None:
+        """Return once a ``refuse_for`` window has passed."""
+        if self._refuse is not None:
+            await trio.sleep_until(self._refuse[0])
+
+    def reset_next(self) -> None:
+        """Cut the next stream's connection halfway through its body."""
+        self._resets += 1
+
+    def malform_next(self, kind: str = "json") -> None:
+        """Put one malformed event halfway into the next stream."""
+        if kind not in _MALFORMED:
+            raise ValueError(f"kind must be one of {sorted(_MALFORMED)}")
+        self._malformed.append(kind)
 
     async def wait_until(self, predicate: Callable[[], bool]) -> None:
         """Block until ``predicate()`` holds; re-checked whenever a request changes state."""
@@ -160,31 +226,44 @@ class FakeOpenAI:
             return
         self.statuses.append(200)
         reply = self.config.responder(payload["messages"])
-        stall = self._stalls.popleft() if self._stalls and payload.get("stream") else None
-        if not payload.get("stream"):
+        streaming = bool(payload.get("stream"))
+        stall = self._stalls.popleft() if self._stalls and streaming else None
+        slow = self._slow_starts.popleft() if self._slow_starts and streaming else 0.0
+        fault: str | None = None
+        if streaming and self._resets:
+            self._resets -= 1
+            fault = "reset"
+        elif streaming and self._malformed:
+            fault = self._malformed.popleft()
+        if not streaming:
             await trio.sleep(self.config.first_token_latency)
             await _send_json(send, 200, _completion(payload, reply, self.config.chars_per_token))
             self._notify()
             return
         finished = False
-        async with trio.open_nursery() as nursery:
+        try:
+            async with trio.open_nursery() as nursery:
 
-            async def watch_disconnect() -> None:
-                while (await receive())["type"] != "http.disconnect":
-                    pass
-                if not finished:  # after [DONE] the server itself reports a disconnect
-                    nursery.cancel_scope.cancel()
+                async def watch_disconnect() -> None:
+                    while (await receive())["type"] != "http.disconnect":
+                        pass
+                    if not finished:  # after [DONE] the server itself reports a disconnect
+                        nursery.cancel_scope.cancel()
 
-            nursery.start_soon(watch_disconnect)
-            await self._stream(payload, reply, stall, send)
-            finished = True
-            await send(_body(b"data: [DONE]\n\n", more=False))
-            nursery.cancel_scope.cancel()
-        if finished:
-            self.completed += 1
-        else:
-            self.disconnects += 1
-        self._notify()
+                nursery.start_soon(watch_disconnect)
+                if slow:
+                    self.injected["slow_start"] += 1
+                    await trio.sleep(slow)
+                await self._stream(payload, reply, stall, send, fault)
+                finished = True
+                await send(_body(b"data: [DONE]\n\n", more=False))
+                nursery.cancel_scope.cancel()
+        finally:  # an injected reset counts as a disconnect too
+            if finished:
+                self.completed += 1
+            else:
+                self.disconnects += 1
+            self._notify()
 
     def _check(
         self, scope: Scope, body: bytes
@@ -206,6 +285,12 @@ class FakeOpenAI:
         if problem is not None:
             return 400, _error(problem, "invalid_request_error", "invalid_request"), []
         self.requests.append(payload)
+        if self._refuse is not None and trio.current_time() < self._refuse[0]:
+            self.injected["refused"] += 1
+            _until, status, retry_after = self._refuse
+            message, kind, code = _ERRORS.get(status, ("Injected failure.", "server_error", None))
+            headers = [] if retry_after is None else [(b"retry-after", f"{retry_after:g}".encode())]
+            return status, _error(message, kind, code), headers
         if self._failures:
             status, retry_after = self._failures.popleft()
             message, kind, code = _ERRORS.get(status, ("Injected failure.", "server_error", None))
@@ -214,7 +299,12 @@ class FakeOpenAI:
         return 200, payload, []
 
     async def _stream(
-        self, payload: dict[str, Any], reply: str, stall: float | None, send: Send
+        self,
+        payload: dict[str, Any],
+        reply: str,
+        stall: float | None,
+        send: Send,
+        fault: str | None = None,
     ) -> None:
         config = self.config
         tokens = _tokens(reply, config.chars_per_token)
@@ -243,8 +333,16 @@ class FakeOpenAI:
         for i, token in enumerate(tokens):
             if i:
                 await trio.sleep(1.0 / config.tokens_per_second)
-            if stall is not None and i == len(tokens) // 2:
-                await trio.sleep(stall)
+            if i == len(tokens) // 2:
+                if stall is not None:
+                    self.injected["stall"] += 1
+                    await trio.sleep(stall)
+                if fault == "reset":
+                    self.injected["reset"] += 1
+                    raise _InjectedReset  # Hypercorn drops the connection mid-body
+                if fault is not None:
+                    self.injected["malformed"] += 1
+                    await send(_body(_MALFORMED[fault]))
             await send(_body(chunk({"content": token})))
         await send(_body(chunk({}, finish)))
         if usage_wanted:
