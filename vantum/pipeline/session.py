@@ -157,7 +157,12 @@ async def run_egress(
             try:
                 await transport.send(event)
             except PeerGone:
-                return
+                break
+        # The caller is gone, but actors may still be finishing a sentence until the
+        # session notices and cancels them: swallow their events rather than break
+        # their channel (a BrokenResourceError would crash the whole session).
+        async for _ in events:
+            pass
 
 
 async def run_ingress(

@@ -1,0 +1,43 @@
+"""Egress after the caller has gone: late events are dropped, never an error for their senders."""
+
+from __future__ import annotations
+
+import trio
+
+from vantum.pipeline.messages import ServerEvent
+from vantum.pipeline.session import run_egress
+from vantum.pipeline.transport import PeerGone
+
+
+class GoneAfter:
+    """A connection that delivers ``n`` events, then finds the peer gone."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.sent: list[str] = []
+        self.session_id = "s"
+
+    async def send(self, event: ServerEvent) -> None:
+        if len(self.sent) >= self.n:
+            raise PeerGone()
+        self.sent.append(event.event_type)
+
+
+async def test_events_sent_after_the_peer_left_are_swallowed() -> None:
+    """The soak's one crash in 11 188 calls: the responder finished its answer after
+    egress had seen the peer leave and before the session cancelled it."""
+    transport = GoneAfter(2)
+    seen: list[str] = []
+
+    class Observer:
+        def on_event(self, event: ServerEvent) -> None:
+            seen.append(event.event_type)
+
+    tx, rx = trio.open_memory_channel[ServerEvent](0)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(run_egress, rx, transport, Observer())
+        async with tx:
+            for i in range(6):  # would raise BrokenResourceError from the 4th on before
+                await tx.send(ServerEvent(f"e{i}", {}))
+    assert transport.sent == ["e0", "e1"]
+    assert seen == ["e0", "e1", "e2"]  # the one whose send found the peer gone is observed
