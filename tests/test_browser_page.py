@@ -16,6 +16,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
+import time
 import wave
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import trio
 
+from vantum.server.auth import issue_token, load_secret, new_secret
 from vantum.testing.audio_fixtures import silence, speech_like
 from vantum.testing.fake_cartesia import FakeCartesiaConfig, expected_duration
 from vantum.testing.fake_deepgram import FakeDeepgramConfig
@@ -95,8 +97,17 @@ STATE = "window.vantumState"
 
 
 @contextmanager
-def connected_page(url: str, wav: Path) -> Iterator[tuple[Page, list[str]]]:
+def connected_page(url: str, wav: Path, query: str = "") -> Iterator[tuple[Page, list[str]]]:
     """Chromium with ``wav`` as its microphone, the page open and connected."""
+    with open_page(url, wav, query) as (page, page_errors):
+        page.click("#connect-btn")
+        page.wait_for_function(f"{STATE}.connected && !document.getElementById('ptt').disabled")
+        yield page, page_errors
+
+
+@contextmanager
+def open_page(url: str, wav: Path, query: str = "") -> Iterator[tuple[Page, list[str]]]:
+    """Chromium with ``wav`` as its microphone and the page at ``url/query`` open."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
@@ -113,9 +124,7 @@ def connected_page(url: str, wav: Path) -> Iterator[tuple[Page, list[str]]]:
                 "console",
                 lambda msg: page_errors.append(msg.text) if msg.type == "error" else None,
             )
-            page.goto(url + "/")
-            page.click("#connect-btn")
-            page.wait_for_function(f"{STATE}.connected && !document.getElementById('ptt').disabled")
+            page.goto(url + "/" + query)
             yield page, page_errors
         finally:
             browser.close()
@@ -166,9 +175,9 @@ def push_to_talk_session(url: str, wav: Path) -> dict[str, Any]:
         return final
 
 
-def hands_free_session(url: str, wav: Path) -> dict[str, Any]:
+def hands_free_session(url: str, wav: Path, query: str = "") -> dict[str, Any]:
     """Hands-free on until the server's VAD ended a turn and it was answered, then off."""
-    with connected_page(url, wav) as (page, page_errors):
+    with connected_page(url, wav, query) as (page, page_errors):
         page.click("label.switch")
         page.wait_for_function(f"{STATE}.capturing && {STATE}.turnMode === 'auto'")
         page.wait_for_function(
@@ -180,6 +189,16 @@ def hands_free_session(url: str, wav: Path) -> dict[str, Any]:
         final: dict[str, Any] = page.evaluate(STATE)
         final.update(ptt_disabled_after=page.locator("#ptt").is_disabled(), page_errors=page_errors)
         return final
+
+
+def refused_page(url: str, wav: Path) -> dict[str, Any]:
+    """The page opened without a token against a server that wants one."""
+    with open_page(url, wav) as (page, _):
+        page.click("#connect-btn")
+        page.wait_for_function(f"{STATE}.errors.length > 0 && {STATE}.closeCode !== null")
+        first: dict[str, Any] = page.evaluate(f"{STATE}.errors[0]")
+        first["closeCode"] = page.evaluate(f"{STATE}.closeCode")
+        return first
 
 
 async def test_push_to_talk_typing_and_barge_in(tmp_path: Path) -> None:
@@ -222,12 +241,24 @@ async def test_push_to_talk_typing_and_barge_in(tmp_path: Path) -> None:
         shutil.copyfile(ARTIFACT, docs_shot)
 
 
-async def test_hands_free_mode(tmp_path: Path) -> None:
+async def test_hands_free_mode_with_token_auth(tmp_path: Path) -> None:
+    """As `vantum serve` runs by default: the page passes the URL's ``?token=`` on, and
+    the browser's own Origin header passes the same-origin check."""
     speech = speech_like(1.5, MIC_RATE, level_dbfs=-14.0, seed=3)
     wav = write_wav(tmp_path / "mic.wav", speech + silence(1.5, MIC_RATE))
-    async with open_stack(deepgram=DEEPGRAM, openai=OPENAI, cartesia=CARTESIA) as stack:
+    secret = new_secret()
+    token = issue_token(load_secret(secret), subject="page", ttl_s=300, now=time.time())
+    async with open_stack(
+        deepgram=DEEPGRAM, openai=OPENAI, cartesia=CARTESIA, auth_secret=secret
+    ) as stack:
         with trio.fail_after(55):
-            s = await trio.to_thread.run_sync(hands_free_session, stack.url, wav)
+            s = await trio.to_thread.run_sync(hands_free_session, stack.url, wav, f"?token={token}")
+        with trio.fail_after(30):
+            shown = await trio.to_thread.run_sync(refused_page, stack.url, wav)
+    # Without a token the page shows why it was refused instead of a bare close code.
+    assert shown["eventType"] == "connection.error.auth"
+    assert "token" in shown["message"] and "vantum token" in shown["message"]
+    assert shown["closeCode"] == 1008
     assert s["page_errors"] == [] and s["errors"] == []
     # The server's VAD ended the turn on silence; no audio.input.end was needed.
     assert s["finals"][0] in SCRIPT
