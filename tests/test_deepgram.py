@@ -26,6 +26,7 @@ from vantum.providers.base import (
 )
 from vantum.providers.stt_deepgram import DeepgramSTT
 from vantum.testing.audio_fixtures import chunks, rms_dbfs, silence, speech_like
+from vantum.testing.change import ChangeSignal
 from vantum.testing.fake_deepgram import FakeDeepgram, FakeDeepgramConfig, serve_fake_deepgram
 
 
@@ -211,16 +212,14 @@ class Recorder:
 
     def __init__(self) -> None:
         self.items: list[STTEvent] = []
-        self._changed = trio.Event()
+        self._changed = ChangeSignal()
 
     def add(self, event: STTEvent) -> None:
         self.items.append(event)
-        self._changed.set()
-        self._changed = trio.Event()
+        self._changed.notify()
 
     async def wait_for(self, predicate: Callable[[STTEvent], bool]) -> None:
-        while not any(predicate(e) for e in self.items):
-            await self._changed.wait()
+        await self._changed.wait_until(lambda: any(predicate(e) for e in self.items))
 
     def finals(self) -> list[TranscriptEvent]:
         return [e for e in self.items if isinstance(e, TranscriptEvent) and e.is_final and e.text]

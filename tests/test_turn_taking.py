@@ -17,6 +17,7 @@ from vantum.protocol import events as ev
 from vantum.protocol.client_events import InputChunk, InputStart
 from vantum.providers.base import ChatMessage
 from vantum.testing.audio_fixtures import silence, speech_like
+from vantum.testing.change import ChangeSignal
 from vantum.testing.memory import (
     MemoryClient,
     ScriptedLLM,
@@ -35,13 +36,12 @@ class Recorder:
     """Collects server events with their (virtual) arrival time."""
 
     events: list[tuple[float, ServerEvent]] = attrs.Factory(list)
-    _changed: trio.Event = attrs.Factory(trio.Event)
+    _changed: ChangeSignal = attrs.Factory(ChangeSignal)
 
     async def run(self, client: MemoryClient) -> None:
         async for event in client.events:
             self.events.append((trio.current_time(), event))
-            changed, self._changed = self._changed, trio.Event()
-            changed.set()
+            self._changed.notify()
 
     def of(self, kind: str) -> list[tuple[float, ServerEvent]]:
         return [(t, e) for t, e in self.events if e.event_type == kind]
@@ -56,8 +56,7 @@ class Recorder:
                 return
 
     async def wait_for(self, kind: str, count: int = 1) -> float:
-        while len(self.of(kind)) < count:
-            await self._changed.wait()
+        await self._changed.wait_until(lambda: len(self.of(kind)) >= count)
         return self.of(kind)[count - 1][0]
 
 

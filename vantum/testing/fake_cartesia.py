@@ -54,6 +54,7 @@ from trio_websocket import (
 )
 
 from ..providers import cartesia_messages as cm
+from .faults import RefusalWindow
 
 SECONDS_PER_CHAR = 0.06
 SAMPLE_RATES = (8000, 16000, 22050, 24000, 44100, 48000)
@@ -166,7 +167,7 @@ class FakeCartesia:
     _reject_next: list[int] = attrs.Factory(list)
     _drop_after: list[int] = attrs.Factory(list)
     _slow_starts: list[float] = attrs.Factory(list)
-    _refuse: tuple[float, int] | None = None
+    _refuse: RefusalWindow = attrs.Factory(RefusalWindow)
     _resets: list[int] = attrs.Factory(list)
     _stalls: list[tuple[int, float]] = attrs.Factory(list)
     _malformed: list[tuple[int, str]] = attrs.Factory(list)
@@ -193,12 +194,11 @@ class FakeCartesia:
 
     def refuse_for(self, seconds: float, status: int = 429) -> None:
         """Refuse every handshake with HTTP ``status`` for the next ``seconds``."""
-        self._refuse = (trio.current_time() + seconds, status)
+        self._refuse.open(seconds, status)
 
     async def wait_refusals_over(self) -> None:
         """Return once a ``refuse_for`` window has passed."""
-        if self._refuse is not None:
-            await trio.sleep_until(self._refuse[0])
+        await self._refuse.wait_over()
 
     def reset_next_connection_after(self, chunks: int) -> None:
         """Reset (TCP RST, no close frame) the next connection after ``chunks`` audio chunks."""
@@ -267,9 +267,10 @@ class FakeCartesia:
     def _handshake_status(self, request: WebSocketRequest) -> int:
         if self._reject_next:
             return self._reject_next.pop(0)
-        if self._refuse is not None and trio.current_time() < self._refuse[0]:
+        refused = self._refuse.status_now()
+        if refused is not None:
             self.injected["refused"] += 1
-            return self._refuse[1]
+            return refused
         if request.path.split("?", 1)[0] != PATH:
             return 404
         api_key, version = cm.handshake_credentials(request.path, request.headers)

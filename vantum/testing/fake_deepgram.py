@@ -71,6 +71,7 @@ from trio_websocket import (
 )
 
 from ..providers import deepgram_messages as dm
+from .faults import RefusalWindow
 
 PATH = "/v1/listen"
 FRAME_BYTES = 640
@@ -123,7 +124,7 @@ class FakeDeepgram:
     _rejects: collections.deque[int] = attrs.Factory(collections.deque)
     _drop_at: float | None = None
     _slow_starts: collections.deque[float] = attrs.Factory(collections.deque)
-    _refuse: tuple[float, int] | None = None
+    _refuse: RefusalWindow = attrs.Factory(RefusalWindow)
     _stall: tuple[float, float] | None = None
     _malformed: collections.deque[str] = attrs.Factory(collections.deque)
     _utterances: dict[bytes, int] = attrs.Factory(dict)
@@ -146,12 +147,11 @@ class FakeDeepgram:
 
     def refuse_for(self, seconds: float, status: int = 429) -> None:
         """Refuse every handshake with HTTP ``status`` for the next ``seconds``."""
-        self._refuse = (trio.current_time() + seconds, status)
+        self._refuse.open(seconds, status)
 
     async def wait_refusals_over(self) -> None:
         """Return once a ``refuse_for`` window has passed."""
-        if self._refuse is not None:
-            await trio.sleep_until(self._refuse[0])
+        await self._refuse.wait_over()
 
     def stall_after(self, seconds_of_audio: float, duration: float = math.inf) -> None:
         """Go silent on the next connection that has received this much audio."""
@@ -179,9 +179,10 @@ class FakeDeepgram:
         self.query_params.append(params)
         if self._rejects:
             return self._rejects.popleft()
-        if self._refuse is not None and trio.current_time() < self._refuse[0]:
+        refused = self._refuse.status_now()
+        if refused is not None:
             self.injected["refused"] += 1
-            return self._refuse[1]
+            return refused
         if target.path != PATH:
             return 404
         headers = {k.decode().lower(): v.decode() for k, v in request.headers}

@@ -49,6 +49,8 @@ import attrs
 import trio
 
 from ..asgi import read_body, serve_app, serve_lifespan
+from .change import ChangeSignal
+from .faults import RefusalWindow
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -135,10 +137,10 @@ class FakeOpenAI:
     _failures: deque[tuple[int, float | None]] = attrs.Factory(deque)
     _stalls: deque[float] = attrs.Factory(deque)
     _slow_starts: deque[float] = attrs.Factory(deque)
-    _refuse: tuple[float, int, float | None] | None = None
+    _refuse: RefusalWindow = attrs.Factory(RefusalWindow)
     _resets: int = 0
     _malformed: deque[str] = attrs.Factory(deque)
-    _changed: trio.Event = attrs.Factory(trio.Event)
+    _changed: ChangeSignal = attrs.Factory(ChangeSignal)
 
     @property
     def api_key(self) -> str:
@@ -160,12 +162,11 @@ class FakeOpenAI:
         self, seconds: float, status: int = 429, retry_after: float | None = 1.0
     ) -> None:
         """Answer every request of the next ``seconds`` with HTTP ``status``."""
-        self._refuse = (trio.current_time() + seconds, status, retry_after)
+        self._refuse.open(seconds, status, retry_after)
 
     async def wait_refusals_over(self) -> None:
         """Return once a ``refuse_for`` window has passed."""
-        if self._refuse is not None:
-            await trio.sleep_until(self._refuse[0])
+        await self._refuse.wait_over()
 
     def reset_next(self) -> None:
         """Cut the next stream's connection halfway through its body."""
@@ -179,12 +180,7 @@ class FakeOpenAI:
 
     async def wait_until(self, predicate: Callable[[], bool]) -> None:
         """Block until ``predicate()`` holds; re-checked whenever a request changes state."""
-        while not predicate():
-            await self._changed.wait()
-
-    def _notify(self) -> None:
-        self._changed.set()
-        self._changed = trio.Event()
+        await self._changed.wait_until(predicate)
 
     async def app(self, scope: Scope, receive: Receive, send: Send) -> None:
         """The ASGI application."""
@@ -221,7 +217,7 @@ class FakeOpenAI:
         status, payload, extra = self._check(scope, body)
         if status != 200:
             self.statuses.append(status)
-            self._notify()
+            self._changed.notify()
             await _send_json(send, status, payload, extra)
             return
         self.statuses.append(200)
@@ -238,7 +234,7 @@ class FakeOpenAI:
         if not streaming:
             await trio.sleep(self.config.first_token_latency)
             await _send_json(send, 200, _completion(payload, reply, self.config.chars_per_token))
-            self._notify()
+            self._changed.notify()
             return
         finished = False
         try:
@@ -263,7 +259,7 @@ class FakeOpenAI:
                 self.completed += 1
             else:
                 self.disconnects += 1
-            self._notify()
+            self._changed.notify()
 
     def _check(
         self, scope: Scope, body: bytes
@@ -285,17 +281,12 @@ class FakeOpenAI:
         if problem is not None:
             return 400, _error(problem, "invalid_request_error", "invalid_request"), []
         self.requests.append(payload)
-        if self._refuse is not None and trio.current_time() < self._refuse[0]:
+        refused = self._refuse.status_now()
+        if refused is not None:
             self.injected["refused"] += 1
-            _until, status, retry_after = self._refuse
-            message, kind, code = _ERRORS.get(status, ("Injected failure.", "server_error", None))
-            headers = [] if retry_after is None else [(b"retry-after", f"{retry_after:g}".encode())]
-            return status, _error(message, kind, code), headers
+            return _injected_error(refused, self._refuse.retry_after)
         if self._failures:
-            status, retry_after = self._failures.popleft()
-            message, kind, code = _ERRORS.get(status, ("Injected failure.", "server_error", None))
-            headers = [] if retry_after is None else [(b"retry-after", f"{retry_after:g}".encode())]
-            return status, _error(message, kind, code), headers
+            return _injected_error(*self._failures.popleft())
         return 200, payload, []
 
     async def _stream(
@@ -421,6 +412,15 @@ def _completion(payload: dict[str, Any], reply: str, chars_per_token: int) -> di
 
 def _error(message: str, kind: str, code: str | None = None) -> dict[str, Any]:
     return {"error": {"message": message, "type": kind, "param": None, "code": code}}
+
+
+def _injected_error(
+    status: int, retry_after: float | None
+) -> tuple[int, dict[str, Any], list[tuple[bytes, bytes]]]:
+    """An injected failure as OpenAI words it, with ``Retry-After`` when one is set."""
+    message, kind, code = _ERRORS.get(status, ("Injected failure.", "server_error", None))
+    headers = [] if retry_after is None else [(b"retry-after", f"{retry_after:g}".encode())]
+    return status, _error(message, kind, code), headers
 
 
 def _sse(data: dict[str, Any]) -> bytes:

@@ -64,6 +64,7 @@ from ..protocol.twilio import (
     parse_outbound,
 )
 from ..protocol.twilio_signature import SIGNATURE_HEADER, compute_signature
+from .change import ChangeSignal
 
 FRAME_S = 0.02
 
@@ -180,7 +181,7 @@ class FakeTwilioCall:
         self._segment_s = 0.0
         self._pending_clear: list[str] = []
         self._mic_done = False
-        self._changed = trio.Event()
+        self._changed = ChangeSignal()
         self._mic_tx, self._mic_rx = trio.open_memory_channel[bytes | trio.Event](50)
 
     @property
@@ -197,12 +198,7 @@ class FakeTwilioCall:
 
     async def wait_until(self, predicate: Callable[[], bool]) -> None:
         """Block until ``predicate()`` holds; re-checked on every message and played frame."""
-        while not predicate():
-            await self._changed.wait()
-
-    def _notify(self) -> None:
-        self._changed.set()
-        self._changed = trio.Event()
+        await self._changed.wait_until(predicate)
 
     # --- what the caller does -----------------------------------------------------
 
@@ -287,7 +283,7 @@ class FakeTwilioCall:
         except ConnectionClosed:
             pass
         self._mic_done = True
-        self._notify()
+        self._changed.notify()
 
     async def _mic_frame(self, speed: float | None, due: float, chunk: int) -> tuple[float, int]:
         silence = bytes(2 * FRAME_BYTES)
@@ -301,7 +297,7 @@ class FakeTwilioCall:
                     item = await self._mic_rx.receive()
             if isinstance(item, trio.Event):
                 item.set()
-                self._notify()  # wake say(), which waits on _changed
+                self._changed.notify()  # wake say(), which waits on it
                 continue
             if speed is not None:
                 await trio.sleep_until(due)
@@ -319,10 +315,10 @@ class FakeTwilioCall:
         try:
             while True:
                 self._on_message(await self.ws.get_message())
-                self._notify()
+                self._changed.notify()
         except ConnectionClosed as exc:
             self.close_code = exc.reason.code if exc.reason else 1006
-            self._notify()
+            self._changed.notify()
         # Twilio echoes no marks once the stream is gone.
 
     def _on_message(self, message: str | bytes) -> None:
@@ -391,14 +387,14 @@ class FakeTwilioCall:
             self._queued_s -= seconds
             self._segment_s += seconds
             self.heard += item
-            self._notify()
+            self._changed.notify()
             if speed is not None:
                 due += seconds / speed
 
     async def _echo(self, name: str) -> None:
         with suppress(ConnectionClosed):
             await self.send_event(lambda seq: TwilioMark(seq, self.config.stream_sid, name))
-        self._notify()
+        self._changed.notify()
 
     async def _watch_rest(self, rest: FakeTwilioRest) -> None:
         await rest.wait_ended(self.config.call_sid)
@@ -469,7 +465,7 @@ class FakeTwilioRest:
     rejected: list[int] = attrs.Factory(list)
     _failures: deque[tuple[int, int, str]] = attrs.Factory(deque)
     _ended: dict[str, trio.Event] = attrs.Factory(dict)
-    _changed: trio.Event = attrs.Factory(trio.Event)
+    _changed: ChangeSignal = attrs.Factory(ChangeSignal)
 
     @property
     def hangups(self) -> list[str]:
@@ -498,8 +494,7 @@ class FakeTwilioRest:
         await self._ended.setdefault(call_sid, trio.Event()).wait()
 
     async def wait_until(self, predicate: Callable[[], bool]) -> None:
-        while not predicate():
-            await self._changed.wait()
+        await self._changed.wait_until(predicate)
 
     async def app(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
@@ -511,8 +506,7 @@ class FakeTwilioRest:
         if self.config.latency:
             await trio.sleep(self.config.latency)
         status, payload = self._handle(scope, body)
-        self._changed.set()
-        self._changed = trio.Event()
+        self._changed.notify()
         data = json.dumps(payload).encode()
         headers = [
             (b"content-type", b"application/json"),
