@@ -201,10 +201,7 @@ class DeepgramSTT:
             try:
                 await self._connect_once(url, conn, audio, events, stream, language)
             except ConnectionRejected as exc:
-                kind = "rate_limit" if exc.status_code == 429 else "rejected"
-                if exc.status_code in (401, 403):
-                    report(self.name, "auth")
-                reason = self._rejection(exc)
+                kind, reason = self._rejection(exc)
             except HandshakeError as exc:
                 kind, reason = "connect", f"cannot connect: {exc!r}"
             else:
@@ -294,11 +291,12 @@ class DeepgramSTT:
         except OSError as exc:
             raise HandshakeError(f"cannot reach {parts.hostname}:{port}: {exc}") from exc
 
-    @staticmethod
-    def _rejection(exc: ConnectionRejected) -> str:
-        """Describe a refused handshake, raising when retrying cannot help."""
+    def _rejection(self, exc: ConnectionRejected) -> tuple[str, str]:
+        """(error kind, description) of a refused handshake; raises when retrying
+        cannot help (a refused key is reported as ``auth`` first)."""
         body = (exc.body or b"").decode(errors="replace")[:200]
         if exc.status_code in (401, 403):
+            report(self.name, "auth")
             raise STTError(
                 f"Deepgram refused the API key (HTTP {exc.status_code}); check the key. {body}"
             ) from None
@@ -306,7 +304,8 @@ class DeepgramSTT:
             raise STTError(
                 f"Deepgram refused the stream (HTTP {exc.status_code}): {body}"
             ) from None
-        return f"handshake refused with HTTP {exc.status_code}"
+        kind = "rate_limit" if exc.status_code == 429 else "rejected"
+        return kind, f"handshake refused with HTTP {exc.status_code}"
 
     async def _session(
         self,
