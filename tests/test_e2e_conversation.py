@@ -11,8 +11,12 @@ from vantum.testing.fake_cartesia import expected_duration
 from vantum.testing.stack import open_stack
 
 
-@pytest.mark.parametrize("rate", [48_000, 16_000, 8_000])
-async def test_multi_turn_conversation(rate: int) -> None:
+@pytest.mark.parametrize(
+    ("rate", "tts_rate"), [(48_000, 48_000), (16_000, 16_000), (8_000, 8_000), (12_000, 24_000)]
+)
+async def test_multi_turn_conversation(rate: int, tts_rate: int) -> None:
+    """Cartesia is asked for the caller's own rate when it has it (no resampling);
+    otherwise for the configured 24 kHz, and the player resamples."""
     async with open_stack(deepgram=FAST_DG, openai=FAST_OA, cartesia=FAST_CA) as stack:
         async with BrowserClient.connect(stack.ws_url) as client:
             assert len(client.session_id) == 36 and client.session_id[14] == "7"
@@ -24,6 +28,11 @@ async def test_multi_turn_conversation(rate: int) -> None:
                 check_answer_events(turn)
                 assert turn.sample_rate == rate
                 produced = stack.cartesia.audio_seconds[turn.utterance_ids[0]]
+                asked = {
+                    r.output_format.sample_rate
+                    for r in stack.cartesia.requests[turn.utterance_ids[0]]
+                }
+                assert asked == {tts_rate}
                 assert turn.audio_seconds == pytest.approx(produced, abs=0.002)
                 assert produced >= sum(expected_duration(t) for t in turn.text)
                 assert "You said" in " ".join(turn.text) and expected in " ".join(turn.text).lower()

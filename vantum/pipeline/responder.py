@@ -56,7 +56,9 @@ class Responder:
                 self.state.responding = True
                 if conn is None:
                     try:
-                        conn = await stack.enter_async_context(self.tts.connect())
+                        conn = await stack.enter_async_context(
+                            self.tts.connect(sample_rate=self.state.output_rate)
+                        )
                     except TTSError as exc:
                         report(self.tts.name, "connect")
                         await self._error(ev.ERR_TTS, f"TTS unavailable: {exc}")
@@ -151,7 +153,7 @@ class Responder:
                 audio_rx,
                 self.out,
                 playback,
-                source_rate=self.tts.sample_rate,
+                source_rate=self.tts.sample_rate if conn is None else conn.sample_rate,
                 lead=self.lead,
                 chunk_ms=self.chunk_ms,
                 on_first_audio=first_audio,

@@ -123,7 +123,7 @@ class LLMEngine(Protocol):
 
 @attrs.frozen
 class TTSAudio:
-    """PCM16LE mono at the engine's ``sample_rate``."""
+    """PCM16LE mono at the connection's ``sample_rate``."""
 
     pcm: bytes
 
@@ -142,6 +142,11 @@ TTSEvent = TTSAudio | WordTimestamps
 
 class TTSConnection(Protocol):
     """One provider connection, shared by all answers of a session."""
+
+    @property
+    def sample_rate(self) -> int:
+        """The rate of the audio this connection produces."""
+        ...
 
     async def synthesize(
         self,
@@ -165,6 +170,12 @@ class TTSEngine(Protocol):
     name: str
     sample_rate: int
 
-    def connect(self) -> AbstractAsyncContextManager[TTSConnection]:
-        """Open the session's connection (closed when the context exits)."""
+    def connect(self, sample_rate: int | None = None) -> AbstractAsyncContextManager[TTSConnection]:
+        """Open the session's connection (closed when the context exits).
+
+        ``sample_rate`` is the caller's playback rate. An engine that can produce
+        it natively should, because resampling every answer chunk is one of the
+        larger per-call CPU costs; one that cannot ignores it. Either way the
+        connection's ``sample_rate`` tells the player what it gets.
+        """
         ...

@@ -58,6 +58,9 @@ def handshake_credentials(
 
 # ------------------------------------------------------------------ requests
 
+SAMPLE_RATES = (8000, 16000, 22050, 24000, 44100, 48000)
+"""Rates Cartesia produces ``pcm_s16le`` at."""
+
 
 @attrs.frozen
 class OutputFormat:

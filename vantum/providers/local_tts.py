@@ -188,6 +188,10 @@ def word_timestamps(speech: Speech, offset: float, sample_rate: int) -> WordTime
 class _EspeakConnection:
     engine: EspeakTTS
 
+    @property
+    def sample_rate(self) -> int:
+        return self.engine.sample_rate
+
     async def synthesize(
         self,
         context_id: str,
@@ -231,5 +235,6 @@ class EspeakTTS:
         self.sample_rate = _ESPEAK.initialize()
 
     @asynccontextmanager
-    async def connect(self) -> AsyncIterator[_EspeakConnection]:
+    async def connect(self, sample_rate: int | None = None) -> AsyncIterator[_EspeakConnection]:
+        """eSpeak has one native rate, so ``sample_rate`` is ignored (the player resamples)."""
         yield _EspeakConnection(self)

@@ -85,15 +85,19 @@ class CartesiaTTS:
         self.cancel_timeout = cancel_timeout
         self.stall_timeout = stall_timeout
 
-    def connect(self) -> AbstractAsyncContextManager[CartesiaConnection]:
-        return _session(self)
+    def connect(
+        self, sample_rate: int | None = None
+    ) -> AbstractAsyncContextManager[CartesiaConnection]:
+        """Open a session's connection, producing ``sample_rate`` audio if Cartesia can."""
+        rate = sample_rate if sample_rate in cm.SAMPLE_RATES else self.sample_rate
+        return _session(self, rate)
 
 
 @asynccontextmanager
-async def _session(engine: CartesiaTTS) -> AsyncIterator[CartesiaConnection]:
+async def _session(engine: CartesiaTTS, sample_rate: int) -> AsyncIterator[CartesiaConnection]:
     try:
         async with trio.open_nursery() as nursery:
-            conn = CartesiaConnection(engine, nursery)
+            conn = CartesiaConnection(engine, nursery, sample_rate)
             await conn._ensure_link()  # fail fast: a bad key surfaces at connect()
             try:
                 yield conn
@@ -143,8 +147,12 @@ class _Progress:
 class CartesiaConnection:
     """A session's connection; reconnects lazily if the socket dropped between answers."""
 
-    def __init__(self, engine: CartesiaTTS, nursery: trio.Nursery) -> None:
+    def __init__(
+        self, engine: CartesiaTTS, nursery: trio.Nursery, sample_rate: int | None = None
+    ) -> None:
         self._engine = engine
+        self.sample_rate = sample_rate or engine.sample_rate
+        """Every context of this connection asks for audio at this rate."""
         self._nursery = nursery
         self._link: _Link | None = None
         self._lock = trio.Lock()
@@ -196,7 +204,7 @@ class CartesiaConnection:
             transcript="",
             model_id=engine.model_id,
             voice_id=voice_id or engine.voice_id,
-            output_format=cm.OutputFormat(sample_rate=engine.sample_rate),
+            output_format=cm.OutputFormat(sample_rate=self.sample_rate),
             language=engine.language,
             continue_=True,
             add_timestamps=engine.add_timestamps,

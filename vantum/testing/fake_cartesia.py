@@ -57,7 +57,6 @@ from ..providers import cartesia_messages as cm
 from .faults import RefusalWindow
 
 SECONDS_PER_CHAR = 0.06
-SAMPLE_RATES = (8000, 16000, 22050, 24000, 44100, 48000)
 PATH = "/tts/websocket"
 _MALFORMED = {
     "json": '{"type": "chunk", "context_id": "x", "data": "AAAA',
@@ -507,7 +506,7 @@ def _check_format(request: cm.GenerationRequest) -> str | None:
     fmt = request.output_format
     if fmt.container != "raw" or fmt.encoding != "pcm_s16le":
         return "this fake only produces container=raw, encoding=pcm_s16le"
-    if fmt.sample_rate not in SAMPLE_RATES:
+    if fmt.sample_rate not in cm.SAMPLE_RATES:
         return f"unsupported sample_rate {fmt.sample_rate}"
     return None
 

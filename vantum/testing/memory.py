@@ -161,7 +161,8 @@ class ScriptedTTS:
     name: str = "scripted-tts"
 
     @asynccontextmanager
-    async def connect(self) -> AsyncIterator[ScriptedTTS]:
+    async def connect(self, sample_rate: int | None = None) -> AsyncIterator[ScriptedTTS]:
+        """Always ``self.sample_rate``: tests of the player's resampling need a fixed rate."""
         yield self
 
     async def synthesize(
