@@ -24,6 +24,7 @@ from vantum.providers.base import (
     TranscriptEvent,
     UtteranceEnd,
 )
+from vantum.providers.reporting import reporting_to
 from vantum.providers.stt_deepgram import DeepgramSTT
 from vantum.testing.audio_fixtures import chunks, rms_dbfs, silence, speech_like
 from vantum.testing.change import ChangeSignal
@@ -380,6 +381,24 @@ async def test_bad_key_is_an_stt_error() -> None:
         error, _ = await run_failing(DeepgramSTT("wrong", fake.url))
     assert "401" in str(error) and "key" in str(error)
     assert fake.rejected == [401] and fake.connections == 0
+
+
+@pytest.mark.parametrize(("status", "kind"), [(401, "auth"), (400, "rejected"), (404, "rejected")])
+async def test_refusals_that_no_retry_helps_are_counted(status: int, kind: str) -> None:
+    class Sink:
+        def __init__(self) -> None:
+            self.seen: list[tuple[str, str]] = []
+
+        def provider_error(self, provider: str, kind: str) -> None:
+            self.seen.append((provider, kind))
+
+    sink = Sink()
+    async with serve_fake_deepgram() as fake:
+        fake.reject_next(status)
+        with reporting_to(sink):
+            error, _ = await run_failing(client(fake))
+    assert str(status) in str(error) and fake.rejected == [status]
+    assert sink.seen == [("deepgram", kind)]
 
 
 async def test_rate_limit_retries_then_fails() -> None:

@@ -293,7 +293,7 @@ class DeepgramSTT:
 
     def _rejection(self, exc: ConnectionRejected) -> tuple[str, str]:
         """(error kind, description) of a refused handshake; raises when retrying
-        cannot help (a refused key is reported as ``auth`` first)."""
+        cannot help, after reporting it (``auth`` for a refused key, else ``rejected``)."""
         body = (exc.body or b"").decode(errors="replace")[:200]
         if exc.status_code in (401, 403):
             report(self.name, "auth")
@@ -301,6 +301,7 @@ class DeepgramSTT:
                 f"Deepgram refused the API key (HTTP {exc.status_code}); check the key. {body}"
             ) from None
         if exc.status_code != 429 and exc.status_code < 500:
+            report(self.name, "rejected")
             raise STTError(
                 f"Deepgram refused the stream (HTTP {exc.status_code}): {body}"
             ) from None
