@@ -88,8 +88,22 @@ class ModeChanged:
     silence_ms: int = 500
 
 
+@attrs.frozen
+class SttLost:
+    """The STT engine failed; Finalizes it had taken will never be answered."""
+
+    at: float
+
+
 ControlEvent = (
-    InputEnded | TextTurn | ModeChanged | VoiceStart | VoiceEnd | ResponseFinished | IdleTimeout
+    InputEnded
+    | TextTurn
+    | ModeChanged
+    | VoiceStart
+    | VoiceEnd
+    | ResponseFinished
+    | IdleTimeout
+    | SttLost
 )
 TurnInput = STTEvent | ControlEvent
 
