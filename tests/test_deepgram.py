@@ -383,6 +383,34 @@ async def test_bad_key_is_an_stt_error() -> None:
     assert fake.rejected == [401] and fake.connections == 0
 
 
+async def test_giving_up_still_answers_the_finalize_it_took() -> None:
+    """The turn waiting on a Finalize must not hang when the engine dies holding it."""
+    async with serve_fake_deepgram(fast()) as fake:
+        fake.stall_after(0.2)  # the Finalize is taken, then never answered
+        stt = client(fake, finalize_timeout=0.3, max_reconnects=1)
+        events_in, events_out = trio.open_memory_channel[STTEvent](64)
+        audio_in, audio_out = trio.open_memory_channel[STTInput](64)
+        got: list[STTEvent] = []
+
+        async def collect() -> None:
+            async for event in events_out:
+                got.append(event)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(collect)
+            with pytest.raises(BaseExceptionGroup) as caught:
+                async with trio.open_nursery() as inner:
+                    inner.start_soon(stt.run, audio_out, events_in)
+                    await fake.wait_connections(1)
+                    fake.refuse_for(30, 503)  # every reconnect fails from now on
+                    for chunk in chunks(speech_like(0.5, seed=3)):
+                        await audio_in.send(chunk)
+                    await audio_in.send(Finalize())
+        assert caught.group_contains(STTError, match="2 times in a row; last: handshake refused")
+        assert sum(isinstance(e, FinalizeDone) for e in got) == 1
+        assert fake.rejected == [503] and fake.injected["stall"] == 1
+
+
 @pytest.mark.parametrize(("status", "kind"), [(401, "auth"), (400, "rejected"), (404, "rejected")])
 async def test_refusals_that_no_retry_helps_are_counted(status: int, kind: str) -> None:
     class Sink:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from vantum.pipeline.messages import InputEnded, ModeChanged, SttLost, TextTurn
+from vantum.pipeline.messages import InputEnded, ModeChanged, TextTurn
 from vantum.pipeline.turns import Emit, Respond, TurnState
 from vantum.protocol import events as ev
 from vantum.providers.base import FinalizeDone, TranscriptEvent, UtteranceEnd
@@ -26,18 +26,6 @@ def test_manual_turn_closes_on_finalize_done_with_all_finals() -> None:
     req = actions[0].request
     assert req.text == "hello there general kenobi"
     assert req.timings.end_of_speech == 2.0 and req.timings.transcript_final == 2.2
-
-
-def test_stt_lost_closes_a_turn_whose_finalize_will_never_be_answered() -> None:
-    s = TurnState()
-    assert s.handle(SttLost(0.5), 0.5) == []  # no turn waiting: nothing to close
-    s.handle(final("hello there"), 1.0)
-    s.handle(InputEnded(2.0), 2.0)
-    actions = s.handle(SttLost(2.1), 2.1)
-    assert len(actions) == 1 and isinstance(actions[0], Respond)
-    assert actions[0].request.text == "hello there" and s.pending_ends == 0
-    # The restarted engine may still answer that Finalize: it closes nothing more.
-    assert s.handle(FinalizeDone(), 2.5) == []
 
 
 def test_manual_mode_ignores_endpointing() -> None:

@@ -25,7 +25,7 @@ from ..audio.vad import VadSegmenter, VoiceEnded, VoiceStarted, WebRtcClassifier
 from ..errors import STTError
 from ..protocol import events as ev
 from ..providers.base import STT_SAMPLE_RATE, Finalize, STTEngine, STTEvent, STTInput
-from .messages import AudioFormat, ServerEvent, SttLost, TurnInput, VoiceEnd, VoiceStart
+from .messages import AudioFormat, ServerEvent, TurnInput, VoiceEnd, VoiceStart
 from .state import SessionState
 
 log = logging.getLogger("vantum.audio")
@@ -153,7 +153,6 @@ async def run_stt(
             if outcome is None:
                 return
             log.warning("STT engine %s failed: %s", engine.name, outcome)
-            await inbox.send(SttLost(trio.current_time()))
             await out.send(
                 ServerEvent(
                     ev.ERR_STT,

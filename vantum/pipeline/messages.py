@@ -88,22 +88,8 @@ class ModeChanged:
     silence_ms: int = 500
 
 
-@attrs.frozen
-class SttLost:
-    """The STT engine failed; Finalizes it had taken will never be answered."""
-
-    at: float
-
-
 ControlEvent = (
-    InputEnded
-    | TextTurn
-    | ModeChanged
-    | VoiceStart
-    | VoiceEnd
-    | ResponseFinished
-    | IdleTimeout
-    | SttLost
+    InputEnded | TextTurn | ModeChanged | VoiceStart | VoiceEnd | ResponseFinished | IdleTimeout
 )
 TurnInput = STTEvent | ControlEvent
 

@@ -24,7 +24,6 @@ from .messages import (
     ResponseFinished,
     ServerEvent,
     SpeculationGate,
-    SttLost,
     TextTurn,
     TurnInput,
     TurnRequest,
@@ -165,13 +164,6 @@ class TurnState:
             return self._on_idle(now)
         if isinstance(item, SpeechStarted):
             return []
-        if isinstance(item, SttLost):
-            # A turn waiting for its Finalize to be answered would wait forever: answer
-            # what was recognised before the engine died (the caller got an STT error).
-            if not self.pending_ends:
-                return []
-            self.pending_ends = 0
-            return self._close_turn(now)
         raise TypeError(f"unexpected turn input {item!r}")
 
     def idle_deadline(self, last_activity: float, busy: bool) -> float:

@@ -88,6 +88,8 @@ class STTEngine(Protocol):
         Returns once ``audio`` is closed and the last results are delivered, and
         closes ``events`` on the way out. Reconnects transparently where the
         provider allows; raises :class:`vantum.errors.STTError` when it cannot.
+        Every ``Finalize`` taken from ``audio`` is answered by exactly one
+        ``FinalizeDone``, also before raising: the turn manager waits for it.
         """
         ...
 

@@ -308,6 +308,8 @@ class PocketsphinxSTT:
                     else:
                         out = await trio.to_thread.run_sync(rec.feed, batch)
                 except RuntimeError as exc:
+                    if isinstance(batch, Finalize):
+                        await events.send(FinalizeDone())  # the turn waits for it
                     raise STTError(f"pocketsphinx failed: {exc}") from exc
                 for ev in out:
                     await events.send(ev)

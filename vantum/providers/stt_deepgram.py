@@ -182,10 +182,16 @@ class DeepgramSTT:
                 except STTError as exc:
                     error = exc
                 nursery.cancel_scope.cancel()
+            # Also when giving up: a turn waits for the answer to its Finalize, and
+            # an engine that takes one and dies without it would hold that turn forever.
+            try:
+                for _ in range(len(stream.finalize_deadlines)):
+                    await events.send(FinalizeDone())
+            except trio.BrokenResourceError:
+                if error is None:
+                    raise
             if error is not None:
                 raise error
-            for _ in range(len(stream.finalize_deadlines)):
-                await events.send(FinalizeDone())
 
     async def _connect_loop(
         self,

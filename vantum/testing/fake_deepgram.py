@@ -43,7 +43,8 @@ timeout (``config.idle_timeout`` without audio or a text message closes with
 Counters: ``connections``, ``audio_bytes``, ``messages`` (client
 messages by type), ``sent`` (server messages by type, ``malformed`` for injected
 frames), ``query_params``, ``rejected`` (statuses), ``close_codes`` and
-``injected`` (the matrix faults actually served, by name).
+``injected`` (the matrix faults actually served, by name);
+``await fake.wait_connections(n)`` returns once ``n`` handshakes were accepted.
 """
 
 from __future__ import annotations
@@ -71,6 +72,7 @@ from trio_websocket import (
 )
 
 from ..providers import deepgram_messages as dm
+from .change import ChangeSignal
 from .faults import RefusalWindow
 
 PATH = "/v1/listen"
@@ -128,6 +130,7 @@ class FakeDeepgram:
     _stall: tuple[float, float] | None = None
     _malformed: collections.deque[str] = attrs.Factory(collections.deque)
     _utterances: dict[bytes, int] = attrs.Factory(dict)
+    _accepted: ChangeSignal = attrs.Factory(ChangeSignal)
 
     @property
     def api_key(self) -> str:
@@ -148,6 +151,10 @@ class FakeDeepgram:
     def refuse_for(self, seconds: float, status: int = 429) -> None:
         """Refuse every handshake with HTTP ``status`` for the next ``seconds``."""
         self._refuse.open(seconds, status)
+
+    async def wait_connections(self, count: int = 1) -> None:
+        """Return once ``count`` handshakes in all have been accepted."""
+        await self._accepted.wait_until(lambda: self.connections >= count)
 
     async def wait_refusals_over(self) -> None:
         """Return once a ``refuse_for`` window has passed."""
@@ -472,6 +479,7 @@ async def _handle_connection(fake: FakeDeepgram, stream: trio.abc.Stream) -> Non
                 return
             ws = await request.accept()
             fake.connections += 1
+            fake._accepted.notify()
             recognizer = _Recognizer(fake, status)
             send, receive = trio.open_memory_channel[_Outgoing](64)
             async with trio.open_nursery() as inner:
