@@ -1,38 +1,42 @@
 """Any OpenAI-compatible chat completion stream (OpenAI, Azure, vLLM, Ollama, llama.cpp).
 
-The official ``openai`` SDK speaks HTTP through httpx/anyio, so it runs inside
-``trio.run`` unchanged. Its own retries are switched off (``max_retries=0``):
-retrying is :func:`vantum.providers.llm_retry.stream_with_retry`'s job, because
-only the caller knows whether text was already spoken. SDK exceptions become
-:class:`LLMError` with a kind that drives that retry policy and the spoken fallback.
+The official ``openai`` SDK supplies what it is good at: base URL, auth headers,
+the pooled httpx transport, timeouts, and its exception classes for HTTP status
+errors. It does not parse the answer: its per-request parameter transform and
+its per-chunk pydantic models cost more CPU than the rest of a turn's LLM work,
+so the request body is plain JSON sent with the client's raw ``post`` and the
+event stream is read by :mod:`vantum.providers.openai_sse`.
+
+The SDK's own retries are switched off (``max_retries=0``): retrying is
+:func:`vantum.providers.llm_retry.stream_with_retry`'s job, because only the
+caller knows whether text was already spoken. Failures become :class:`LLMError`
+with a kind that drives that retry policy and the spoken fallback.
 """
 
 from __future__ import annotations
 
 import email.utils
 import math
+import ssl
 import time
 from collections.abc import Mapping, Sequence
 from types import TracebackType
-from typing import cast
+from typing import Any
 
-import attrs
+import anyio
+import httpx2
 import openai
 import trio
-from openai.types import CompletionUsage
-from openai.types.chat import ChatCompletionChunk, ChatCompletionMessageParam
 
 from ..errors import LLMError, LLMErrorKind
 from .base import ChatMessage
+from .openai_sse import ChatStreamParser, StreamError, TokenUsage
 
-
-@attrs.frozen
-class TokenUsage:
-    """Token counts the server reported for the last answer (for metrics and cost)."""
-
-    prompt_tokens: int
-    completion_tokens: int
-    total_tokens: int
+# What the SDK's own stream maps to APITimeoutError / APIConnectionError mid-body.
+_TIMEOUTS = (httpx2.TimeoutException,)
+_TRANSPORT_ERRORS = (httpx2.RequestError, ssl.SSLError, anyio.EndOfStream)
+_DRAIN_SECONDS = 0.1  # after [DONE], how long to wait for the body's end (keeps the connection)
+_BEARER: openai.RequestOptions = {"security": {"bearer_auth": True}}
 
 
 class OpenAILLM:
@@ -63,38 +67,67 @@ class OpenAILLM:
     ) -> None:
         """Send content deltas to ``out``; see :meth:`LLMEngine.stream`.
 
-        ``async with`` on the SDK stream closes the HTTP response on every exit,
-        including cancellation, so a barge-in frees the connection at once and
-        the server stops generating.
+        The response is closed on every exit, including cancellation, so a
+        barge-in frees the connection at once and the server stops generating.
         """
         self.last_usage = None
-        limit = (
-            self.max_completion_tokens if self.max_completion_tokens is not None else openai.omit
-        )
         try:
-            stream = await self._client.chat.completions.create(
-                model=self.model,
-                messages=to_openai_messages(messages),
+            response = await self._client.post(
+                "/chat/completions",
+                cast_to=httpx2.Response,
+                body=self.request_body(messages),
+                options=_BEARER,
                 stream=True,
-                stream_options={"include_usage": True},
-                temperature=self.temperature,
-                max_completion_tokens=limit,
             )
-            async with stream:
-                async for chunk in stream:
-                    usage = chunk.usage
-                    if isinstance(usage, CompletionUsage):
-                        self.last_usage = TokenUsage(
-                            usage.prompt_tokens, usage.completion_tokens, usage.total_tokens
-                        )
-                    for content in chunk_contents(chunk):
-                        await out.send(content)
+            try:
+                await self._read(response, out)
+            finally:
+                await response.aclose()
         except openai.OpenAIError as exc:
             raise llm_error_from(exc) from exc
-        except ValueError as exc:  # a chunk that is not JSON (JSONDecodeError), or misshapen
+        except ValueError as exc:  # MalformedStreamError: not JSON, or not shaped like a chunk
             raise LLMError(
                 LLMErrorKind.NETWORK, f"malformed stream from the server: {exc}"
             ) from exc
+
+    def request_body(self, messages: Sequence[ChatMessage]) -> dict[str, Any]:
+        """The JSON the SDK would send for these parameters, built without its transform."""
+        body: dict[str, Any] = {
+            "model": self.model,
+            "stream": True,
+            "messages": [{"role": m.role, "content": m.content} for m in messages],
+        }
+        if self.max_completion_tokens is not None:
+            body["max_completion_tokens"] = self.max_completion_tokens
+        body["stream_options"] = {"include_usage": True}
+        body["temperature"] = self.temperature
+        return body
+
+    async def _read(self, response: httpx2.Response, out: trio.MemorySendChannel[str]) -> None:
+        """Parse the body into ``out``; after ``[DONE]``, drain briefly for connection reuse."""
+        parser = ChatStreamParser()
+        try:
+            with trio.CancelScope() as drain:
+                async for piece in response.aiter_bytes():
+                    for event in parser.feed(piece):
+                        if type(event) is str:
+                            await out.send(event)
+                        elif isinstance(event, TokenUsage):
+                            self.last_usage = event
+                        elif isinstance(event, StreamError):
+                            raise openai.APIError(event.message, response.request, body=event.body)
+                    if parser.done and drain.deadline == math.inf:
+                        if response.http_version != "HTTP/1.1":
+                            break  # HTTP/2 closes the stream and keeps the connection
+                        drain.deadline = trio.current_time() + _DRAIN_SECONDS
+        except _TIMEOUTS as exc:
+            if parser.done:
+                return
+            raise openai.APITimeoutError(request=response.request) from exc
+        except _TRANSPORT_ERRORS as exc:
+            if parser.done:
+                return  # cleanup after [DONE] must not fail a complete answer
+            raise openai.APIConnectionError(request=response.request) from exc
 
     async def aclose(self) -> None:
         """Close the connection pool."""
@@ -110,31 +143,6 @@ class OpenAILLM:
         tb: TracebackType | None,
     ) -> None:
         await self.aclose()
-
-
-def chunk_contents(chunk: ChatCompletionChunk) -> list[str]:
-    """The content deltas of one stream chunk; ValueError when it is not shaped like one.
-
-    The SDK builds chunks without validation, so a server sending the wrong shape
-    would otherwise surface as an AttributeError deep in the pipeline.
-    """
-    choices: object = getattr(chunk, "choices", None)
-    if not isinstance(choices, list):
-        raise ValueError(f"chunk without a choices list: {str(chunk)[:200]}")
-    contents = []
-    for choice in choices:
-        content = getattr(getattr(choice, "delta", None), "content", None)
-        if content is not None and not isinstance(content, str):
-            raise ValueError(f"chunk with non-text content: {str(chunk)[:200]}")
-        if content:
-            contents.append(content)
-    return contents
-
-
-def to_openai_messages(messages: Sequence[ChatMessage]) -> list[ChatCompletionMessageParam]:
-    return [
-        cast(ChatCompletionMessageParam, {"role": m.role, "content": m.content}) for m in messages
-    ]
 
 
 def llm_error_from(exc: openai.OpenAIError) -> LLMError:
@@ -185,8 +193,6 @@ def parse_retry_after(headers: Mapping[str, str], now: float | None = None) -> f
 __all__ = [
     "OpenAILLM",
     "TokenUsage",
-    "chunk_contents",
     "llm_error_from",
     "parse_retry_after",
-    "to_openai_messages",
 ]
