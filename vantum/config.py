@@ -66,7 +66,7 @@ class Config:
     cartesia_url: str = "wss://api.cartesia.ai/tts/websocket"
     cartesia_voice_id: str = "a0e99841-438c-4a64-b679-ae501e7d6091"
     cartesia_sample_rate: int = 24_000
-    """Cartesia's rate only for callers whose own rate Cartesia cannot produce; others get theirs."""
+    """Used only for callers whose own rate Cartesia cannot produce; others get theirs."""
 
     public_url: str | None = None
     """Base URL callers and Twilio reach this server at (e.g. https://voice.example.com);
