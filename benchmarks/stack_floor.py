@@ -95,6 +95,9 @@ async def drive(url: str, sessions: int, seconds: float, mode: str) -> dict[str,
     from trio_websocket import open_websocket_url
 
     opened = 0
+    counted = {"sent": 0, "received": 0}
+    """Messages moved while the measurement window is open (the server's real load)."""
+    window_open = False
     all_open = trio.Event()
     done = trio.Event()
 
@@ -112,10 +115,14 @@ async def drive(url: str, sessions: int, seconds: float, mode: str) -> dict[str,
                     n += 1
                     await trio.sleep_until(start + n * IN_PERIOD)
                     await ws.send_message(IN_FRAME)
+                    if window_open:
+                        counted["sent"] += 1
 
             async def listen() -> None:
                 while True:
                     await ws.get_message()
+                    if window_open:
+                        counted["received"] += 1
 
             async with trio.open_nursery() as nursery:
                 if mode in ("in", "both"):
@@ -129,13 +136,17 @@ async def drive(url: str, sessions: int, seconds: float, mode: str) -> dict[str,
     async def measure(server_pid: int) -> None:
         import psutil
 
+        nonlocal window_open
         proc = psutil.Process(server_pid)
         await all_open.wait()
         await trio.sleep(2.0)  # let the connection burst settle before measuring
         c0, w0 = sum(proc.cpu_times()[:2]), time.monotonic()
+        window_open = True
         await trio.sleep(seconds)
+        window_open = False
         c1, w1 = sum(proc.cpu_times()[:2]), time.monotonic()
         results["server_core_busy"] = (c1 - c0) / (w1 - w0)
+        results["messages_per_s"] = (counted["sent"] + counted["received"]) / (w1 - w0)
         done.set()
 
     async with trio.open_nursery() as nursery:
@@ -185,16 +196,20 @@ def main() -> None:
                 "sessions": args.sessions,
                 "server_core_busy": round(busy, 3),
                 "server_cpu_ms_per_session_second": round(ms_per_session_s, 3),
-                "server_cpu_us_per_message": round(ms_per_session_s * 1000 / per_s[mode], 1),
+                "nominal_messages_per_s": per_s[mode] * args.sessions,
+                "messages_per_s": round(got["messages_per_s"]),
+                "server_cpu_us_per_message": round(busy * 1e6 / got["messages_per_s"], 1),
                 "sessions_per_core_on_the_stack_alone": int(1000 / ms_per_session_s),
             }
         )
     print()
-    head = ("mode", "N", "core busy", "ms/session-s", "us/msg", "sessions/core")
-    print(f"{head[0]:<6}{head[1]:>5}{head[2]:>11}{head[3]:>14}{head[4]:>9}{head[5]:>15}")
+    head = ("mode", "N", "msgs/s", "core busy", "ms/session-s", "us/msg", "sessions/core")
+    print(
+        f"{head[0]:<6}{head[1]:>5}{head[2]:>8}{head[3]:>11}{head[4]:>14}{head[5]:>9}{head[6]:>15}"
+    )
     for r in rows:
         print(
-            f"{r['mode']:<6}{r['sessions']:>5}{r['server_core_busy']:>11.0%}"
+            f"{r['mode']:<6}{r['sessions']:>5}{r['messages_per_s']:>8}{r['server_core_busy']:>11.0%}"
             f"{r['server_cpu_ms_per_session_second']:>14.2f}{r['server_cpu_us_per_message']:>9.1f}"
             f"{r['sessions_per_core_on_the_stack_alone']:>15}"
         )
