@@ -958,6 +958,12 @@ def configure_parser(p: argparse.ArgumentParser, root: Path | None = None) -> No
     p.add_argument("--peer-script", type=Path, default=here / "peers" / "pipecat_server.py")
     p.add_argument("--jitter-buffer-ms", type=float, default=0.0)
     p.add_argument(
+        "--frame-ms",
+        type=int,
+        default=20,
+        help="audio per message from browser callers (the page sends 20; Twilio always 20)",
+    )
+    p.add_argument(
         "--quiet-wait",
         type=float,
         default=5.0,
@@ -1011,8 +1017,11 @@ def run(args: argparse.Namespace) -> int:
         args.twilio_sizes = ""
         args.quiet_wait = min(args.quiet_wait, 2.0)
         args.no_peer = True
+    if not 10 <= args.frame_ms <= 1000:
+        raise SystemExit("--frame-ms must be 10..1000")
     wl = Workload(
         turns=args.turns,
+        chunk_ms=args.frame_ms,
         jitter_buffer_ms=args.jitter_buffer_ms,
         ramp=2.0 if args.quick else 4.0,
     )
