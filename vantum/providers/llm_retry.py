@@ -118,7 +118,9 @@ def fallback_tier(kind: LLMErrorKind, consecutive_failures: int) -> int:
 class FallbackMessages:
     """Spoken fallbacks for one session; counts failed answers since the last success."""
 
-    tier1: str = "Sorry, I didn't catch that, could you say it again?"
+    tier1: str = "Sorry, something went wrong on my side. Could you say it again?"
+    """Said for any first failure (a rate limit or a dropped stream as much as a bad answer),
+    so it must not blame the caller's audio."""
     tier2: str = (
         "Sorry, I'm having a little trouble answering. Could you give me a moment and ask again?"
     )
