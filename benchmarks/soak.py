@@ -22,12 +22,15 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import gc
 import itertools
 import json
 import logging
 import random
+import sqlite3
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -38,6 +41,8 @@ import psutil
 import trio
 
 from vantum.protocol import events as ev
+from vantum.records import open_store
+from vantum.records.recorder import DROPPED_KIND
 from vantum.testing.audio_fixtures import silence, speech_like
 from vantum.testing.browser_client import BrowserClient
 from vantum.testing.fake_cartesia import FakeCartesiaConfig
@@ -292,7 +297,12 @@ def slope_per_hour(points: list[tuple[float, float]]) -> float:
 async def soak(args: argparse.Namespace, errors: ErrorLogCounter) -> dict[str, Any]:
     stats, samples = Stats(), list[dict[str, Any]]()
     rng = random.Random(args.seed)
-    async with open_stack(deepgram=DG, openai=OA, cartesia=CA, max_sessions=10_000) as stack:
+    records = Path(tempfile.mkdtemp(prefix="vantum-soak-")) / "calls.db"
+    async with (
+        open_store(f"sqlite:///{records}") as store,
+        open_stack(deepgram=DG, openai=OA, cartesia=CA, max_sessions=10_000) as stack,
+    ):
+        stack.app.store = store  # calls are recorded, as `vantum serve` does by default
         # Warm up (imports, pools), then take the idle baseline.
         await one_session(stack.ws_url, random.Random(0), Stats())
         await stack.app.wait_idle()
@@ -313,6 +323,7 @@ async def soak(args: argparse.Namespace, errors: ErrorLogCounter) -> dict[str, A
             nursery.cancel_scope.cancel()
         end_tasks, extra_tasks = count_tasks(), task_names() - baseline_names
         stuck = len(stack.app.sessions)
+    recorded = records_summary(records)
     warm = [s for s in samples if s["t_s"] >= min(duration * 0.2, 60)] or samples
     rss = [s["rss_mib"] for s in warm]
     return {
@@ -344,13 +355,36 @@ async def soak(args: argparse.Namespace, errors: ErrorLogCounter) -> dict[str, A
             "rss_slope_mib_per_hour": round(
                 slope_per_hour([(s["t_s"], s["rss_mib"]) for s in warm]), 2
             ),
+            **recorded,
         },
         "samples": samples,
     }
 
 
+def records_summary(path: Path) -> dict[str, int]:
+    """What the call store holds once the server has stopped (every call, closed)."""
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        calls, unfinished = db.execute(
+            "SELECT COUNT(*), COUNT(*) - COUNT(ended_at) FROM vantum_calls"
+        ).fetchone()
+        events = db.execute("SELECT COUNT(*) FROM vantum_call_events").fetchone()[0]
+        dropped = db.execute(
+            "SELECT COUNT(*) FROM vantum_call_events WHERE kind = ?", (DROPPED_KIND,)
+        ).fetchone()[0]
+    return {
+        "calls_recorded": calls,
+        "calls_recorded_unfinished": unfinished,
+        "record_events": events,
+        "record_drop_notes": dropped,
+    }
+
+
 def verdict(summary: dict[str, Any]) -> list[str]:
     problems = []
+    if summary["calls_recorded"] < summary["sessions"]:
+        problems.append("fewer calls recorded than sessions completed")
+    if summary["calls_recorded_unfinished"] or summary["record_drop_notes"]:
+        problems.append("call records left open or events dropped")
     if summary["hung_sessions"] or summary["stalled_turns"]:
         problems.append("hung sessions or stalled turns")
     if summary["error_log_records"]:
