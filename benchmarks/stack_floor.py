@@ -43,14 +43,11 @@ async def asgi_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     """Accept, discard what arrives, and (mode out/both) send paced frames."""
     import trio
 
+    from vantum.asgi import serve_lifespan
+
     if scope["type"] == "lifespan":
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+        await serve_lifespan(receive, send)
+        return
     if scope["type"] != "websocket":
         return
     await receive()  # websocket.connect

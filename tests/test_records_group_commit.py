@@ -7,6 +7,7 @@ were in; a bad batch fails alone; cancellation and close lose nothing silently.
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 from collections.abc import Awaitable, Callable
 from itertools import permutations
@@ -25,6 +26,17 @@ def batch(call_id: str, first: int, n: int) -> list[NewEvent]:
     return [
         NewEvent(call_id, "transcript.final", {"i": first + k}, float(first + k)) for k in range(n)
     ]
+
+
+async def write_noting_outcome(
+    store: SQLiteCallStore, outcomes: dict[str, str], n: int, call_id: str
+) -> None:
+    """Write ``n`` events for ``call_id``; note "ok" or the RecordError's text."""
+    try:
+        await store.add_events(batch(call_id, 0, n))
+        outcomes[call_id] = "ok"
+    except RecordError as exc:
+        outcomes[call_id] = str(exc)
 
 
 async def order_of(store: SQLiteCallStore, call_id: str) -> list[int]:
@@ -76,13 +88,7 @@ async def test_failed_transaction_reaches_every_caller_in_it(
         blocker = sqlite3.connect(db, isolation_level=None)
         blocker.execute("BEGIN IMMEDIATE")  # another writer holds the database
         outcomes: dict[str, str] = {}
-
-        async def write(call_id: str) -> None:
-            try:
-                await store.add_events(batch(call_id, 0, 3))
-                outcomes[call_id] = "ok"
-            except RecordError as exc:
-                outcomes[call_id] = str(exc)
+        write = functools.partial(write_noting_outcome, store, outcomes, 3)
 
         groups = store.writes.groups
         async with trio.open_nursery() as nursery:
@@ -235,13 +241,7 @@ async def test_pending_is_bounded_and_close_settles_every_caller(
     for i in range(8):
         await store.start_call(f"c{i}", at=0.0, transport="browser")
     outcomes: dict[str, str] = {}
-
-    async def write(call_id: str) -> None:
-        try:
-            await store.add_events(batch(call_id, 0, 1))
-            outcomes[call_id] = "ok"
-        except RecordError as exc:
-            outcomes[call_id] = str(exc)
+    write = functools.partial(write_noting_outcome, store, outcomes, 1)
 
     async with trio.open_nursery() as nursery:
         for i in range(8):
