@@ -174,13 +174,17 @@ def test_auth_and_limit_settings_from_the_environment() -> None:
         "VANTUM_CONNECT_RATE": "5",
         "VANTUM_CONNECT_BURST": "50",
         "VANTUM_MAX_CALL_S": "120",
+        "VANTUM_OUTPUT_CHUNK_MS": "100",
     }
     config = Config.from_env(env)
+    assert config.output_chunk_ms == 100
     assert config.insecure_no_auth
     assert config.allowed_origins == ("https://a.example.com", "http://localhost:*")
     assert (config.connect_rate_per_s, config.connect_burst, config.max_call_s) == (5, 50, 120)
     with pytest.raises(ConfigError, match="VANTUM_INSECURE_NO_AUTH"):
         Config.from_env({"VANTUM_INSECURE_NO_AUTH": "maybe"})
+    with pytest.raises(ConfigError, match=r"VANTUM_OUTPUT_CHUNK_MS=5: use 10\.\.1000"):
+        Config.from_env({"VANTUM_OUTPUT_CHUNK_MS": "5"})
 
 
 def test_the_local_secret_file_is_private_shared_and_checked(

@@ -104,6 +104,9 @@ class Config:
     playback_lead_ms: int = 200
     """How far ahead of real time answer audio is sent; also bounds barge-in latency."""
     output_chunk_ms: int = 40
+    """Audio per ``audio.output.chunk`` (the first chunk of an answer may be shorter).
+    Larger chunks mean fewer messages per call, hence less CPU; the lead, not the chunk,
+    bounds how much audio a barge-in has to cut."""
     request_queue: int = 10
     graceful_timeout: float = 10.0
     """Seconds sessions get to finish on SIGINT/SIGTERM before they are closed (1001)."""
@@ -151,6 +154,7 @@ class Config:
             "playback_lead_ms": _env_int(
                 e, "VANTUM_PLAYBACK_LEAD_MS", _default("playback_lead_ms")
             ),
+            "output_chunk_ms": _env_int(e, "VANTUM_OUTPUT_CHUNK_MS", _default("output_chunk_ms")),
             "graceful_timeout": _env_float(
                 e, "VANTUM_GRACEFUL_TIMEOUT", _default("graceful_timeout")
             ),
@@ -161,6 +165,9 @@ class Config:
         if values["log_format"] not in LOG_FORMATS:
             raise ConfigError(f"VANTUM_LOG_FORMAT={values['log_format']!r}: use text or json")
         try:
-            return cls(**values)  # type: ignore[arg-type]
+            config = cls(**values)  # type: ignore[arg-type]
         except TypeError as exc:
             raise ConfigError(str(exc)) from None
+        if not 10 <= config.output_chunk_ms <= 1000:
+            raise ConfigError(f"VANTUM_OUTPUT_CHUNK_MS={config.output_chunk_ms}: use 10..1000")
+        return config
