@@ -140,3 +140,44 @@ def test_a_stalled_provider_is_counted_as_one_underrun_of_the_gap(
     else:
         assert playback.underruns == 0 and meter.late == []
     assert playback.sent_samples == 2 * FIRST  # nothing was lost, only late
+
+
+def test_large_chunks_never_starve_the_caller_while_they_fill() -> None:
+    """With 100 ms chunks and a TTS delivering 40 ms pieces at 4x real time, the player
+    sends pieces as they come until the caller has a chunk in hand, then coalesces."""
+    piece = RATE * 40 // 1000
+    sent: list[tuple[float, ServerEvent]] = []
+
+    async def main() -> None:
+        tts_tx, tts_rx = trio.open_memory_channel[TTSEvent](64)
+        out_tx, out_rx = trio.open_memory_channel[ServerEvent](64)
+
+        async def tts() -> None:
+            async with tts_tx:
+                for i in range(50):  # 2 s of audio
+                    await tts_tx.send(TTSAudio(ramp(i * piece, piece)))
+                    await trio.sleep(0.01)
+
+        async def egress() -> None:
+            async for event in out_rx:
+                sent.append((trio.current_time(), event))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(tts)
+            nursery.start_soon(egress)
+            async with out_tx:
+                playback = Playback("u1", RATE)
+                await play(tts_rx, out_tx, playback, source_rate=RATE, lead=0.2, chunk_ms=100)
+        assert playback.underruns == 0
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    chunks = [(t, e) for t, e in sent if e.event_type == ev.OUTPUT_CHUNK]
+    assert b"".join(e.payload["audio"] for _, e in chunks) == ramp(0, 50 * piece)
+    t0, played = chunks[0][0], 0.0
+    ahead = []
+    for t, e in chunks:
+        ahead.append(t0 + played - t)
+        played += len(e.payload["audio"]) / 2 / RATE
+    # The caller never had less than a TTS piece's worth minus its 10 ms spacing in hand.
+    assert min(ahead[1:]) >= 0.03 - 1e-9
+    assert len(chunks) <= 4 + 2.0 / 0.1  # the rest went out coalesced into 100 ms chunks

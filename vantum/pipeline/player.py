@@ -126,10 +126,12 @@ async def play(
                 if on_tts_audio is not None:
                     on_tts_audio()
                 pending += resampler.process(item.pcm)
-                if playback.started_at is None and 0 < len(pending) < chunk_bytes:
-                    # The caller is waiting for the answer: start it with what there is
-                    # rather than wait for a whole chunk (the resampler's filter delay
-                    # alone holds back part of the provider's first chunk).
+                if 0 < len(pending) < chunk_bytes and _short_of_a_chunk(playback, chunk_ms):
+                    # The caller is waiting for the answer, or has less than a chunk
+                    # left to play: send what there is rather than wait for a whole
+                    # chunk (the resampler's filter delay alone holds back part of the
+                    # provider's first chunk, and a large chunk_ms would starve the
+                    # caller while it fills).
                     await send_chunk(bytes(pending))
                     pending.clear()
                     continue
@@ -149,6 +151,14 @@ async def play(
         await send_chunk(bytes(pending))
     if playback.started_at is not None:
         await out.send(ServerEvent(ev.OUTPUT_COMPLETE, {"utteranceId": playback.utterance_id}))
+
+
+def _short_of_a_chunk(playback: Playback, chunk_ms: int) -> bool:
+    """Whether the caller has less than one chunk of this answer left to play."""
+    if playback.started_at is None:
+        return True
+    ahead = playback.started_at + playback.sent_seconds - trio.current_time()
+    return ahead < chunk_ms / 1000
 
 
 def _wall_ms() -> int:
