@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import trio
 import trio.testing
@@ -21,29 +23,27 @@ def ramp(start: int, n: int) -> bytes:
     return (np.arange(start, start + n) % 30000).astype("<i2").tobytes()
 
 
-@settings(max_examples=60, deadline=None)
-@given(
-    sizes=st.lists(st.integers(1, 3000), min_size=1, max_size=25),
-    gaps=st.lists(st.floats(0, 0.3), min_size=25, max_size=25),
-    lead=st.sampled_from([0.0, 0.1, 0.2]),
-)
-def test_chunks_leave_in_order_complete_and_paced(
-    sizes: list[int], gaps: list[float], lead: float
-) -> None:
+def play_timed(
+    pieces: Sequence[tuple[float, bytes]],
+    playback: Playback,
+    *,
+    lead: float,
+    chunk_ms: int,
+    buffer: int = 64,
+) -> list[tuple[float, ServerEvent]]:
+    """Run the player in virtual time on TTS ``pieces`` (wait this long, then send this
+    audio); returns what it sent, with the (virtual) time each event left."""
     sent: list[tuple[float, ServerEvent]] = []
 
     async def main() -> None:
-        tts_tx, tts_rx = trio.open_memory_channel[TTSEvent](4)
-        out_tx, out_rx = trio.open_memory_channel[ServerEvent](4)
-        playback = Playback("u1", RATE)
+        tts_tx, tts_rx = trio.open_memory_channel[TTSEvent](buffer)
+        out_tx, out_rx = trio.open_memory_channel[ServerEvent](buffer)
 
         async def tts() -> None:
             async with tts_tx:
-                pos = 0
-                for size, gap in zip(sizes, gaps, strict=False):
+                for gap, pcm in pieces:
                     await trio.sleep(gap)
-                    await tts_tx.send(TTSAudio(ramp(pos, size)))
-                    pos += size
+                    await tts_tx.send(TTSAudio(pcm))
 
         async def egress() -> None:
             async for event in out_rx:
@@ -53,9 +53,25 @@ def test_chunks_leave_in_order_complete_and_paced(
             nursery.start_soon(tts)
             nursery.start_soon(egress)
             async with out_tx:
-                await play(tts_rx, out_tx, playback, source_rate=RATE, lead=lead, chunk_ms=40)
+                await play(tts_rx, out_tx, playback, source_rate=RATE, lead=lead, chunk_ms=chunk_ms)
 
     trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    return sent
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    sizes=st.lists(st.integers(1, 3000), min_size=1, max_size=25),
+    gaps=st.lists(st.floats(0, 0.3), min_size=25, max_size=25),
+    lead=st.sampled_from([0.0, 0.1, 0.2]),
+)
+def test_chunks_leave_in_order_complete_and_paced(
+    sizes: list[int], gaps: list[float], lead: float
+) -> None:
+    starts = [sum(sizes[:i]) for i in range(len(sizes))]
+    timed = zip(starts, sizes, gaps, strict=False)  # gaps may be longer than sizes
+    pieces = [(gap, ramp(start, size)) for start, size, gap in timed]
+    sent = play_timed(pieces, Playback("u1", RATE), lead=lead, chunk_ms=40, buffer=4)
 
     kinds = [e.event_type for _, e in sent]
     assert kinds[0] == ev.OUTPUT_START
@@ -146,31 +162,10 @@ def test_large_chunks_never_starve_the_caller_while_they_fill() -> None:
     """With 100 ms chunks and a TTS delivering 40 ms pieces at 4x real time, the player
     sends pieces as they come until the caller has a chunk in hand, then coalesces."""
     piece = RATE * 40 // 1000
-    sent: list[tuple[float, ServerEvent]] = []
-
-    async def main() -> None:
-        tts_tx, tts_rx = trio.open_memory_channel[TTSEvent](64)
-        out_tx, out_rx = trio.open_memory_channel[ServerEvent](64)
-
-        async def tts() -> None:
-            async with tts_tx:
-                for i in range(50):  # 2 s of audio
-                    await tts_tx.send(TTSAudio(ramp(i * piece, piece)))
-                    await trio.sleep(0.01)
-
-        async def egress() -> None:
-            async for event in out_rx:
-                sent.append((trio.current_time(), event))
-
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(tts)
-            nursery.start_soon(egress)
-            async with out_tx:
-                playback = Playback("u1", RATE)
-                await play(tts_rx, out_tx, playback, source_rate=RATE, lead=0.2, chunk_ms=100)
-        assert playback.underruns == 0
-
-    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    playback = Playback("u1", RATE)
+    pieces = [(0.0 if i == 0 else 0.01, ramp(i * piece, piece)) for i in range(50)]  # 2 s
+    sent = play_timed(pieces, playback, lead=0.2, chunk_ms=100)
+    assert playback.underruns == 0
     chunks = [(t, e) for t, e in sent if e.event_type == ev.OUTPUT_CHUNK]
     assert b"".join(e.payload["audio"] for _, e in chunks) == ramp(0, 50 * piece)
     t0, played = chunks[0][0], 0.0
