@@ -147,11 +147,9 @@ class _Progress:
 class CartesiaConnection:
     """A session's connection; reconnects lazily if the socket dropped between answers."""
 
-    def __init__(
-        self, engine: CartesiaTTS, nursery: trio.Nursery, sample_rate: int | None = None
-    ) -> None:
+    def __init__(self, engine: CartesiaTTS, nursery: trio.Nursery, sample_rate: int) -> None:
         self._engine = engine
-        self.sample_rate = sample_rate or engine.sample_rate
+        self.sample_rate = sample_rate
         """Every context of this connection asks for audio at this rate."""
         self._nursery = nursery
         self._link: _Link | None = None
