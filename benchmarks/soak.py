@@ -28,6 +28,7 @@ import itertools
 import json
 import logging
 import random
+import shutil
 import sqlite3
 import sys
 import tempfile
@@ -324,6 +325,7 @@ async def soak(args: argparse.Namespace, errors: ErrorLogCounter) -> dict[str, A
         end_tasks, extra_tasks = count_tasks(), task_names() - baseline_names
         stuck = len(stack.app.sessions)
     recorded = records_summary(records)
+    shutil.rmtree(records.parent)  # a 30-minute run leaves ~30 MB of records behind
     warm = [s for s in samples if s["t_s"] >= min(duration * 0.2, 60)] or samples
     rss = [s["rss_mib"] for s in warm]
     return {
