@@ -6,12 +6,19 @@ import numpy as np
 import trio
 import trio.testing
 
-from vantum.pipeline.audio_path import AudioItem, run_audio_path
-from vantum.pipeline.messages import AudioFormat, ServerEvent, TurnInput, VoiceEnd, VoiceStart
+from vantum.pipeline.audio_path import run_audio_path
+from vantum.pipeline.events import OutputChunk, OutputStarted, ServerEvent
+from vantum.pipeline.messages import (
+    AudioItem,
+    BotSpeaking,
+    SttItem,
+    TurnInput,
+    VoiceEnd,
+    VoiceStart,
+)
 from vantum.pipeline.player import Playback, play
-from vantum.pipeline.state import SessionState
-from vantum.protocol import events as ev
-from vantum.providers.base import Finalize, STTInput, TTSAudio, TTSEvent
+from vantum.pipeline.settings import CallSettings
+from vantum.providers.base import Finalize, TTSAudio, TTSEvent
 
 FRAME = 640  # 20 ms at 16 kHz
 
@@ -21,14 +28,19 @@ def tone(frames: int) -> bytes:
     return (np.sin(2 * np.pi * 220 * t) * 12_000).astype("<i2").tobytes()
 
 
+def pcm16k(turn_mode: str = "manual", silence_ms: int = 500) -> CallSettings:
+    mode = "auto" if turn_mode == "auto" else "manual"
+    return CallSettings(16_000, turn_mode=mode, silence_ms=silence_ms)
+
+
 async def _run(
-    items: list[AudioItem | float], state: SessionState | None = None
-) -> tuple[list[tuple[float, STTInput]], list[TurnInput]]:
+    items: list[AudioItem | float],
+) -> tuple[list[tuple[float, SttItem]], list[TurnInput]]:
     """Feed ``items`` (floats are pauses) through the audio path; collect both outputs."""
     audio_tx, audio_rx = trio.open_memory_channel[AudioItem](100)
-    stt_tx, stt_rx = trio.open_memory_channel[STTInput](100)
+    stt_tx, stt_rx = trio.open_memory_channel[SttItem](100)
     inbox_tx, inbox_rx = trio.open_memory_channel[TurnInput](100)
-    stt: list[tuple[float, STTInput]] = []
+    stt: list[tuple[float, SttItem]] = []
     inbox: list[TurnInput] = []
 
     async def collect_stt() -> None:
@@ -42,7 +54,7 @@ async def _run(
     async with trio.open_nursery() as nursery:
         nursery.start_soon(collect_stt)
         nursery.start_soon(collect_inbox)
-        nursery.start_soon(run_audio_path, audio_rx, stt_tx, inbox_tx, state)
+        nursery.start_soon(run_audio_path, audio_rx, stt_tx, inbox_tx)
         async with audio_tx:
             for item in items:
                 if isinstance(item, float):
@@ -58,7 +70,7 @@ async def test_audio_is_batched_complete_and_flushed_before_finalize(
 ) -> None:
     speech = tone(13)
     frames = [speech[i : i + FRAME] for i in range(0, len(speech), FRAME)]
-    stt, _ = await _run([AudioFormat(16_000), *frames, Finalize()])
+    stt, _ = await _run([pcm16k(), *frames, Finalize()])
     audio = [x for _, x in stt if isinstance(x, bytes)]
     assert b"".join(audio) == speech  # nothing lost, duplicated or reordered
     assert isinstance(stt[-1][1], Finalize)
@@ -68,8 +80,8 @@ async def test_audio_is_batched_complete_and_flushed_before_finalize(
 async def test_a_pause_in_the_audio_does_not_hold_back_the_batch(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    stt, _ = await _run([AudioFormat(16_000), bytes(FRAME), 5.0])
-    (at, data), *_ = stt
+    stt, _ = await _run([pcm16k(), bytes(FRAME), 5.0])
+    (at, data), *_ = [(at, x) for at, x in stt if isinstance(x, bytes)]
     assert data == bytes(FRAME)
     assert at <= 0.02 + 0.1 + 1e-9  # within one batch interval of arriving
 
@@ -79,7 +91,7 @@ async def test_vad_events_keep_frame_resolution_and_auto_finalize_follows_the_sp
 ) -> None:
     silence = [bytes(FRAME)] * 5
     speech = [tone(1)] * 20
-    items: list[AudioItem | float] = [AudioFormat(16_000, "auto", 200), *silence, *speech]
+    items: list[AudioItem | float] = [pcm16k("auto", 200), *silence, *speech]
     trailing = [bytes(FRAME)] * 30
     stt, inbox = await _run([*items, *trailing])
     kinds = [type(x) for x in inbox]
@@ -99,10 +111,8 @@ async def test_vad_events_keep_frame_resolution_and_auto_finalize_follows_the_sp
 async def test_speech_over_the_bot_goes_to_the_stt_frame_by_frame(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    state = SessionState("s1")
-    state.speaking = True
     speech = [tone(1)] * 20
-    stt, _ = await _run([AudioFormat(16_000, "auto"), *speech], state)
+    stt, _ = await _run([pcm16k("auto"), BotSpeaking(True), *speech])
     sizes = [len(x) for _, x in stt if isinstance(x, bytes)]
     assert sizes[-10:] == [FRAME] * 10  # once the VAD hears speech, no batching
 
@@ -122,7 +132,39 @@ async def test_the_first_answer_chunk_leaves_without_waiting_for_a_whole_chunk(
             )
             first = await out_rx.receive()
             chunk = await out_rx.receive()
-            assert first.event_type == ev.OUTPUT_START
-            assert chunk.event_type == ev.OUTPUT_CHUNK
-            assert 0 < len(chunk.payload["audio"]) <= 2 * 640
+            assert isinstance(first, OutputStarted)
+            assert isinstance(chunk, OutputChunk)
+            assert 0 < len(chunk.pcm) <= 2 * 640
             nursery.cancel_scope.cancel()
+
+
+async def test_a_new_start_that_changes_only_silence_ms_moves_the_end_of_turn(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The second ``audio.input.start`` of a call used to be ACKed and ignored when it
+    changed only ``silenceMs``: the VAD kept the first value."""
+    speech = [tone(1)] * 20
+    pause = [bytes(FRAME)] * 40  # 800 ms of silence after each utterance
+    _, inbox = await _run(
+        [pcm16k("auto", 1000), *speech, *pause, pcm16k("auto", 300), *speech, *pause]
+    )
+    # With 1000 ms the first pause (800 ms) does not end the turn; with 300 ms the
+    # second one does, 300 ms after the speech (which ends at 1.64 s: 20 ms a frame;
+    # the resampler delays the VAD by a few frames).
+    assert [type(x) for x in inbox] == [VoiceStart, VoiceEnd]
+    end = inbox[1]
+    assert isinstance(end, VoiceEnd) and 1.64 + 0.3 <= end.at <= 1.64 + 0.3 + 0.15
+
+
+async def test_a_language_change_is_passed_on_to_the_stt_after_the_audio_before_it(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    speech = tone(3)
+    spanish = CallSettings(16_000, language="es-ES")
+    stt, _ = await _run([pcm16k(), speech, spanish, speech])
+    items = [x for _, x in stt]
+    languages = [x.language for x in items if isinstance(x, CallSettings)]
+    assert languages == ["en-US", "es-ES"]
+    switch = items.index(spanish)
+    assert b"".join(x for x in items[:switch] if isinstance(x, bytes)) == speech
+    assert b"".join(x for x in items[switch:] if isinstance(x, bytes)) == speech

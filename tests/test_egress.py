@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import trio
 
-from vantum.pipeline.messages import ServerEvent
+from vantum.pipeline.events import ResponseText, ServerEvent
 from vantum.pipeline.session import run_egress
 from vantum.pipeline.transport import PeerGone
 
@@ -20,7 +20,8 @@ class GoneAfter:
     async def send(self, event: ServerEvent) -> None:
         if len(self.sent) >= self.n:
             raise PeerGone()
-        self.sent.append(event.event_type)
+        assert isinstance(event, ResponseText)
+        self.sent.append(event.text)
 
 
 async def test_events_sent_after_the_peer_left_are_swallowed() -> None:
@@ -31,13 +32,14 @@ async def test_events_sent_after_the_peer_left_are_swallowed() -> None:
 
     class Observer:
         def on_event(self, event: ServerEvent) -> None:
-            seen.append(event.event_type)
+            assert isinstance(event, ResponseText)
+            seen.append(event.text)
 
     tx, rx = trio.open_memory_channel[ServerEvent](0)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(run_egress, rx, transport, Observer())
         async with tx:
             for i in range(6):  # would raise BrokenResourceError from the 4th on before
-                await tx.send(ServerEvent(f"e{i}", {}))
+                await tx.send(ResponseText("u", f"e{i}"))
     assert transport.sent == ["e0", "e1"]
     assert seen == ["e0", "e1", "e2"]  # the one whose send found the peer gone is observed

@@ -11,16 +11,16 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from test_turn_taking import RATE, Recorder, start_auto, talk
 
-from vantum.pipeline.messages import ServerEvent
 from vantum.pipeline.session import Engines
 from vantum.protocol import events as ev
 from vantum.testing.audio_fixtures import silence, speech_like
 from vantum.testing.memory import ScriptedLLM, ScriptedSTT, ScriptedTTS, open_memory_session
+from vantum.transports.browser_wire import WireEvent
 
 AUDIO = {ev.OUTPUT_START, ev.OUTPUT_CHUNK, ev.OUTPUT_COMPLETE, ev.OUTPUT_CANCEL}
 
 
-def check_ordering(events: list[ServerEvent]) -> None:
+def check_ordering(events: list[WireEvent]) -> None:
     started: set[str] = set()
     audio_open: str | None = None  # the answer currently audible
     finished: set[str] = set()  # answers whose audio completed or was cancelled

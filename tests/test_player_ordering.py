@@ -10,10 +10,11 @@ import trio.testing
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vantum.pipeline.messages import ServerEvent
+from vantum.pipeline.events import ServerEvent
 from vantum.pipeline.player import UNDERRUN_TOLERANCE_S, Playback, play
 from vantum.protocol import events as ev
 from vantum.providers.base import TTSAudio, TTSEvent
+from vantum.transports.browser_wire import WireEvent, to_wire
 
 RATE = 16_000
 
@@ -30,10 +31,11 @@ def play_timed(
     lead: float,
     chunk_ms: int,
     buffer: int = 64,
-) -> list[tuple[float, ServerEvent]]:
+) -> list[tuple[float, WireEvent]]:
     """Run the player in virtual time on TTS ``pieces`` (wait this long, then send this
-    audio); returns what it sent, with the (virtual) time each event left."""
-    sent: list[tuple[float, ServerEvent]] = []
+    audio); returns what it sent in its documented wire form, with the (virtual) time
+    each event left."""
+    sent: list[tuple[float, WireEvent]] = []
 
     async def main() -> None:
         tts_tx, tts_rx = trio.open_memory_channel[TTSEvent](buffer)
@@ -47,7 +49,7 @@ def play_timed(
 
         async def egress() -> None:
             async for event in out_rx:
-                sent.append((trio.current_time(), event))
+                sent.append((trio.current_time(), to_wire(event)))
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(tts)
@@ -87,6 +89,8 @@ def test_chunks_leave_in_order_complete_and_paced(
         if e.event_type == ev.OUTPUT_CHUNK:
             assert t >= t0 + played / RATE - lead - 1e-9
             played += len(e.payload["audio"]) // 2
+    # The answer is complete when its audio has played out, not when it was sent.
+    assert sent[-1][0] >= t0 + played / RATE - 1e-9
 
 
 FIRST = RATE * 12 // 25  # 0.48 s

@@ -12,25 +12,30 @@ from typing import Any
 import pytest
 import trio
 
-from vantum.pipeline.messages import ServerEvent
+from vantum.pipeline import events as e
+from vantum.pipeline.events import ServerEvent
 from vantum.protocol import events as ev
 from vantum.records import CallRecorder, RecordError, open_store, record_call
 from vantum.records.recorder import DROPPED_KIND
 from vantum.records.sqlite import SQLiteCallStore, open_sqlite_store
 from vantum.records.store import CallRecord, CallSummary, NewEvent
 
-CONVERSATION = [
-    ServerEvent(ev.CONNECTION_ACK, {"success": True}),
-    ServerEvent(ev.TRANSCRIPT_INTERIM, {"transcript": "hel"}),
-    ServerEvent(ev.TRANSCRIPT_FINAL, {"transcript": "hello there", "confidence": 0.9}),
-    ServerEvent(ev.RESPONSE_START, {"utteranceId": "u1"}),
-    ServerEvent(ev.RESPONSE_TEXT, {"utteranceId": "u1", "text": "Hi!"}),
-    ServerEvent(ev.OUTPUT_CHUNK, {"utteranceId": "u1", "audio": b"\x00" * 640}),
-    ServerEvent(ev.RESPONSE_TEXT, {"utteranceId": "u1", "text": "How can I help? 🙂"}),
-    ServerEvent(ev.RESPONSE_COMPLETE, {"utteranceId": "u1"}),
-    ServerEvent(ev.METRICS_TURN, {"utteranceId": "u1", "voiceToVoiceMs": 412.5}),
-    ServerEvent(ev.ERR_TTS, {"message": "boom"}, request_type="turn"),
+CONVERSATION: list[ServerEvent] = [
+    e.SessionReady(),
+    e.TranscriptInterim("hel", 0.5, 1, "en-US"),
+    e.TranscriptFinal("hello there", 0.9, 2, "en-US"),
+    e.ResponseStarted("u1", 3),
+    e.ResponseText("u1", "Hi!"),
+    e.OutputChunk("u1", b"\x00" * 640, 16_000),
+    e.ResponseText("u1", "How can I help? 🙂"),
+    e.ResponseComplete("u1"),
+    e.TurnMetrics("u1", voice_to_voice_ms=412.5),
+    e.ErrorEvent(ev.ERR_TTS, "boom", "turn"),
 ]
+
+
+def final(text: str) -> ServerEvent:
+    return e.TranscriptFinal(text, 0.9, 0, "en-US")
 
 
 class Clock:
@@ -128,11 +133,11 @@ async def test_committed_events_survive_the_process_dying(tmp_path: Path) -> Non
 
 
 async def test_recorder_keeps_what_was_said(tmp_path: Path) -> None:
-    seen: list[str] = []
+    seen: list[ServerEvent] = []
 
     class Metrics:
         def on_event(self, event: ServerEvent) -> None:
-            seen.append(event.event_type)
+            seen.append(event)
 
     async with open_sqlite_store(tmp_path / "calls.db") as store:
         async with record_call(
@@ -141,7 +146,7 @@ async def test_recorder_keeps_what_was_said(tmp_path: Path) -> None:
             for event in CONVERSATION:
                 rec.on_event(event)
         record = await store.get_call("call-1")
-    assert seen == [e.event_type for e in CONVERSATION]  # chained observer sees everything
+    assert seen == CONVERSATION  # chained observer sees everything
     assert record is not None and record.summary.outcome == "completed"
     assert record.transcript() == [
         ("caller", "hello there"),
@@ -152,6 +157,8 @@ async def test_recorder_keeps_what_was_said(tmp_path: Path) -> None:
     assert ev.TRANSCRIPT_INTERIM not in kinds and ev.OUTPUT_CHUNK not in kinds
     assert kinds[-2:] == [ev.METRICS_TURN, ev.ERR_TTS]
     assert record.events[-1].payload == {"message": "boom", "requestType": "turn"}
+    metrics = record.events[-2].payload
+    assert metrics["utteranceId"] == "u1" and metrics["voiceToVoiceMs"] == 412.5
     assert rec.dropped == 0 and rec.written == 7
 
 
@@ -196,9 +203,9 @@ async def test_full_queue_drops_and_counts_never_blocks() -> None:
     store = SlowStore()
     async with record_call(store, "c", transport="browser", queue_size=8) as rec:
         await trio.testing.wait_all_tasks_blocked()
-        final = ServerEvent(ev.TRANSCRIPT_FINAL, {"transcript": "x"})
+        said = final("x")
         for _ in range(100):
-            rec.on_event(final)  # synchronous: returns at once even with the store stuck
+            rec.on_event(said)  # synchronous: returns at once even with the store stuck
         # The writer holds the first event in its stuck batch; 8 more fit the queue.
         assert rec.dropped == 100 - 1 - 8
         store.release.set()
@@ -211,8 +218,8 @@ async def test_flush_is_bounded_and_outcome_follows_cancellation(autojump_clock:
     store = SlowStore()
     with trio.CancelScope() as scope:
         async with record_call(store, "c", transport="browser", flush_timeout=3.0) as rec:
-            rec.on_event(ServerEvent(ev.TRANSCRIPT_FINAL, {"transcript": "x"}))
-            rec.on_event(ServerEvent(ev.TRANSCRIPT_FINAL, {"transcript": "y"}))
+            rec.on_event(final("x"))
+            rec.on_event(final("y"))
             scope.cancel()
             await trio.sleep(1)
     assert scope.cancelled_caught
@@ -237,7 +244,7 @@ async def test_recorder_is_an_event_observer() -> None:
     from vantum.pipeline.session import EventObserver
 
     observer: EventObserver = CallRecorder("c")
-    observer.on_event(ServerEvent(ev.TRANSCRIPT_FINAL, {"transcript": "x"}))
+    observer.on_event(final("x"))
     assert isinstance(SQLiteCallStore, type)
 
 
@@ -250,7 +257,7 @@ async def test_postgres_round_trip_when_configured() -> None:
         async with record_call(store, call_id, transport="browser", wall_clock=Clock()) as rec:
             for event in CONVERSATION:
                 rec.on_event(event)
-            rec.on_event(ServerEvent(ev.TRANSCRIPT_FINAL, {"transcript": "nul\x00char"}))
+            rec.on_event(final("nul\x00char"))
         record = await store.get_call(call_id)
         assert record is not None and record.summary.outcome == "completed"
         assert record.transcript()[:3] == [

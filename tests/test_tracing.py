@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from vantum.pipeline.messages import ServerEvent
+from vantum.pipeline import events as e
+from vantum.pipeline.events import ServerEvent
 from vantum.protocol import events as ev
 from vantum.server.tracing import TurnTracer, make_tracer, tracing_enabled
 
@@ -66,8 +67,7 @@ class Rig:
             provider.get_tracer("test"), "sess-1", "twilio", self.also, clock=self.clock
         )
 
-    def send(self, kind: str, payload: dict[str, Any] | None = None, **kw: Any) -> None:
-        event = ServerEvent(kind, payload or {}, **kw)
+    def send(self, event: ServerEvent) -> None:
         self.sent.append(event)
         self.tracer.on_event(event)
 
@@ -82,21 +82,21 @@ class Rig:
     ) -> None:
         """One answer as egress sees it; first audio goes out ``voiceToVoiceMs`` after
         an end of speech that is ``now`` when called."""
-        v2v = metrics.get("voiceToVoiceMs") or 0.0
+        v2v = metrics.get("voice_to_voice_ms") or 0.0
         self.clock.advance(v2v - 5)
-        self.send(ev.RESPONSE_START, {"utteranceId": uid})
+        self.send(e.ResponseStarted(uid, 0))
         if error is not None:
-            self.send(error, {"message": "it broke"}, request_type="turn")
+            self.send(e.ErrorEvent(error, "it broke", "turn"))
         self.clock.advance(5)
         if audio:
-            self.send(ev.OUTPUT_START, {"utteranceId": uid})
-            self.send(ev.OUTPUT_CHUNK, {"utteranceId": uid, "audio": b"\0\0"})
+            self.send(e.OutputStarted(uid, 0))
+            self.send(e.OutputChunk(uid, b"\0\0", 16_000))
             self.clock.advance(40)
-            self.send(ev.OUTPUT_CHUNK, {"utteranceId": uid, "audio": b"\0\0"})
+            self.send(e.OutputChunk(uid, b"\0\0", 16_000))
             self.clock.advance(900)  # playback of the rest of the answer
-            self.send(ev.OUTPUT_CANCEL if cancel else ev.OUTPUT_COMPLETE, {"utteranceId": uid})
-        self.send(ev.RESPONSE_COMPLETE, {"utteranceId": uid})
-        self.send(ev.METRICS_TURN, {"utteranceId": uid, **metrics})
+            self.send(e.OutputCancelled(uid, "barge_in") if cancel else e.OutputComplete(uid))
+        self.send(e.ResponseComplete(uid))
+        self.send(e.TurnMetrics(uid, **metrics))
 
     def spans(self) -> Sequence[ReadableSpan]:
         return self.exporter.get_finished_spans()
@@ -114,13 +114,14 @@ def metrics(
     egress: float | None = 30.0,
     speculative: bool = False,
 ) -> dict[str, Any]:
+    """Keyword arguments of a :class:`TurnMetrics` (all but the utterance id)."""
     parts = [stt, llm, tts, egress]
     return {
-        "endOfSpeechToFinalMs": stt,
-        "finalToLlmFirstTokenMs": llm,
-        "llmFirstTokenToTtsFirstAudioMs": tts,
-        "ttsFirstAudioToFirstAudioSentMs": egress,
-        "voiceToVoiceMs": None if None in parts else round(sum(p or 0 for p in parts), 1),
+        "end_of_speech_to_final_ms": stt,
+        "final_to_llm_first_token_ms": llm,
+        "llm_first_token_to_tts_first_audio_ms": tts,
+        "tts_first_audio_to_first_audio_sent_ms": egress,
+        "voice_to_voice_ms": None if None in parts else round(sum(p or 0 for p in parts), 1),
         "speculative": speculative,
     }
 
@@ -235,7 +236,7 @@ def test_error_between_answers_is_its_own_span(rig: Rig) -> None:
 
     rig.answer(metrics())
     rig.clock.advance(1000)
-    rig.send(ev.ERR_STT, {"message": "socket closed"}, request_type="audio")
+    rig.send(e.ErrorEvent(ev.ERR_STT, "socket closed", "audio"))
     span = rig.spans()[-1]
     assert span.name == "vantum.error"
     assert span.start_time == span.end_time == rig.clock.now
@@ -249,10 +250,10 @@ def test_error_between_answers_is_its_own_span(rig: Rig) -> None:
 
 
 def test_errors_per_turn_are_bounded(rig: Rig) -> None:
-    rig.send(ev.RESPONSE_START, {"utteranceId": "u1"})
+    rig.send(e.ResponseStarted("u1", 0))
     for _ in range(100):
-        rig.send(ev.ERR_RATE, {"message": "too fast"})
-    rig.send(ev.METRICS_TURN, {"utteranceId": "u1", **metrics()})
+        rig.send(e.ErrorEvent(ev.ERR_RATE, "too fast"))
+    rig.send(e.TurnMetrics("u1", **metrics()))
     turn = rig.spans()[-1]
     assert len(turn.events) == 32
     assert turn.attributes is not None and turn.attributes["vantum.turn.errors"] == 100
@@ -266,7 +267,7 @@ class BrokenTracer:
 def test_a_failing_tracer_never_reaches_the_call(caplog: pytest.LogCaptureFixture) -> None:
     also = Recorder()
     tracer = TurnTracer(BrokenTracer(), "s", "browser", also)  # type: ignore[arg-type]
-    events = [ServerEvent(ev.METRICS_TURN, metrics()) for _ in range(3)]
+    events: list[ServerEvent] = [e.TurnMetrics("u", **metrics()) for _ in range(3)]
     with caplog.at_level(logging.ERROR, "vantum.tracing"):
         for event in events:
             tracer.on_event(event)
@@ -326,8 +327,8 @@ def test_console_exporter_prints_turn_spans(capsys: pytest.CaptureFixture[str]) 
     tracing = make_tracer({"VANTUM_OTEL": "console", "OTEL_SERVICE_NAME": "vantum-test"})
     assert tracing is not None
     observer = tracing.observer("sess-c", "browser")
-    observer.on_event(ServerEvent(ev.RESPONSE_START, {"utteranceId": "u"}))
-    observer.on_event(ServerEvent(ev.METRICS_TURN, {"utteranceId": "u", **metrics()}))
+    observer.on_event(e.ResponseStarted("u", 0))
+    observer.on_event(e.TurnMetrics("u", **metrics()))
     tracing.shutdown()  # flushes the batch processor
     out = capsys.readouterr().out
     spans = json.loads("[" + out.replace("}\n{", "},{") + "]")

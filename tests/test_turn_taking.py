@@ -10,9 +10,8 @@ import pytest
 import trio
 import trio.testing
 
-from vantum.pipeline.messages import ServerEvent
-from vantum.pipeline.session import Engines, SessionOptions
-from vantum.pipeline.turns import TurnPolicy
+from vantum.pipeline.session import Engines
+from vantum.pipeline.settings import CallSettings, TurnPolicy
 from vantum.protocol import events as ev
 from vantum.protocol.client_events import InputChunk, InputStart
 from vantum.providers.base import ChatMessage
@@ -25,6 +24,7 @@ from vantum.testing.memory import (
     ScriptedTTS,
     open_memory_session,
 )
+from vantum.transports.browser_wire import WireEvent, to_wire
 
 RATE = 16_000
 CHUNK_S = 0.02
@@ -33,17 +33,18 @@ LONG_REPLY = " ".join(f"word{i}" for i in range(40))
 
 @attrs.define
 class Recorder:
-    """Collects server events with their (virtual) arrival time."""
+    """Collects server events in their documented wire form, with their (virtual)
+    arrival time."""
 
-    events: list[tuple[float, ServerEvent]] = attrs.Factory(list)
+    events: list[tuple[float, WireEvent]] = attrs.Factory(list)
     _changed: ChangeSignal = attrs.Factory(ChangeSignal)
 
     async def run(self, client: MemoryClient) -> None:
         async for event in client.events:
-            self.events.append((trio.current_time(), event))
+            self.events.append((trio.current_time(), to_wire(event)))
             self._changed.notify()
 
-    def of(self, kind: str) -> list[tuple[float, ServerEvent]]:
+    def of(self, kind: str) -> list[tuple[float, WireEvent]]:
         return [(t, e) for t, e in self.events if e.event_type == kind]
 
     async def settled(self, quiet_s: float) -> None:
@@ -109,7 +110,7 @@ async def test_barge_in_cancels_within_one_chunk_and_history_keeps_played_part(
 ) -> None:
     eng, seen = engines(["tell me a story", "stop right there please"], reply=LONG_REPLY)
     # Words alone confirm here, so the confirming moment is visible to the client.
-    options = SessionOptions(turn_policy=TurnPolicy(barge_in_min_speech_ms=0))
+    options = CallSettings(turn=TurnPolicy(barge_in_min_speech_ms=0))
     async with open_memory_session(eng, options) as client, trio.open_nursery() as nursery:
         rec = Recorder()
         nursery.start_soon(rec.run, client)
@@ -180,7 +181,7 @@ async def test_idle_caller_is_prompted_then_the_call_ends(
 ) -> None:
     eng, seen = engines(["hello"])
     policy = TurnPolicy(idle_prompt_s=5.0, max_idle_prompts=2)
-    async with open_memory_session(eng, SessionOptions(turn_policy=policy)) as client:
+    async with open_memory_session(eng, CallSettings(turn=policy)) as client:
         rec = Recorder()
         async with trio.open_nursery() as nursery:
             nursery.start_soon(rec.run, client)
@@ -202,7 +203,7 @@ async def test_idle_caller_is_prompted_then_the_call_ends(
 
 async def test_max_call_duration_ends_the_call(autojump_clock: trio.testing.MockClock) -> None:
     eng, _ = engines(["hello"])
-    async with open_memory_session(eng, SessionOptions(max_call_s=30.0)) as client:
+    async with open_memory_session(eng, CallSettings(max_call_s=30.0)) as client:
         rec = Recorder()
         async with trio.open_nursery() as nursery:
             nursery.start_soon(rec.run, client)
@@ -217,7 +218,7 @@ async def test_max_call_duration_ends_the_call(autojump_clock: trio.testing.Mock
 async def voice_to_voice(speculate: bool, final_latency: float) -> tuple[float, bool]:
     stt = ScriptedSTT(["what is the weather like"], final_latency=final_latency)
     eng = Engines(stt, ScriptedLLM(first_token=0.3), ScriptedTTS())
-    options = SessionOptions(turn_policy=TurnPolicy(speculate=speculate))
+    options = CallSettings(turn=TurnPolicy(speculate=speculate))
     async with open_memory_session(eng, options) as client, trio.open_nursery() as nursery:
         rec = Recorder()
         nursery.start_soon(rec.run, client)

@@ -5,9 +5,10 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from vantum.pipeline.messages import InputEnded, ModeChanged, TextTurn
+from vantum.pipeline.events import TranscriptFinal
+from vantum.pipeline.messages import InputEnded, InputStarted, TextTurn, VoiceStart
+from vantum.pipeline.settings import CallSettings
 from vantum.pipeline.turns import Emit, Respond, TurnState
-from vantum.protocol import events as ev
 from vantum.providers.base import FinalizeDone, TranscriptEvent, UtteranceEnd
 
 
@@ -42,10 +43,17 @@ def test_empty_turn_asks_for_nothing() -> None:
 
 def test_auto_mode_closes_on_speech_final() -> None:
     s = TurnState()
-    s.handle(ModeChanged("auto", "en-US"), 0.0)
+    s.handle(InputStarted(CallSettings(16_000, turn_mode="auto"), 0.0), 0.0)
     actions = s.handle(final("book a table", speech_final=True), 3.0)
-    kinds = [a.event.event_type if isinstance(a, Emit) else "respond" for a in actions]
-    assert kinds == [ev.TRANSCRIPT_FINAL, "respond"]
+    kinds = [type(a.event) if isinstance(a, Emit) else "respond" for a in actions]
+    assert kinds == [TranscriptFinal, "respond"]
+
+
+def test_transcripts_carry_the_language_of_the_call_settings() -> None:
+    s = TurnState(CallSettings(16_000, language="es-ES"))
+    (emit,) = s.handle(TranscriptEvent("hola", is_final=True, language=""), 1.0)
+    assert isinstance(emit, Emit) and isinstance(emit.event, TranscriptFinal)
+    assert emit.event.language == "es-ES"
 
 
 def test_text_turn_responds_immediately() -> None:
@@ -72,3 +80,14 @@ def test_every_final_word_reaches_exactly_one_request(items: list[tuple[str, boo
         if isinstance(a, Respond):
             asked.extend(a.request.text.split())
     assert asked == said
+
+
+def test_long_speech_counts_only_the_speech_over_the_bot() -> None:
+    """A caller still finishing a sentence when an early answer starts has not talked
+    over it for the time before it started (the STT's endpointing can end a turn
+    before the VAD does)."""
+    s = TurnState(CallSettings(16_000, turn_mode="auto"))
+    s.handle(VoiceStart(0.0), 0.0)
+    assert not s.long_speech_interrupts(1.6, bot_speaking_since=1.0)  # 0.6 s over the bot
+    assert s.long_speech_interrupts(2.5, bot_speaking_since=1.0)  # 1.5 s over the bot
+    assert not s.long_speech_interrupts(2.5, bot_speaking_since=None)

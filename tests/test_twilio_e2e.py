@@ -21,11 +21,12 @@ from trio_websocket import ConnectionRejected, WebSocketRequest, serve_websocket
 from vantum.audio.wav import write_wav
 from vantum.config import Config
 from vantum.errors import ConfigError
-from vantum.pipeline.messages import ServerEvent
+from vantum.pipeline import events as e
+from vantum.pipeline.events import ServerEvent
 from vantum.pipeline.transport import PeerGone
 from vantum.protocol import events as ev
 from vantum.protocol import mulaw
-from vantum.protocol.client_events import DtmfInput, InputChunk, InputStart
+from vantum.protocol.client_events import DtmfInput, InputChunk, InputStart, PlaybackProgress
 from vantum.protocol.twilio import (
     MediaFormat,
     OutboundClear,
@@ -387,9 +388,9 @@ async def started() -> tuple[TwilioTransport, MemoryASGI, Line]:
     return transport, asgi, line
 
 
-def chunk(uid: str, ms: int, rate: int = 8000, value: int = 1000) -> ServerEvent:
+def chunk(uid: str, ms: int, rate: int = 8000, value: int = 1000) -> e.OutputChunk:
     pcm = int(value).to_bytes(2, "little", signed=True) * (rate * ms // 1000)
-    return ServerEvent(ev.OUTPUT_CHUNK, {"audio": pcm, "utteranceId": uid, "sampleRate": rate})
+    return e.OutputChunk(uid, pcm, rate)
 
 
 async def test_transport_receive_maps_twilio_events() -> None:
@@ -427,33 +428,37 @@ async def test_transport_disconnect_is_peer_gone() -> None:
 
 async def test_transport_send_frames_audio_and_marks_each_chunk() -> None:
     transport, asgi, line = await started()
-    await transport.send(ServerEvent(ev.OUTPUT_START, {"utteranceId": "u1", "timestamp": 0}))
+    await transport.send(e.OutputStarted("u1", 0))
     assert asgi.take() == []
     await transport.send(chunk("u1", 40))
     out = asgi.take()
     assert [type(o) for o in out] == [OutboundMedia, OutboundMedia, OutboundMark]
     assert out[2] == OutboundMark(STREAM, "u1:1")
     assert all(len(o.payload) == 160 for o in out[:2])
-    assert mulaw.decode(out[0].payload) == mulaw.decode(
-        mulaw.encode(chunk("u1", 20).payload["audio"])
-    )
+    assert mulaw.decode(out[0].payload) == mulaw.decode(mulaw.encode(chunk("u1", 20).pcm))
     await transport.send(chunk("u1", 30))  # 10 ms stays in the carry
     assert [type(o) for o in asgi.take()] == [OutboundMedia, OutboundMark]
-    for kind in (ev.TRANSCRIPT_FINAL, ev.RESPONSE_TEXT, ev.METRICS_TURN, ev.ERR_TTS):
-        await transport.send(ServerEvent(kind, {"utteranceId": "u1", "message": "x"}))
+    not_for_the_phone: list[ServerEvent] = [
+        e.TranscriptFinal("x", 1.0, 0, "en-US"),
+        e.ResponseText("u1", "x"),
+        e.TurnMetrics("u1"),
+        e.ErrorEvent(ev.ERR_TTS, "x", "turn"),
+    ]
+    for event in not_for_the_phone:
+        await transport.send(event)
     assert asgi.take() == []
-    await transport.send(ServerEvent(ev.OUTPUT_COMPLETE, {"utteranceId": "u1"}))
+    await transport.send(e.OutputComplete("u1"))
     last, final = asgi.take()
     assert isinstance(last, OutboundMedia) and final == OutboundMark(STREAM, "u1:end")
     pcm = mulaw.decode(last.payload)
     assert pcm[160:] == bytes(160)  # padded with silence after the carried 10 ms
     playback = transport.playback("u1")
     assert playback is not None and playback.sent_ms == 80
-    # Marks come back as Twilio plays the audio.
+    # Marks come back as Twilio plays the audio; each is reported to the session.
     for name, played in (("u1:1", 40), ("u1:2", 60), ("u1:end", 80)):
         line.mark(name)
-        line.media()
-        await transport.receive()
+        progress = await transport.receive()
+        assert progress == PlaybackProgress("u1", played, finished=name == "u1:end")
         assert transport.played_ms("u1") == played
     assert await transport.wait_finished("u1") is True
 
@@ -464,16 +469,14 @@ async def test_transport_cancel_sends_clear_and_drops_late_audio() -> None:
     await transport.send(chunk("u2", 40))
     asgi.take()
     line.mark("u2:1")  # played before the barge-in
-    line.media()
-    await transport.receive()
-    await transport.send(ServerEvent(ev.OUTPUT_CANCEL, {"utteranceId": "u2", "reason": "barge_in"}))
+    assert await transport.receive() == PlaybackProgress("u2", 40)
+    await transport.send(e.OutputCancelled("u2", "barge_in"))
     assert asgi.take() == [OutboundClear(STREAM)]
     await transport.send(chunk("u2", 40))
-    await transport.send(ServerEvent(ev.OUTPUT_COMPLETE, {"utteranceId": "u2"}))
+    await transport.send(e.OutputComplete("u2"))
     assert asgi.take() == []  # nothing of a cancelled answer follows the clear
     line.mark("u2:2")  # Twilio returns the pending mark: dropped, not played
-    line.media()
-    await transport.receive()
+    assert await transport.receive() == PlaybackProgress("u2", 40)
     assert transport.played_ms("u2") == 40
     assert await transport.wait_finished("u2") is False
     # The next answer starts clean.
@@ -485,7 +488,7 @@ async def test_transport_resamples_other_rates_to_8k() -> None:
     transport, asgi, _line = await started()
     for _ in range(5):
         await transport.send(chunk("u4", 40, rate=16_000))
-    await transport.send(ServerEvent(ev.OUTPUT_COMPLETE, {"utteranceId": "u4"}))
+    await transport.send(e.OutputComplete("u4"))
     media = [o for o in asgi.take() if isinstance(o, OutboundMedia)]
     assert all(len(m.payload) == 160 for m in media)
     assert len(media) == 10  # 200 ms at 8 kHz, whatever the source rate
@@ -494,7 +497,7 @@ async def test_transport_resamples_other_rates_to_8k() -> None:
 async def test_transport_drops_audio_before_start() -> None:
     asgi = MemoryASGI()
     transport = TwilioTransport("session-2", asgi.receive, asgi.send)
-    await transport.send(ServerEvent(ev.CONNECTION_ACK, {"success": True}))
+    await transport.send(e.SessionReady())
     await transport.send(chunk("u", 40))
     assert asgi.sent == []
 

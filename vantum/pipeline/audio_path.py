@@ -12,26 +12,22 @@ every 20 ms frame; batching only delays audio *to the STT*, and never at the
 moments where latency counts: a batch is flushed before every Finalize, at the
 VAD's start and end of speech, whenever it is ``batch_ms`` old, and frame by
 frame while the caller talks over the bot (barge-in waits for STT words).
+
+Settings arrive in band (:class:`CallSettings` on the audio channel, after the
+audio of the previous settings): the rate picks the resampler, the turn mode and
+``silence_ms`` the VAD's end of turn, and a new language is passed on to the STT
+supervisor in the same order.
 """
 
 from __future__ import annotations
-
-import logging
 
 import trio
 
 from ..audio.resample import StreamResampler
 from ..audio.vad import VadSegmenter, VoiceEnded, VoiceStarted, WebRtcClassifier
-from ..errors import STTError
-from ..protocol import events as ev
-from ..providers.base import STT_SAMPLE_RATE, Finalize, STTEngine, STTEvent, STTInput
-from .messages import AudioFormat, ServerEvent, TurnInput, VoiceEnd, VoiceStart
-from .state import SessionState
-
-log = logging.getLogger("vantum.audio")
-
-AudioItem = bytes | Finalize | AudioFormat
-
+from ..providers.base import STT_SAMPLE_RATE, Finalize
+from .messages import AudioItem, BotSpeaking, SttItem, TurnInput, VoiceEnd, VoiceStart
+from .settings import CallSettings
 
 STT_BATCH_MS = 100
 """Audio handed to the STT engine per message (Deepgram takes 20-250 ms frames)."""
@@ -39,23 +35,26 @@ STT_BATCH_MS = 100
 
 async def run_audio_path(
     audio_in: trio.MemoryReceiveChannel[AudioItem],
-    stt_out: trio.MemorySendChannel[STTInput],
+    stt_out: trio.MemorySendChannel[SttItem],
     inbox: trio.MemorySendChannel[TurnInput],
-    state: SessionState | None = None,
+    settings: CallSettings | None = None,
     *,
     batch_ms: int = STT_BATCH_MS,
 ) -> None:
     """Client-rate PCM16 in; 16 kHz batches and Finalize out to the STT, VAD events to
-    the turn manager.
+    the turn manager. Returns (closing both outputs) when ``audio_in`` is closed.
 
     The VAD sits in the audio path so the Finalize it sends at the end of a turn (auto
-    mode) is ordered after exactly the audio that turn contained. ``state`` tells it
-    when the bot is speaking (then speech is forwarded frame by frame).
+    mode) is ordered after exactly the audio that turn contained. ``BotSpeaking``
+    markers say when the bot is speaking (then speech is forwarded frame by frame).
     """
     resampler: StreamResampler | None = None
+    rate: int | None = None
+    language: str | None = None
     classifier = WebRtcClassifier()
     segmenter = VadSegmenter()
     auto = False
+    bot_speaking = False
     batch = bytearray()
     batch_bytes = max(1, STT_SAMPLE_RATE * batch_ms // 1000) * 2
     batch_due = 0.0
@@ -86,7 +85,7 @@ async def run_audio_path(
             started
             or ended is not None
             or len(batch) >= batch_bytes
-            or (segmenter.in_speech and state is not None and state.speaking)
+            or (segmenter.in_speech and bot_speaking)
         ):
             await flush()
         if ended is not None:
@@ -100,7 +99,23 @@ async def run_audio_path(
             if tail:
                 await feed(tail)
 
+    async def apply(new: CallSettings) -> None:
+        nonlocal resampler, rate, language, auto
+        if new.sample_rate != rate:
+            await drain_resampler()
+            rate = new.sample_rate
+            resampler = None if rate is None else StreamResampler(rate, STT_SAMPLE_RATE)
+        auto = new.turn_mode == "auto"
+        segmenter.silence_ms = new.silence_ms
+        if new.language != language:
+            await flush()  # audio heard in the old language goes to the old recogniser
+            language = new.language
+            await stt_out.send(new)
+
     async with audio_in, stt_out, inbox:
+        if settings is not None:
+            language = settings.language  # the STT supervisor starts with it
+            await apply(settings)
         while True:
             try:
                 if batch:
@@ -119,82 +134,14 @@ async def run_audio_path(
                     pcm = resampler.process(item)
                     if pcm:
                         await feed(pcm)
-            elif isinstance(item, AudioFormat):
-                await drain_resampler()
-                await flush()
-                resampler = StreamResampler(item.rate, STT_SAMPLE_RATE)
-                auto = item.turn_mode == "auto"
-                segmenter = VadSegmenter(silence_ms=item.silence_ms)
+            elif isinstance(item, BotSpeaking):
+                bot_speaking = item.speaking
+                if bot_speaking and segmenter.in_speech:
+                    await flush()
+            elif isinstance(item, CallSettings):
+                await apply(item)
             else:  # Finalize: the turn's audio, all of it, goes first
                 await drain_resampler()
                 await flush()
                 await stt_out.send(item)
         await flush()
-
-
-async def run_stt(
-    engine: STTEngine,
-    audio: trio.MemoryReceiveChannel[STTInput],
-    inbox: trio.MemorySendChannel[TurnInput],
-    out: trio.MemorySendChannel[ServerEvent],
-    *,
-    language: str = "en-US",
-    restart_delay: float = 1.0,
-) -> None:
-    """Keep ``engine`` recognising ``audio`` until it closes, restarting after failures.
-
-    Each attempt gets its own channels, so an engine that dies mid-stream cannot
-    take the session's channels down with it. Audio that arrives while no engine
-    runs is dropped *with* an error event, never silently.
-    """
-    async with audio, inbox:
-        while True:
-            outcome = await _stt_attempt(engine, audio, inbox, language)
-            if outcome is None:
-                return
-            log.warning("STT engine %s failed: %s", engine.name, outcome)
-            await out.send(
-                ServerEvent(
-                    ev.ERR_STT,
-                    {"message": f"speech recognition failed: {outcome}"},
-                    request_type=ev.INPUT_CHUNK,
-                )
-            )
-            await trio.sleep(restart_delay)
-
-
-async def _stt_attempt(
-    engine: STTEngine,
-    audio: trio.MemoryReceiveChannel[STTInput],
-    inbox: trio.MemorySendChannel[TurnInput],
-    language: str,
-) -> str | None:
-    """Run the engine once; None when the audio ended, else why the engine failed.
-
-    The engine reads the session's audio channel directly (through a clone it may
-    close), not through a pump: one task switch less per audio message.
-    """
-    feed = audio.clone()
-    events_tx, events_rx = trio.open_memory_channel[STTEvent](64)
-    failed: str | None = None
-
-    async def pump_out() -> None:
-        async with events_rx:
-            async for event in events_rx:
-                await inbox.send(event)
-
-    async def engine_task() -> None:
-        nonlocal failed
-        try:
-            await engine.run(feed, events_tx, language=language)
-        except STTError as exc:
-            failed = str(exc) or type(exc).__name__
-            nursery.cancel_scope.cancel()
-        finally:
-            await feed.aclose()
-            await events_tx.aclose()
-
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(pump_out)
-        nursery.start_soon(engine_task)
-    return failed

@@ -5,33 +5,15 @@ Actors share nothing but these values and the bounded channels that carry them.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Literal
 
 import attrs
 import trio
 
-from ..protocol.client_events import ClientEvent
-from ..providers.base import STTEvent
-
-
-@attrs.frozen
-class ServerEvent:
-    """One event for the client, before any wire encoding (the transport encodes)."""
-
-    event_type: str
-    payload: dict[str, Any]
-    event_id: str | None = None
-    request_type: str | None = None
-
-
-@attrs.frozen
-class AudioFormat:
-    """In-band on the audio channel: audio after this marker is at ``rate`` Hz, and
-    the VAD should end turns by itself when ``turn_mode`` is ``auto``."""
-
-    rate: int
-    turn_mode: str = "manual"
-    silence_ms: int = 500
+from ..protocol.client_events import ClientEvent, PlaybackProgress
+from ..providers.base import Finalize, STTEvent, STTInput
+from .events import TurnMetrics
+from .settings import CallSettings
 
 
 @attrs.frozen
@@ -82,16 +64,81 @@ class TextTurn:
 
 
 @attrs.frozen
-class ModeChanged:
-    turn_mode: str
-    language: str
-    silence_ms: int = 500
+class InputStarted:
+    """The caller sent ``audio.input.start``: these are the call's settings from now on
+    (over the bot's answer, it is also a barge-in: the turn manager decides)."""
+
+    settings: CallSettings
+    at: float
+
+
+@attrs.frozen
+class AnswerAudible:
+    """The responder sent the answer's first audio: the bot is speaking."""
+
+    at: float
+
+
+CallOverReason = Literal["peer_gone", "hangup", "max_duration"]
+
+
+@attrs.frozen
+class CallOver:
+    """The session's last word to the turn manager: no more input will come.
+
+    After a hang-up the answers already queued (the goodbye) are still spoken; for
+    any other reason the answer in progress is cut and queued ones are dropped.
+    """
+
+    reason: CallOverReason
 
 
 ControlEvent = (
-    InputEnded | TextTurn | ModeChanged | VoiceStart | VoiceEnd | ResponseFinished | IdleTimeout
+    InputEnded
+    | TextTurn
+    | InputStarted
+    | VoiceStart
+    | VoiceEnd
+    | AnswerAudible
+    | ResponseFinished
+    | IdleTimeout
+    | PlaybackProgress
+    | CallOver
 )
 TurnInput = STTEvent | ControlEvent
+
+
+@attrs.frozen
+class BotSpeaking:
+    """In band on the audio channel: answer audio is (or is no longer) being played.
+
+    The audio path sends the caller's speech to the STT frame by frame while the bot
+    talks, so barge-in words arrive without waiting for a batch.
+    """
+
+    speaking: bool
+
+
+AudioItem = bytes | Finalize | CallSettings | BotSpeaking
+"""What the audio path reads: caller audio at the settings' rate, in-band markers."""
+
+SttItem = STTInput | CallSettings
+"""What the STT supervisor reads: 16 kHz audio, Finalize, and settings (a new
+language restarts the recogniser)."""
+
+
+@attrs.frozen
+class Interrupt:
+    """Turn manager → responder: cut the answer being spoken (barge-in)."""
+
+    reason: str
+
+
+@attrs.frozen
+class HangUp:
+    """Turn manager → session: end the call; every queued answer has been spoken."""
+
+    reason: str
 
 
 @attrs.define
@@ -106,21 +153,26 @@ class TurnTimings:
     speculative: bool = False
     """The LLM started on the interim transcript, before the final one."""
 
-    def as_payload(self) -> dict[str, float | None]:
+    def metrics(self, utterance_id: str, underruns: int, late_seconds: float) -> TurnMetrics:
+        """The ``metrics.turn`` event of the answer these timings belong to."""
+
         def ms(a: float | None, b: float | None) -> float | None:
             if a is None or b is None:
                 return None
             return round((b - a) * 1000.0, 1)
 
         eos = self.end_of_speech
-        return {
-            "endOfSpeechToFinalMs": ms(eos, self.transcript_final),
-            "finalToLlmFirstTokenMs": ms(self.transcript_final, self.llm_first_token),
-            "llmFirstTokenToTtsFirstAudioMs": ms(self.llm_first_token, self.tts_first_audio),
-            "ttsFirstAudioToFirstAudioSentMs": ms(self.tts_first_audio, self.first_audio_sent),
-            "voiceToVoiceMs": ms(eos, self.first_audio_sent),
-            "speculative": self.speculative,
-        }
+        return TurnMetrics(
+            utterance_id,
+            end_of_speech_to_final_ms=ms(eos, self.transcript_final),
+            final_to_llm_first_token_ms=ms(self.transcript_final, self.llm_first_token),
+            llm_first_token_to_tts_first_audio_ms=ms(self.llm_first_token, self.tts_first_audio),
+            tts_first_audio_to_first_audio_sent_ms=ms(self.tts_first_audio, self.first_audio_sent),
+            voice_to_voice_ms=ms(eos, self.first_audio_sent),
+            speculative=self.speculative,
+            underruns=underruns,
+            late_audio_ms=round(late_seconds * 1000.0, 1),
+        )
 
 
 @attrs.define(eq=False)
@@ -161,16 +213,29 @@ class TurnRequest:
     gate: SpeculationGate | None = None
 
 
+ResponderCommand = TurnRequest | CallSettings | Interrupt | PlaybackProgress
+"""What the turn manager tells the responder, in order: one answer to speak at a time
+(the next only after the previous one's ``ResponseFinished``), new settings (for the
+next answer), barge-ins, and what the carrier confirmed the caller heard."""
+
+
 __all__ = [
-    "AudioFormat",
+    "AnswerAudible",
+    "AudioItem",
+    "BotSpeaking",
+    "CallOver",
+    "CallOverReason",
     "ClientEvent",
     "ControlEvent",
+    "HangUp",
     "IdleTimeout",
     "InputEnded",
-    "ModeChanged",
+    "InputStarted",
+    "Interrupt",
+    "ResponderCommand",
     "ResponseFinished",
-    "ServerEvent",
     "SpeculationGate",
+    "SttItem",
     "TextTurn",
     "TurnInput",
     "TurnRequest",

@@ -3,20 +3,22 @@
 Audio is released at real-time pace with a small lead instead of as fast as the
 provider produces it. That keeps the client's buffer short, so a barge-in
 silences the bot within one lead interval, and it tells the server how much of
-the answer was actually heard.
+the answer was actually heard. The player returns when the last audio it sent
+has played out (by its clock), not when it was sent: until then the bot is still
+speaking, for barge-in and for a goodbye before the call closes.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 
 import attrs
 import trio
 
 from ..audio.resample import StreamResampler
-from ..protocol import events as ev
 from ..providers.base import TTSAudio, TTSEvent, WordTimestamps
-from .messages import ServerEvent
+from .events import OutputChunk, OutputComplete, OutputStarted, ServerEvent
 
 
 @attrs.define
@@ -43,22 +45,23 @@ class Playback:
             return 0.0
         return max(0.0, min(self.sent_seconds, now - self.started_at))
 
-    def heard_words(self, now: float) -> list[str]:
-        heard = self.heard_seconds(now)
+    def heard_words(self, heard: float) -> list[str]:
         return [w for (w, _start, end) in self.words if end <= heard]
 
-    def heard_text(self, now: float, full_text: str) -> str:
-        """The part of ``full_text`` the caller heard before an interruption.
+    def heard_text(self, heard: float, full_text: str) -> str:
+        """The part of ``full_text`` in the first ``heard`` seconds of this answer.
 
         Uses the TTS word timestamps when the provider sent them; otherwise assumes
-        words are spread evenly over the audio produced so far.
+        words are spread evenly over the audio produced so far. ``heard`` is the
+        clock's estimate (:meth:`heard_seconds`) or what the carrier confirmed.
         """
+        heard = max(0.0, min(heard, self.sent_seconds))
         if self.words:
-            return " ".join(self.heard_words(now))
+            return " ".join(self.heard_words(heard))
         if self.sent_samples == 0:
             return ""
         words = full_text.split()
-        fraction = self.heard_seconds(now) / self.sent_seconds
+        fraction = heard / self.sent_seconds
         return " ".join(words[: int(len(words) * fraction)])
 
 
@@ -89,12 +92,7 @@ async def play(
             playback.started_at = now
             if on_first_audio is not None:
                 await on_first_audio()
-            await out.send(
-                ServerEvent(
-                    ev.OUTPUT_START,
-                    {"utteranceId": playback.utterance_id, "timestamp": _wall_ms()},
-                )
-            )
+            await out.send(OutputStarted(playback.utterance_id, _wall_ms()))
         else:
             # A positive gap means everything sent so far has played out and the caller
             # heard silence; their player resumes with this chunk, so our clock moves too.
@@ -108,12 +106,7 @@ async def play(
         due = playback.started_at + playback.sent_seconds - lead
         if due > now:
             await trio.sleep_until(due)
-        await out.send(
-            ServerEvent(
-                ev.OUTPUT_CHUNK,
-                {"audio": pcm, "utteranceId": playback.utterance_id, "sampleRate": playback.rate},
-            )
-        )
+        await out.send(OutputChunk(playback.utterance_id, pcm, playback.rate))
         playback.sent_samples += len(pcm) // 2
 
     async with audio:
@@ -150,7 +143,9 @@ async def play(
     if pending:
         await send_chunk(bytes(pending))
     if playback.started_at is not None:
-        await out.send(ServerEvent(ev.OUTPUT_COMPLETE, {"utteranceId": playback.utterance_id}))
+        # Pacing, not synchronisation: the answer is over when its audio has played.
+        await trio.sleep_until(playback.started_at + playback.sent_seconds)
+        await out.send(OutputComplete(playback.utterance_id))
 
 
 def _short_of_a_chunk(playback: Playback, chunk_ms: int) -> bool:
@@ -162,6 +157,4 @@ def _short_of_a_chunk(playback: Playback, chunk_ms: int) -> bool:
 
 
 def _wall_ms() -> int:
-    import time
-
     return int(time.time() * 1000)

@@ -1,224 +1,214 @@
-"""The responder: one spoken answer at a time, each inside its own cancel scope.
+"""The responder: speaks the answers the turn manager hands it, one at a time.
 
-For every turn request it runs three actors in a nursery — LLM+chunker, TTS,
-player — joined by bounded channels. Cancelling the answer's scope (barge-in,
-hang-up) stops all three: the LLM stream is closed, the TTS context is cancelled
-at the provider and unplayed audio is dropped.
+It is two tasks. The *reader* takes the turn manager's commands in order and never
+waits on anything else, so the turn manager can never block on it: an answer to
+speak goes to the *speaker*; new settings apply from the next answer; an
+``Interrupt`` cancels the answer in progress (a barge-in is its cancel scope); the
+carrier's playback reports are kept for the history. The *speaker* runs each
+:class:`~.answer.Answer`, keeps the conversation, and reports back to the turn
+manager (``ResponseFinished``) and the caller (``audio.output.cancel``,
+``conversation.response.complete``, ``metrics.turn``).
+
+What enters the history after a barge-in is what the caller heard: the carrier's
+confirmation when the transport has one (Twilio marks), otherwise the player's
+clock. Because marks of the cleared audio come back after the barge-in, that entry
+is settled when the next answer starts, not at the moment of the cut.
 """
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import logging
-import time
 from contextlib import AsyncExitStack
 
 import attrs
 import trio
 
-from ..errors import LLMError, LLMErrorKind, TTSError
+from ..errors import TTSError
 from ..protocol import events as ev
-from ..protocol.ids import new_id
-from ..providers.base import ChatMessage, LLMEngine, TTSConnection, TTSEngine, TTSEvent
-from ..providers.llm_retry import FallbackMessages, stream_with_retry
+from ..protocol.client_events import PlaybackProgress
+from ..providers.base import ChatMessage, LLMEngine, TTSConnection, TTSEngine
+from ..providers.llm_retry import FallbackMessages
 from ..providers.reporting import report
-from .chunker import SemanticChunker
+from .answer import Answer, AnswerContext, AnswerOutcome, bot_speaking
 from .context import Conversation
-from .messages import ResponseFinished, ServerEvent, TurnInput, TurnRequest
-from .player import Playback, play
-from .state import SessionState
+from .events import ErrorEvent, OutputCancelled, ResponseComplete, ServerEvent
+from .messages import (
+    BotSpeaking,
+    Interrupt,
+    ResponderCommand,
+    ResponseFinished,
+    TurnInput,
+    TurnRequest,
+)
+from .meter import NO_METER, AudioMeter
+from .settings import CallSettings
 
 log = logging.getLogger("vantum.responder")
 
 
-@attrs.define
+@attrs.frozen
+class _Unsettled:
+    """An interrupted answer whose heard part waits for the carrier's last word."""
+
+    outcome: AnswerOutcome
+    clock_heard_s: float
+
+
+@attrs.define(eq=False)
 class Responder:
     llm: LLMEngine
     tts: TTSEngine
     conversation: Conversation
-    state: SessionState
+    settings: CallSettings
+    """For the next answer (the reader replaces it; an answer keeps the one it began with)."""
     out: trio.MemorySendChannel[ServerEvent]
-    lead: float = 0.2
-    chunk_ms: int = 40
+    inbox: trio.MemorySendChannel[TurnInput]
+    audio_ctl: trio.MemorySendChannel[BotSpeaking] | None = None
+    meter: AudioMeter = NO_METER
+    session_id: str = ""
     fallbacks: FallbackMessages = attrs.Factory(FallbackMessages)
+    _current: Answer | None = None
+    _progress: dict[str, PlaybackProgress] = attrs.Factory(dict)
+    _unsettled: _Unsettled | None = None
 
-    async def run(
-        self,
-        requests: trio.MemoryReceiveChannel[TurnRequest],
-        inbox: trio.MemorySendChannel[TurnInput],
-    ) -> None:
-        """Answer requests in order; (re)connect the TTS lazily so a TTS outage only mutes."""
-        async with requests, inbox, AsyncExitStack() as stack:
+    async def run(self, commands: trio.MemoryReceiveChannel[ResponderCommand]) -> None:
+        """Serve ``commands`` until the turn manager closes them; closes every channel
+        it was given on the way out."""
+        work_tx, work_rx = trio.open_memory_channel[TurnRequest](1)
+        async with AsyncExitStack() as channels:
+            for channel in (commands, self.out, self.inbox, self.audio_ctl):
+                if channel is not None:
+                    await channels.enter_async_context(channel)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._speak_all, work_rx)
+                async with work_tx:
+                    async for command in commands:
+                        if isinstance(command, TurnRequest):
+                            # The turn manager hands over the next answer only after the
+                            # previous one finished, so this never waits.
+                            await work_tx.send(command)
+                        elif isinstance(command, CallSettings):
+                            self.settings = command
+                        elif isinstance(command, Interrupt):
+                            self._interrupt(command)
+                        else:
+                            self._progress[command.utterance_id] = command
+
+    def _interrupt(self, command: Interrupt) -> None:
+        answer = self._current
+        if answer is None or answer.scope.cancel_called:
+            return
+        log.info(
+            "session %s: answer %s interrupted (%s)",
+            self.session_id,
+            answer.utterance_id,
+            command.reason,
+        )
+        if command.reason == "call_ended":
+            answer.cancel_reason = "call_ended"
+        answer.scope.cancel()
+
+    async def _speak_all(self, requests: trio.MemoryReceiveChannel[TurnRequest]) -> None:
+        """Answer requests in order; (re)connect the TTS lazily so a TTS outage only
+        mutes, and at a new rate when the caller's changed."""
+        async with requests, AsyncExitStack() as stack:
             conn: TTSConnection | None = None
+            conn_rate: int | None = None
             async for request in requests:
-                self.state.pending_requests -= 1
-                self.state.responding = True
+                settings = self.settings
+                if conn is not None and conn_rate != settings.output_rate:
+                    await stack.aclose()
+                    conn = None
                 if conn is None:
                     try:
-                        conn = await stack.enter_async_context(
-                            self.tts.connect(sample_rate=self.state.output_rate)
-                        )
+                        tts = self.tts.connect(sample_rate=settings.output_rate)
+                        conn = await stack.enter_async_context(tts)
+                        conn_rate = settings.output_rate
                     except TTSError as exc:
                         report(self.tts.name, "connect")
                         await self._error(ev.ERR_TTS, f"TTS unavailable: {exc}")
-                try:
-                    ok, interrupted = await self.respond(conn, request)
-                finally:
-                    self.state.responding = False
-                    self.state.speaking = False
-                await inbox.send(ResponseFinished(trio.current_time(), interrupted))
-                if self.state.hangup_reason is not None and not self.state.busy:
-                    await trio.sleep(self.lead)  # let the goodbye's last audio play out
-                    self.state.hangup.set()
-                if not ok:
+                outcome = await self._answer(conn, request, settings)
+                await self.inbox.send(ResponseFinished(trio.current_time(), outcome.interrupted))
+                if not outcome.tts_ok:
                     await stack.aclose()
                     conn = None
 
-    async def respond(self, conn: TTSConnection | None, request: TurnRequest) -> tuple[bool, bool]:
-        """Speak one answer. Returns (TTS connection still good, answer was interrupted)."""
-        uid = new_id()
-        timings = request.timings
+    async def _answer(
+        self, conn: TTSConnection | None, request: TurnRequest, settings: CallSettings
+    ) -> AnswerOutcome:
+        self._settle()
         messages = self.conversation.messages()
         if not request.canned:
             messages.append(ChatMessage("user", request.text))
-        spoken: list[str] = []
-        tts_ok = True
-        dropped = False
-        playback = Playback(uid, self.state.output_rate)
-
-        async def call_llm(tokens_tx: trio.MemorySendChannel[str]) -> None:
-            async with tokens_tx:
-                if request.canned:
-                    await tokens_tx.send(request.text)
-                    return
-                try:
-                    await stream_with_retry(self.llm, messages, tokens_tx)
-                    self.fallbacks.success()
-                except LLMError as exc:
-                    await self._error(ev.llm_error(exc.kind.value), exc.message)
-                    if not spoken:
-                        await tokens_tx.send(self.fallbacks.message_for(exc.kind))
-
-        async def produce_text(
-            tokens_rx: trio.MemoryReceiveChannel[str], text_tx: trio.MemorySendChannel[str]
-        ) -> None:
-            chunker = SemanticChunker()
-
-            async def emit(chunk: str) -> None:
-                spoken.append(chunk)
-                await self.out.send(
-                    ServerEvent(ev.RESPONSE_TEXT, {"utteranceId": uid, "text": chunk})
-                )
-                # If the TTS failed, the answer continues as text only.
-                with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-                    await text_tx.send(chunk)
-
-            async with text_tx, tokens_rx:
-                async for delta in tokens_rx:
-                    if timings.llm_first_token is None:
-                        timings.llm_first_token = trio.current_time()
-                    for chunk in chunker.feed(delta):
-                        await emit(chunk)
-                for chunk in chunker.flush():
-                    await emit(chunk)
-
-        async def synthesize(
-            text_rx: trio.MemoryReceiveChannel[str],
-            audio_tx: trio.MemorySendChannel[TTSEvent],
-        ) -> None:
-            nonlocal tts_ok
-            async with text_rx, audio_tx:
-                if conn is None:
-                    async for _ in text_rx:
-                        pass
-                    return
-                try:
-                    await conn.synthesize(uid, text_rx, audio_tx, voice_id=self.state.voice_id)
-                except TTSError as exc:
-                    report(self.tts.name, "synthesis")
-                    tts_ok = False
-                    await self._error(ev.ERR_TTS, str(exc))
-
-        async def first_audio() -> None:
-            timings.first_audio_sent = trio.current_time()
-            self.state.speaking = True
-
-        def first_tts_audio() -> None:
-            if timings.tts_first_audio is None:
-                timings.tts_first_audio = trio.current_time()
-
-        async def player(audio_rx: trio.MemoryReceiveChannel[TTSEvent]) -> None:
-            await play(
-                audio_rx,
-                self.out,
-                playback,
-                source_rate=self.tts.sample_rate if conn is None else conn.sample_rate,
-                lead=self.lead,
-                chunk_ms=self.chunk_ms,
-                on_first_audio=first_audio,
-                on_tts_audio=first_tts_audio,
-                on_late=functools.partial(self.state.meter.audio_late, "out"),
-            )
-
-        with trio.CancelScope() as scope:
-            self.state.response_scope = scope
-            async with trio.open_nursery() as nursery:
-                tokens_tx, tokens_rx = trio.open_memory_channel[str](256)
-                nursery.start_soon(call_llm, tokens_tx)
-                if request.gate is not None and not await request.gate.wait():
-                    dropped = True  # a wrong guess: dropped before the caller saw anything
-                    scope.cancel()
-                if not request.canned:
-                    self.conversation.add_user(request.text)
-                await self.out.send(
-                    ServerEvent(ev.RESPONSE_START, {"utteranceId": uid, "timestamp": _wall_ms()})
-                )
-                text_tx, text_rx = trio.open_memory_channel[str](8)
-                audio_tx, audio_rx = trio.open_memory_channel[TTSEvent](32)
-                nursery.start_soon(produce_text, tokens_rx, text_tx)
-                nursery.start_soon(synthesize, text_rx, audio_tx)
-                nursery.start_soon(player, audio_rx)
-        self.state.response_scope = None
-        self.state.speaking = False
-        if dropped:
-            return True, False
-        interrupted = scope.cancelled_caught
-        if interrupted:
-            now = trio.current_time()
-            text = playback.heard_text(now, " ".join(spoken))
-            unplayed = playback.sent_seconds - playback.heard_seconds(now)
+        ctx = AnswerContext(
+            self.llm,
+            self.tts,
+            settings,
+            self.out,
+            self.inbox,
+            self.audio_ctl,
+            self.meter,
+            self.fallbacks,
+            self.session_id,
+        )
+        answer = Answer(
+            ctx,
+            conn,
+            messages,
+            request.timings,
+            canned_text=request.text if request.canned else None,
+            gate=request.gate,
+        )
+        self._current = answer
+        try:
+            outcome = await answer.run()
+        finally:
+            self._current = None
+        playback = outcome.playback
+        if playback.started_at is not None:
+            await bot_speaking(self.audio_ctl, False)
+        if outcome.dropped:
+            return outcome
+        if not request.canned:
+            self.conversation.add_user(request.text)
+        if outcome.interrupted:
+            heard = playback.heard_seconds(trio.current_time())
+            unplayed = playback.sent_seconds - heard
             if unplayed > 0:
-                self.state.meter.audio_dropped("out", "barge_in", unplayed)
+                self.meter.audio_dropped("out", "barge_in", unplayed)
             if playback.started_at is not None:
-                await self.out.send(
-                    ServerEvent(ev.OUTPUT_CANCEL, {"utteranceId": uid, "reason": "barge_in"})
-                )
+                await self.out.send(OutputCancelled(outcome.utterance_id, answer.cancel_reason))
+            self._unsettled = _Unsettled(outcome, heard)
         else:
-            text = " ".join(spoken)
+            self._progress.clear()
+            if outcome.spoken:
+                self.conversation.add_assistant(outcome.spoken)
+        await self.out.send(ResponseComplete(outcome.utterance_id))
+        metrics = request.timings.metrics(
+            outcome.utterance_id, playback.underruns, playback.late_seconds
+        )
+        await self.out.send(metrics)
+        return outcome
+
+    def _settle(self) -> None:
+        """Enter the last interrupted answer's heard part into the history."""
+        unsettled, self._unsettled = self._unsettled, None
+        if unsettled is None:
+            return
+        outcome = unsettled.outcome
+        heard = unsettled.clock_heard_s
+        confirmed = self._progress.get(outcome.utterance_id)
+        if confirmed is not None:
+            played = confirmed.played_ms / 1000
+            heard = outcome.playback.sent_seconds if confirmed.finished else played
+        self._progress.clear()
+        text = outcome.playback.heard_text(heard, outcome.spoken)
         if text:
             self.conversation.add_assistant(text)
-        await self.out.send(ServerEvent(ev.RESPONSE_COMPLETE, {"utteranceId": uid}))
-        await self.out.send(
-            ServerEvent(
-                ev.METRICS_TURN,
-                {
-                    "utteranceId": uid,
-                    **timings.as_payload(),
-                    "underruns": playback.underruns,
-                    "lateAudioMs": round(playback.late_seconds * 1000.0, 1),
-                },
-            )
-        )
-        return tts_ok, interrupted
 
-    async def _error(self, event_type: str, message: str) -> None:
-        log.warning("session %s: %s: %s", self.state.session_id, event_type, message)
-        await self.out.send(ServerEvent(event_type, {"message": message}, request_type="turn"))
+    async def _error(self, code: str, message: str) -> None:
+        log.warning("session %s: %s: %s", self.session_id, code, message)
+        await self.out.send(ErrorEvent(code, message, "turn"))
 
 
-def _wall_ms() -> int:
-    return int(time.time() * 1000)
-
-
-__all__ = ["LLMErrorKind", "Responder"]
+__all__ = ["Responder"]

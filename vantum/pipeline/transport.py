@@ -11,7 +11,7 @@ from typing import Protocol
 
 from ..errors import ProtocolError
 from ..protocol.client_events import ClientEvent
-from .messages import ServerEvent
+from .events import ServerEvent
 
 
 class PeerGone(Exception):

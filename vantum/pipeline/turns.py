@@ -5,6 +5,13 @@ when they are interrupting the bot.
 transcripts, VAD and control events can be driven directly by property tests;
 ``run_turn_manager`` is the thin actor around it. docs/turn-taking.md has the
 state diagram.
+
+The turn manager is the one owner of the call's floor: it alone decides a barge-in
+(from transcripts, the VAD, a typed turn or a new ``audio.input.start``), it keeps
+the queue of answers waiting to be spoken (:class:`~.answer_queue.AnswerQueue`) and
+hands the responder one at a time, and it decides when an idle call hangs up. The
+responder reports back what it did (``AnswerAudible``, ``ResponseFinished``); nothing
+is shared between the two but the messages.
 """
 
 from __future__ import annotations
@@ -16,13 +23,20 @@ import attrs
 import trio
 
 from ..protocol import events as ev
+from ..protocol.client_events import PlaybackProgress
 from ..providers.base import FinalizeDone, SpeechStarted, TranscriptEvent, UtteranceEnd
+from .answer_queue import AnswerQueue, QueueFull
+from .events import ErrorEvent, ServerEvent, TranscriptFinal, TranscriptInterim
 from .messages import (
+    AnswerAudible,
+    CallOver,
+    HangUp,
     IdleTimeout,
     InputEnded,
-    ModeChanged,
+    InputStarted,
+    Interrupt,
+    ResponderCommand,
     ResponseFinished,
-    ServerEvent,
     SpeculationGate,
     TextTurn,
     TurnInput,
@@ -31,7 +45,7 @@ from .messages import (
     VoiceEnd,
     VoiceStart,
 )
-from .state import SessionState
+from .settings import CallSettings, TurnPolicy
 
 
 @attrs.frozen
@@ -42,13 +56,6 @@ class Emit:
 @attrs.frozen
 class Respond:
     request: TurnRequest
-
-
-@attrs.frozen
-class Interrupt:
-    """Cancel the answer being spoken (barge-in)."""
-
-    reason: str
 
 
 @attrs.frozen
@@ -65,25 +72,6 @@ def _wall_ms() -> int:
     return int(time.time() * 1000)
 
 
-@attrs.frozen
-class TurnPolicy:
-    """Tunables of turn-taking (server defaults; some are per session on start)."""
-
-    barge_in: bool = True
-    barge_in_min_words: int = 2
-    """Words the caller must say over the bot before it stops ("mm-hm" is one)."""
-    barge_in_min_speech_ms: int = 200
-    """...and for at least this long (a cough or click is shorter)."""
-    barge_in_long_speech_ms: int = 1500
-    """Speech this long interrupts even before the STT has produced words."""
-    idle_prompt_s: float | None = 15.0
-    max_idle_prompts: int = 2
-    idle_prompts: tuple[str, ...] = ("Are you still there?", "Hello? I can't hear you.")
-    goodbye: str = "It seems you've stepped away. Goodbye!"
-    speculate: bool = True
-    """Start the LLM on the interim transcript at end of speech (auto mode)."""
-
-
 @attrs.define
 class TurnState:
     """What the caller has said in the current turn, and how the turn ends.
@@ -95,9 +83,9 @@ class TurnState:
     closes the turn too, whichever comes first.
     """
 
-    policy: TurnPolicy = attrs.Factory(TurnPolicy)
-    turn_mode: str = "manual"
-    language: str = "en-US"
+    settings: CallSettings = attrs.Factory(CallSettings)
+    """The call's settings (turn mode, language, turn policy); replaced on
+    ``audio.input.start``."""
     finals: list[str] = attrs.Factory(list)
     pending_ends: int = 0
     """Finalizes sent and not yet answered by FinalizeDone (they pair one to one)."""
@@ -114,6 +102,14 @@ class TurnState:
     """This turn already interrupted the bot (so it is a real turn, not a backchannel)."""
     last_interim: str = ""
     speculation: tuple[str, SpeculationGate] | None = None
+
+    @property
+    def policy(self) -> TurnPolicy:
+        return self.settings.turn
+
+    @property
+    def turn_mode(self) -> str:
+        return self.settings.turn_mode
 
     def handle(self, item: TurnInput, now: float, bot_speaking: bool = False) -> list[Action]:
         if isinstance(item, TranscriptEvent):
@@ -153,16 +149,16 @@ class TurnState:
                 actions.append(Interrupt("text_input"))
             actions.append(Respond(TurnRequest(item.text, timings)))
             return actions
-        if isinstance(item, ModeChanged):
-            self.turn_mode = item.turn_mode
-            self.language = item.language
-            return []
+        if isinstance(item, InputStarted):
+            self.settings = item.settings
+            # A new audio.input.start over the answer: the caller is taking the floor.
+            return [Interrupt("input_start")] if bot_speaking else []
         if isinstance(item, ResponseFinished):
             self.overlap_words = 0
             return []
         if isinstance(item, IdleTimeout):
             return self._on_idle(now)
-        if isinstance(item, SpeechStarted):
+        if isinstance(item, SpeechStarted | AnswerAudible | PlaybackProgress | CallOver):
             return []
         raise TypeError(f"unexpected turn input {item!r}")
 
@@ -186,12 +182,7 @@ class TurnState:
         if not t.text and not t.is_final:
             return []
         self.idle_prompts_sent = 0
-        payload = {
-            "transcript": t.text,
-            "confidence": t.confidence,
-            "timestamp": self.wall_ms(),
-            "language": t.language or self.language,
-        }
+        language = t.language or self.settings.language
         actions: list[Action] = []
         if bot_speaking and t.text:
             self.overlapped = True
@@ -200,12 +191,13 @@ class TurnState:
                 actions.append(Interrupt("barge_in"))
         if not t.is_final:
             self.last_interim = t.text
-            actions.append(Emit(ServerEvent(ev.TRANSCRIPT_INTERIM, payload)))
+            interim = TranscriptInterim(t.text, t.confidence, self.wall_ms(), language)
+            actions.append(Emit(interim))
             return actions
         self.last_interim = ""
         if t.text:
             self.finals.append(t.text)
-            actions.append(Emit(ServerEvent(ev.TRANSCRIPT_FINAL, payload)))
+            actions.append(Emit(TranscriptFinal(t.text, t.confidence, self.wall_ms(), language)))
         if self.turn_mode == "auto" and t.speech_final and self.finals:
             if self.timings.end_of_speech is None:
                 self.timings.end_of_speech = now
@@ -226,14 +218,19 @@ class TurnState:
             spoken_ms >= p.barge_in_min_speech_ms or self.voice_since is None
         )
 
-    def long_speech_interrupts(self, now: float, bot_speaking: bool) -> bool:
-        """VAD-only barge-in: the caller has talked over the bot for a long time."""
+    def long_speech_interrupts(self, now: float, bot_speaking_since: float | None) -> bool:
+        """VAD-only barge-in: the caller has talked over the bot for a long time.
+
+        Only speech *over* the bot counts: a caller still finishing a sentence when an
+        early answer starts has not talked over it for the time before it started.
+        """
         p = self.policy
-        if not (bot_speaking and p.barge_in and self.turn_mode == "auto"):
+        voice = self.voice_since
+        if bot_speaking_since is None or voice is None:
             return False
-        return self.voice_since is not None and (
-            (now - self.voice_since) * 1000 >= p.barge_in_long_speech_ms
-        )
+        if not (p.barge_in and self.turn_mode == "auto"):
+            return False
+        return (now - max(voice, bot_speaking_since)) * 1000 >= p.barge_in_long_speech_ms
 
     def _close_turn(self, now: float) -> list[Action]:
         text = " ".join(self.finals).strip()
@@ -286,22 +283,56 @@ def _normalise(text: str) -> str:
 async def run_turn_manager(
     inbox: trio.MemoryReceiveChannel[TurnInput],
     out: trio.MemorySendChannel[ServerEvent],
-    requests: trio.MemorySendChannel[TurnRequest],
-    state: SessionState,
-    policy: TurnPolicy = TurnPolicy(),
+    commands: trio.MemorySendChannel[ResponderCommand],
+    hangups: trio.MemorySendChannel[HangUp],
+    settings: CallSettings | None = None,
 ) -> None:
-    """Apply ``TurnState`` to the merged stream of STT, VAD and control events."""
-    turns = TurnState(policy)
+    """Apply ``TurnState`` to the merged stream of STT, VAD and control events.
+
+    Runs until every sender of ``inbox`` has closed it. A :class:`CallOver` from the
+    session closes ``commands`` (after the goodbye, for a hang-up), so the responder
+    finishes and closes its side; every channel given here is closed on return.
+    """
+    turns = TurnState(settings or CallSettings())
+    answers = AnswerQueue(turns.settings.request_queue)
+    call_over = False
     last_activity = trio.current_time()
     long_speech_checked: float | None = None  # the voice segment already checked
-    async with inbox, requests:
+
+    async def act(action: Action, now: float) -> None:
+        nonlocal last_activity
+        if isinstance(action, Emit):
+            await out.send(action.event)
+        elif isinstance(action, Interrupt):
+            if answers.in_flight and not call_over:
+                await commands.send(action)
+        elif isinstance(action, EndCall):
+            answers.hang_up_after_queue(action.reason)
+            last_activity = now
+        elif call_over:
+            if action.request.gate is not None:
+                action.request.gate.reject()
+        else:
+            try:
+                dispatch = answers.submit(action.request)
+            except QueueFull:
+                message = "too many answers pending; this turn was dropped"
+                await out.send(ErrorEvent(ev.ERR_QUEUE_FULL, message, ev.INPUT_END))
+                return
+            if dispatch is not None:
+                await commands.send(dispatch)
+
+    async with inbox, out, commands, hangups:
         while True:
-            deadline = turns.idle_deadline(last_activity, state.busy)
+            policy = turns.policy
+            deadline = turns.idle_deadline(last_activity, answers.busy or call_over)
             voice = turns.voice_since
-            check_long = voice is not None and state.speaking and long_speech_checked != voice
-            if check_long and voice is not None:
+            audible = answers.audible_since
+            overlap: float | None = None  # when the caller's speech over the bot began
+            if voice is not None and audible is not None and long_speech_checked != voice:
+                overlap = max(voice, audible)
                 # Re-check VAD-only barge-in once, when the long-speech window expires.
-                deadline = min(deadline, voice + policy.barge_in_long_speech_ms / 1000)
+                deadline = min(deadline, overlap + policy.barge_in_long_speech_ms / 1000)
             item: TurnInput | None = None
             with trio.move_on_at(deadline):
                 try:
@@ -311,35 +342,57 @@ async def run_turn_manager(
             now = trio.current_time()
             if item is None:
                 long_due = (
-                    voice is not None and now >= voice + policy.barge_in_long_speech_ms / 1000
+                    overlap is not None and now >= overlap + policy.barge_in_long_speech_ms / 1000
                 )
-                if check_long and long_due:
+                if long_due:
                     long_speech_checked = voice
-                    if turns.long_speech_interrupts(now, state.speaking):
-                        state.interrupt()
+                    if turns.long_speech_interrupts(now, answers.audible_since):
+                        await act(Interrupt("long_speech"), now)
                     continue
-                if now < turns.idle_deadline(last_activity, state.busy):
+                if now < turns.idle_deadline(last_activity, answers.busy):
                     continue
                 item = IdleTimeout(now)
-            if not isinstance(item, (IdleTimeout, SpeechStarted)):
-                last_activity = now
-            for action in turns.handle(item, now, state.speaking):
-                if isinstance(action, Emit):
-                    await out.send(action.event)
-                elif isinstance(action, Interrupt):
-                    state.interrupt()
-                elif isinstance(action, EndCall):
-                    state.request_hangup(action.reason)
-                    last_activity = now
+            if isinstance(item, AnswerAudible):
+                answers.audible(item.at)
+            elif isinstance(item, ResponseFinished):
+                following = answers.finished()
+                if following is not None:
+                    await commands.send(following)
                 else:
-                    try:
-                        requests.send_nowait(action.request)
-                        state.pending_requests += 1
-                    except trio.WouldBlock:
-                        await out.send(
-                            ServerEvent(
-                                ev.ERR_QUEUE_FULL,
-                                {"message": "too many answers pending; this turn was dropped"},
-                                request_type=ev.INPUT_END,
-                            )
-                        )
+                    reason = answers.take_hangup()
+                    if reason is not None and not call_over:
+                        hangups.send_nowait(HangUp(reason))
+            elif isinstance(item, PlaybackProgress):
+                if not call_over:
+                    await commands.send(item)
+                continue
+            elif isinstance(item, InputStarted) and not call_over:
+                await commands.send(item.settings)
+            elif isinstance(item, CallOver):
+                call_over = True
+                if item.reason != "hangup":
+                    for dropped in answers.drop_pending():
+                        if dropped.gate is not None:
+                            dropped.gate.reject()
+                    if answers.in_flight:
+                        await commands.send(Interrupt("call_ended"))
+                await commands.aclose()
+                continue
+            if not isinstance(item, IdleTimeout | SpeechStarted | AnswerAudible):
+                last_activity = now
+            if call_over and not isinstance(item, ResponseFinished):
+                continue
+            for action in turns.handle(item, now, answers.speaking):
+                await act(action, now)
+
+
+__all__ = [
+    "Action",
+    "Emit",
+    "EndCall",
+    "Interrupt",
+    "Respond",
+    "TurnPolicy",
+    "TurnState",
+    "run_turn_manager",
+]

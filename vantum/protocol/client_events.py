@@ -58,7 +58,22 @@ class DtmfInput:
     digit: str
 
 
-ClientEvent = InputStart | InputChunk | InputEnd | TextInput | DtmfInput
+@attrs.frozen
+class PlaybackProgress:
+    """The carrier confirmed how much of an answer the caller has really heard.
+
+    Not a browser event: a transport whose carrier acknowledges playback (Twilio
+    echoes a ``mark`` once the audio before it has played) reports it, so the
+    history after a barge-in holds what was heard, not what the clock guessed.
+    """
+
+    utterance_id: str
+    played_ms: int
+    finished: bool = False
+    """The whole answer played (its last mark came back, not cleared)."""
+
+
+ClientEvent = InputStart | InputChunk | InputEnd | TextInput | DtmfInput | PlaybackProgress
 
 
 def parse(envelope: Envelope, session_id: str) -> ClientEvent:

@@ -15,6 +15,8 @@ OUTPUT_COMPLETE = "audio.output.complete"
 OUTPUT_CANCEL = "audio.output.cancel"
 METRICS_TURN = "metrics.turn"
 DTMF = "conversation.dtmf"  # phone keypad digit, echoed to observers
+LIFECYCLE_HANGUP = "connection.lifecycle.hangup"
+LIFECYCLE_MAX_DURATION = "connection.lifecycle.max_duration"
 
 # Client -> server
 INPUT_START = "audio.input.start"
@@ -46,6 +48,7 @@ ERR_STT = "stt.error.provider"
 ERR_TTS = "tts.error.synthesis"
 ERR_SHUTDOWN = "connection.error.shutdown"
 ERR_AUTH = "connection.error.auth"
+ERR_CAPACITY = "connection.error.capacity"
 
 
 def llm_error(kind: str) -> str:

@@ -23,33 +23,34 @@ from typing import Any
 
 import trio
 
-from ..pipeline.messages import ServerEvent
+from ..pipeline import events as e
 from ..pipeline.session import EventObserver
-from ..protocol import events as ev
+from ..transports.browser_wire import to_wire
 from .store import CallStore, NewEvent
 
 log = logging.getLogger("vantum.records")
 
-RECORDED = frozenset(
-    {
-        ev.TRANSCRIPT_FINAL,
-        ev.RESPONSE_START,
-        ev.RESPONSE_TEXT,
-        ev.RESPONSE_COMPLETE,
-        ev.OUTPUT_CANCEL,
-        ev.METRICS_TURN,
-        ev.DTMF,
-    }
+RECORDED: tuple[type[e.ServerEvent], ...] = (
+    e.TranscriptFinal,
+    e.ResponseStarted,
+    e.ResponseText,
+    e.ResponseComplete,
+    e.OutputCancelled,
+    e.TurnMetrics,
+    e.DtmfReceived,
+    e.ErrorEvent,
 )
-"""What a call record keeps besides errors: what was said and how fast. Interim
-transcripts and audio are not kept (they are large and say nothing new)."""
+"""What a call record keeps: what was said, how fast, and what went wrong. Interim
+transcripts and audio are not kept (they are large and say nothing new). Records
+hold each event in its documented browser form (docs/protocol.md), so a stored call
+reads like the protocol and older records stay comparable."""
 
 DROPPED_KIND = "records.dropped"
 BATCH = 64
 
 
-def is_recorded(event_type: str) -> bool:
-    return event_type in RECORDED or ".error." in event_type or event_type.startswith("error.")
+def is_recorded(event: e.ServerEvent) -> bool:
+    return isinstance(event, RECORDED)
 
 
 class CallRecorder:
@@ -72,15 +73,16 @@ class CallRecorder:
         self._clock = wall_clock
         self._tx, self._rx = trio.open_memory_channel[NewEvent](queue_size)
 
-    def on_event(self, event: ServerEvent) -> None:
+    def on_event(self, event: e.ServerEvent) -> None:
         if self.also is not None:
             self.also.on_event(event)
-        if not is_recorded(event.event_type):
+        if not is_recorded(event):
             return
-        payload: Mapping[str, Any] = event.payload
-        if event.request_type is not None:
-            payload = {**payload, "requestType": event.request_type}
-        item = NewEvent(self.call_id, event.event_type, payload, self._clock())
+        wire = to_wire(event)
+        payload: Mapping[str, Any] = wire.payload
+        if wire.request_type is not None:
+            payload = {**payload, "requestType": wire.request_type}
+        item = NewEvent(self.call_id, wire.event_type, payload, self._clock())
         try:
             self._tx.send_nowait(item)
         except trio.WouldBlock:

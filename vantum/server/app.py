@@ -23,8 +23,9 @@ from ..errors import ConfigError
 from ..limits import RateLimiter
 from ..logs import bind
 from ..pipeline.context import DEFAULT_SYSTEM_PROMPT
-from ..pipeline.messages import ServerEvent
-from ..pipeline.session import Engines, EventObserver, SessionOptions, run_session
+from ..pipeline.events import ErrorEvent
+from ..pipeline.session import Engines, EventObserver, run_session
+from ..pipeline.settings import CallSettings
 from ..pipeline.transport import Transport
 from ..protocol import events as ev
 from ..protocol.ids import new_id
@@ -43,12 +44,12 @@ class VantumApp:
         self,
         config: Config,
         engines: Engines,
-        options: SessionOptions | None = None,
+        settings: CallSettings | None = None,
         engine_names: dict[str, str] | None = None,
     ) -> None:
         self.config = config
         self.engines = engines
-        self.options = options or SessionOptions(
+        self.settings = settings or CallSettings(
             system_prompt=config.system_prompt or DEFAULT_SYSTEM_PROMPT,
             playback_lead=config.playback_lead_ms / 1000.0,
             output_chunk_ms=config.output_chunk_ms,
@@ -146,15 +147,15 @@ class VantumApp:
         session_id = new_id()
         transport = BrowserTransport(session_id, receive, send, self.config.max_frame_bytes)
         if failure is not None:
-            payload = {"message": failure.message, "reason": failure.reason.value}
-            await transport.send(ServerEvent(ev.ERR_AUTH, payload, request_type="connect"))
+            reason = failure.reason.value
+            await transport.send(ErrorEvent(ev.ERR_AUTH, failure.message, "connect", reason))
             await transport.close(ev.CLOSE_POLICY, failure.message)
             return
         refusal = self.refusal()
         if refusal is not None:
-            reason, code, message = refusal
-            self.metrics.sessions_refused.labels(reason).inc()
-            await transport.send(ServerEvent(reason, {"message": message}, request_type="connect"))
+            kind, code, message = refusal
+            self.metrics.sessions_refused.labels(kind).inc()
+            await transport.send(ErrorEvent(kind, message, "connect"))
             await transport.close(code, message)
             return
         await self.serve_session(transport, "browser")
@@ -210,7 +211,7 @@ class VantumApp:
             return ev.ERR_SHUTDOWN, ev.CLOSE_GOING_AWAY, "server is shutting down"
         if len(self.sessions) >= self.config.max_sessions:
             return (
-                "connection.error.capacity",
+                ev.ERR_CAPACITY,
                 ev.CLOSE_TRY_AGAIN,
                 f"server at capacity ({self.config.max_sessions} sessions); try again later",
             )
@@ -240,7 +241,7 @@ class VantumApp:
                     if self.tracing is not None:
                         observer = self.tracing.observer(sid, kind, also=observer)
                     await run_session(
-                        transport, self.engines, self.options, observer, meter=self.metrics
+                        transport, self.engines, self.settings, observer, meter=self.metrics
                     )
             except Exception:
                 log.exception("session %s crashed", sid)

@@ -8,15 +8,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from ..pipeline.messages import ServerEvent
-from ..protocol.events import METRICS_TURN, RESPONSE_START
-
-_STAGES = {
-    "endOfSpeechToFinalMs": "stt_final",
-    "finalToLlmFirstTokenMs": "llm_first_token",
-    "llmFirstTokenToTtsFirstAudioMs": "tts_first_audio",
-    "ttsFirstAudioToFirstAudioSentMs": "egress",
-}
+from ..pipeline.events import ErrorEvent, ResponseStarted, ServerEvent, TurnMetrics
 
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0)
 
@@ -82,30 +74,32 @@ class ServerMetrics:
         self.provider_errors.labels(provider, kind).inc()
 
     def audio_dropped(self, direction: str, reason: str, seconds: float) -> None:
-        """:class:`~vantum.pipeline.state.AudioMeter` hook."""
+        """:class:`~vantum.pipeline.meter.AudioMeter` hook."""
         self.audio_dropped_seconds.labels(direction, reason).inc(seconds)
 
     def audio_late(self, direction: str, seconds: float) -> None:
-        """:class:`~vantum.pipeline.state.AudioMeter` hook."""
+        """:class:`~vantum.pipeline.meter.AudioMeter` hook."""
         self.audio_late_seconds.labels(direction).inc(seconds)
         if direction == "out":
             self.audio_underruns.inc()
 
     def on_event(self, event: ServerEvent) -> None:
         """Session observer hook: count errors and turns, record latencies."""
-        kind = event.event_type
-        if ".error." in kind or kind.startswith("error."):
-            self.errors_total.labels(kind).inc()
-        elif kind == RESPONSE_START:
+        if isinstance(event, ErrorEvent):
+            self.errors_total.labels(event.code).inc()
+        elif isinstance(event, ResponseStarted):
             self.turns_total.inc()
-        elif kind == METRICS_TURN:
-            p = event.payload
-            v2v = p.get("voiceToVoiceMs")
-            if isinstance(v2v, (int, float)):
-                self.voice_to_voice.observe(v2v / 1000.0)
-            for key, stage in _STAGES.items():
-                value = p.get(key)
-                if isinstance(value, (int, float)):
+        elif isinstance(event, TurnMetrics):
+            if event.voice_to_voice_ms is not None:
+                self.voice_to_voice.observe(event.voice_to_voice_ms / 1000.0)
+            stages = (
+                ("stt_final", event.end_of_speech_to_final_ms),
+                ("llm_first_token", event.final_to_llm_first_token_ms),
+                ("tts_first_audio", event.llm_first_token_to_tts_first_audio_ms),
+                ("egress", event.tts_first_audio_to_first_audio_sent_ms),
+            )
+            for stage, value in stages:
+                if value is not None:
                     self.stage_latency.labels(stage).observe(value / 1000.0)
 
     def render(self) -> bytes:

@@ -32,13 +32,20 @@ import os
 import sys
 import time
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, cast
 
 import attrs
 
-from ..pipeline.messages import ServerEvent
+from ..pipeline.events import (
+    ErrorEvent,
+    OutputCancelled,
+    OutputChunk,
+    OutputComplete,
+    ResponseStarted,
+    ServerEvent,
+    TurnMetrics,
+)
 from ..pipeline.session import EventObserver
-from ..protocol import events as ev
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace.export import SpanExporter
@@ -46,13 +53,19 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("vantum.tracing")
 
-STAGES = (
-    ("endOfSpeechToFinalMs", "stt.final"),
-    ("finalToLlmFirstTokenMs", "llm.first_token"),
-    ("llmFirstTokenToTtsFirstAudioMs", "tts.first_audio"),
-    ("ttsFirstAudioToFirstAudioSentMs", "egress"),
-)
-"""``metrics.turn`` fields in pipeline order, with the child span each becomes."""
+STAGES = ("stt.final", "llm.first_token", "tts.first_audio", "egress")
+"""The child spans of a turn, in pipeline order (the stages of ``metrics.turn``)."""
+
+
+def _stages(m: TurnMetrics) -> list[tuple[str, float | None]]:
+    values = (
+        m.end_of_speech_to_final_ms,
+        m.final_to_llm_first_token_ms,
+        m.llm_first_token_to_tts_first_audio_ms,
+        m.tts_first_audio_to_first_audio_sent_ms,
+    )
+    return list(zip(STAGES, values, strict=True))
+
 
 MAX_TURN_ERRORS = 32
 """Error events kept per turn span; more are only counted."""
@@ -64,16 +77,6 @@ _OTLP_EXPORTERS = (
     "opentelemetry.exporter.otlp.proto.http.trace_exporter",
     "opentelemetry.exporter.otlp.proto.grpc.trace_exporter",
 )
-
-
-def _is_error(kind: str) -> bool:
-    return ".error." in kind or kind.startswith("error.")
-
-
-def _ms(value: object) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    return float(value)
 
 
 def _ns(ms: float) -> int:
@@ -131,23 +134,21 @@ class TurnTracer:
                 log.exception("tracing failed; this session's remaining turns may lack spans")
 
     def _observe(self, event: ServerEvent) -> None:
-        kind = event.event_type
-        if kind == ev.OUTPUT_CHUNK:
+        if isinstance(event, OutputChunk):
             if self._in_answer and self._first_audio_ns is None:
                 self._first_audio_ns = self._clock()
-        elif kind == ev.RESPONSE_START:
+        elif isinstance(event, ResponseStarted):
             self._in_answer = True
             self._first_audio_ns = None
             self._interrupted = None
-        elif kind == ev.OUTPUT_CANCEL:
+        elif isinstance(event, OutputCancelled):
             self._interrupted = True
-        elif kind == ev.OUTPUT_COMPLETE:
+        elif isinstance(event, OutputComplete):
             self._interrupted = False
-        elif kind == ev.METRICS_TURN:
-            self._end_turn(event.payload)
-        elif _is_error(kind):
-            message = str(event.payload.get("message", ""))
-            seen = _ErrorSeen(kind, message, event.request_type, self._clock())
+        elif isinstance(event, TurnMetrics):
+            self._end_turn(event)
+        elif isinstance(event, ErrorEvent):
+            seen = _ErrorSeen(event.code, event.message, event.request, self._clock())
             if not self._in_answer:
                 self._error_span(seen)
             elif len(self._errors) < MAX_TURN_ERRORS:
@@ -158,7 +159,7 @@ class TurnTracer:
     def _attributes(self) -> dict[str, str | int | bool | float]:
         return {"vantum.session_id": self.session_id, "vantum.transport": self.transport}
 
-    def _end_turn(self, payload: Mapping[str, Any]) -> None:
+    def _end_turn(self, metrics: TurnMetrics) -> None:
         from opentelemetry.trace import Status, StatusCode, set_span_in_context
 
         errors, dropped = self._errors, self._errors_dropped
@@ -168,18 +169,17 @@ class TurnTracer:
         self._errors, self._errors_dropped = [], 0
         self.turns += 1
 
-        stages = [(name, _ms(payload.get(key))) for key, name in STAGES]
-        v2v = _ms(payload.get("voiceToVoiceMs"))
+        stages = _stages(metrics)
+        v2v = metrics.voice_to_voice_ms
         total = v2v if v2v is not None else sum(ms for _, ms in stages if ms is not None)
         start = end - _ns(total)
 
         attrs_ = self._attributes()
         attrs_["vantum.turn.index"] = self.turns
-        attrs_["vantum.turn.speculative"] = bool(payload.get("speculative", False))
+        attrs_["vantum.turn.speculative"] = metrics.speculative
         if interrupted is not None:
             attrs_["vantum.turn.interrupted"] = interrupted
-        if isinstance(payload.get("utteranceId"), str):
-            attrs_["vantum.utterance_id"] = payload["utteranceId"]
+        attrs_["vantum.utterance_id"] = metrics.utterance_id
         if v2v is not None:
             attrs_["vantum.turn.voice_to_voice_ms"] = v2v
         for name, ms in stages:

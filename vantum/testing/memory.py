@@ -17,8 +17,9 @@ import numpy as np
 import trio
 
 from ..errors import ProtocolError
-from ..pipeline.messages import ServerEvent
-from ..pipeline.session import Engines, SessionOptions, run_session
+from ..pipeline.events import ServerEvent
+from ..pipeline.session import Engines, run_session
+from ..pipeline.settings import CallSettings
 from ..pipeline.transport import PeerGone
 from ..protocol.client_events import ClientEvent
 from ..providers.base import (
@@ -69,7 +70,7 @@ class MemoryClient:
 
 @asynccontextmanager
 async def open_memory_session(
-    engines: Engines, options: SessionOptions | None = None
+    engines: Engines, settings: CallSettings | None = None
 ) -> AsyncIterator[MemoryClient]:
     c2s_tx, c2s_rx = trio.open_memory_channel[ClientEvent | ProtocolError](64)
     s2c_tx, s2c_rx = trio.open_memory_channel[ServerEvent](10_000)
@@ -78,7 +79,7 @@ async def open_memory_session(
 
         async def serve() -> None:
             async with s2c_tx:
-                await run_session(transport, engines, options or SessionOptions())
+                await run_session(transport, engines, settings or CallSettings())
 
         nursery.start_soon(serve)
         async with c2s_tx:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from ..errors import ProtocolError
-from ..pipeline.messages import ServerEvent
+from ..pipeline.events import ServerEvent
 from ..protocol import client_events, envelope
 from ..protocol import events as ev
 from ..protocol.client_events import ClientEvent
 from ..protocol.ids import new_id
 from .asgi_ws import ASGIReceive, ASGISend, AsgiWebSocket
+from .browser_wire import to_wire
 
 __all__ = ["ASGIReceive", "ASGISend", "BrowserTransport"]
 
@@ -40,12 +41,13 @@ class BrowserTransport:
             return exc
 
     async def send(self, event: ServerEvent) -> None:
+        wire = to_wire(event)
         frame = envelope.encode_fields(
-            event.event_type,
-            event.event_id or new_id(),
+            wire.event_type,
+            wire.event_id or new_id(),
             self.session_id,
-            event.payload,
-            event.request_type,
+            wire.payload,
+            wire.request_type,
         )
         await self.ws.send_frame(frame)
 

@@ -14,8 +14,11 @@ Outbound audio leaves as exact 20 ms frames (a carry keeps the remainder for
 the next chunk), each answer chunk followed by a mark named ``<utteranceId>:<n>``
 (``<utteranceId>:end`` after its last frame). The carrier echoes a mark once
 the audio before it has played, which gives :meth:`MediaStreamTransport.played_ms`: what the caller
-really heard, for barge-in. ``audio.output.cancel`` sends ``clear``, dropping
-whatever the carrier still has queued.
+really heard. Each echoed mark is reported to the session as a
+:class:`~vantum.protocol.client_events.PlaybackProgress`, so the history after a
+barge-in holds what the carrier played, not the server clock's guess. A cancelled
+answer sends ``clear``, dropping whatever the carrier still has queued (its pending
+marks come back, completing the count).
 """
 
 from __future__ import annotations
@@ -30,10 +33,15 @@ import trio
 from ..audio.resample import StreamResampler
 from ..errors import ProtocolError, VantumError
 from ..logs import annotate
-from ..pipeline.messages import ServerEvent
+from ..pipeline.events import ErrorEvent, OutputCancelled, OutputChunk, OutputComplete, ServerEvent
 from ..pipeline.transport import PeerGone
-from ..protocol import events as ev
-from ..protocol.client_events import ClientEvent, DtmfInput, InputChunk, InputStart
+from ..protocol.client_events import (
+    ClientEvent,
+    DtmfInput,
+    InputChunk,
+    InputStart,
+    PlaybackProgress,
+)
 from ..protocol.ids import new_id
 from ..protocol.twilio import (
     AudioIn,
@@ -144,8 +152,8 @@ class MediaStreamTransport:
             self._chunks += 1
             return InputChunk(f"{self.session_id}:{self._chunks}", item.pcm16)
         if isinstance(item, Mark):
-            self._on_mark(item)
-        elif isinstance(item, Start):
+            return self._on_mark(item)
+        if isinstance(item, Start):
             return self._on_start(item)
         elif isinstance(item, DtmfIn):
             if item.digit.upper() in DTMF_DIGITS and len(item.digit) == 1:
@@ -182,7 +190,7 @@ class MediaStreamTransport:
             turn_mode="auto",
         )
 
-    def _on_mark(self, mark: Mark) -> None:
+    def _on_mark(self, mark: Mark) -> PlaybackProgress | None:
         delta = mark.played_ms - self._played_total
         self._played_total = mark.played_ms
         play = self._utterances.get(mark.name.rpartition(":")[0])
@@ -192,6 +200,9 @@ class MediaStreamTransport:
                 play.finished = True
         self._progress.set()
         self._progress = trio.Event()
+        if play is None:
+            return None
+        return PlaybackProgress(play.utterance_id, play.played_ms, play.finished)
 
     def _skip(self, why: str) -> None:
         self.ignored += 1
@@ -223,20 +234,23 @@ class MediaStreamTransport:
     async def send(self, event: ServerEvent) -> None:
         if self.ws.closed:
             raise PeerGone()
-        kind, payload = event.event_type, event.payload
-        if self.start is None and kind in (ev.OUTPUT_CHUNK, ev.OUTPUT_COMPLETE, ev.OUTPUT_CANCEL):
-            log.warning("call %s: %s before the stream started, dropped", self.call_id, kind)
-        elif kind == ev.OUTPUT_CHUNK:
-            rate = payload.get("sampleRate", self._rate)
-            await self._audio(payload["utteranceId"], payload["audio"], rate)
-        elif kind == ev.OUTPUT_COMPLETE:
-            await self._complete(payload["utteranceId"])
-        elif kind == ev.OUTPUT_CANCEL:
-            await self._cancel(payload["utteranceId"])
-        elif ".error." in kind or kind.startswith("error."):
-            log.info("call %s: %s: %s", self.call_id, kind, payload.get("message"))
+        audio = isinstance(event, OutputChunk | OutputComplete | OutputCancelled)
+        if self.start is None and audio:
+            log.warning(
+                "call %s: %s before the stream started, dropped", self.call_id, type(event).__name__
+            )
+        elif isinstance(event, OutputChunk):
+            await self._audio(event.utterance_id, event.pcm, event.rate)
+        elif isinstance(event, OutputComplete):
+            await self._complete(event.utterance_id)
+        elif isinstance(event, OutputCancelled):
+            await self._cancel(event.utterance_id)
+        elif isinstance(event, ErrorEvent):
+            log.info("call %s: %s: %s", self.call_id, event.code, event.message)
         else:
-            log.debug("call %s: %s (not sent to the %s)", self.call_id, kind, self.carrier)
+            log.debug(
+                "call %s: %s not sent to the %s", self.call_id, type(event).__name__, self.carrier
+            )
 
     def _playback_for(self, uid: str) -> UtterancePlayback | None:
         play = self._utterances.get(uid)

@@ -1,0 +1,106 @@
+"""What one call is configured with, as one value.
+
+A call's settings come from three places: the server's defaults (config and CLI),
+the caller's ``audio.input.start`` (rate, language, voice, turn mode, silence), and
+later the agent the call runs. They used to live in several places at once — a
+mutable blackboard written by ingress, a format marker for the audio path, a
+mode-change message for the turn manager — and two of them were silently dropped on
+the way (the language never reached the STT; a changed ``silenceMs`` never reached
+the VAD).
+
+Now there is one frozen :class:`CallSettings`. The session creates it at admission;
+a later ``audio.input.start`` replaces it *as a whole*
+(:meth:`CallSettings.with_input_start`); and every actor that uses a setting gets
+the new value **in band**, on the channel it already reads, ordered with the data it
+applies to: the audio path and the STT supervisor on the audio channel, the turn
+manager on its inbox, the responder on its command channel.
+"""
+
+from __future__ import annotations
+
+import attrs
+
+from ..protocol.client_events import InputStart, TurnMode
+from .context import DEFAULT_SYSTEM_PROMPT
+
+DEFAULT_OUTPUT_RATE = 16_000
+"""Answer audio rate before the caller said theirs (``audio.input.start``)."""
+
+
+@attrs.frozen
+class TurnPolicy:
+    """Tunables of turn-taking: barge-in guards and the idle policy."""
+
+    barge_in: bool = True
+    barge_in_min_words: int = 2
+    """Words the caller must say over the bot before it stops ("mm-hm" is one)."""
+    barge_in_min_speech_ms: int = 200
+    """...and for at least this long (a cough or click is shorter)."""
+    barge_in_long_speech_ms: int = 1500
+    """Speech this long interrupts even before the STT has produced words."""
+    idle_prompt_s: float | None = 15.0
+    max_idle_prompts: int = 2
+    idle_prompts: tuple[str, ...] = ("Are you still there?", "Hello? I can't hear you.")
+    goodbye: str = "It seems you've stepped away. Goodbye!"
+    speculate: bool = True
+    """Start the LLM on the interim transcript at end of speech (auto mode)."""
+
+
+@attrs.frozen
+class CallSettings:
+    """Everything one call is configured with. Frozen: change it by replacing it.
+
+    The first group is what the caller chooses in ``audio.input.start``; the rest are
+    the server's per-call defaults (``vantum serve`` flags and ``VANTUM_*`` variables).
+    """
+
+    # --- chosen by the caller (audio.input.start / Twilio custom parameters)
+    sample_rate: int | None = None
+    """The caller's audio rate in Hz; None until the first ``audio.input.start``."""
+    language: str = "en-US"
+    """BCP-47 tag given to the speech recogniser (and echoed in transcripts)."""
+    voice_id: str | None = None
+    """TTS voice; None is the engine's default."""
+    turn_mode: TurnMode = "manual"
+    """``manual``: ``audio.input.end`` ends a turn; ``auto``: the VAD's silence does."""
+    silence_ms: int = 500
+    """Auto mode: silence after speech that ends the caller's turn."""
+
+    # --- server defaults
+    system_prompt: str = DEFAULT_SYSTEM_PROMPT
+    turn: TurnPolicy = attrs.Factory(TurnPolicy)
+    """Barge-in guards and the idle policy (prompts, goodbye)."""
+    playback_lead: float = 0.2
+    """Seconds of answer audio sent ahead of real time (the caller's buffer)."""
+    output_chunk_ms: int = 40
+    """Audio per ``audio.output.chunk``."""
+    max_call_s: float | None = 3600.0
+    """Calls are ended (``connection.lifecycle.max_duration``, close 1000) at this age."""
+    audio_rate_margin: float | None = 1.25
+    """Audio faster than real time by more than this (after a 5 s lead) is dropped
+    with an ``audio.error.rate_exceeded`` event; None disables the check."""
+    request_queue: int = 10
+    """Answers that may wait behind the one being spoken; more are refused."""
+    audio_buffer: int = 50
+    """Audio chunks ingress may queue before the session reports backpressure."""
+
+    @property
+    def output_rate(self) -> int:
+        """Answer audio goes back at the caller's own rate (16 kHz before any start)."""
+        return self.sample_rate or DEFAULT_OUTPUT_RATE
+
+    def with_input_start(self, start: InputStart) -> CallSettings:
+        """The settings after the caller's ``audio.input.start``: every field it
+        carries replaces the current value (an omitted optional field is its
+        documented default, as docs/protocol.md says)."""
+        return attrs.evolve(
+            self,
+            sample_rate=start.sampling_rate,
+            language=start.language,
+            voice_id=start.voice_id,
+            turn_mode=start.turn_mode,
+            silence_ms=start.silence_ms,
+        )
+
+
+__all__ = ["DEFAULT_OUTPUT_RATE", "CallSettings", "TurnMode", "TurnPolicy"]

@@ -1,0 +1,102 @@
+"""The browser dialect's wire form of the session's typed events (docs/protocol.md).
+
+One function, :func:`to_wire`, is the only place that knows event names and
+camelCase payload keys for outbound browser events; the browser transport encodes
+its result into a MessagePack envelope, and the call records store the same
+``(eventType, payload)`` pairs (so a stored call reads like the protocol document).
+Key order is part of the byte-for-byte wire format and is kept as documented.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+
+from ..pipeline import events as e
+from ..protocol import events as ev
+
+
+@attrs.frozen
+class WireEvent:
+    """An event in the browser protocol's terms, before MessagePack."""
+
+    event_type: str
+    payload: dict[str, Any]
+    event_id: str | None = None
+    """Set for ACKs (the client's id); otherwise the transport makes a fresh one."""
+    request_type: str | None = None
+    """Error frames only."""
+
+
+def to_wire(event: e.ServerEvent) -> WireEvent:
+    """The documented ``eventType`` and payload of ``event``."""
+    # Audio chunks first: 25 a second per call.
+    if isinstance(event, e.OutputChunk):
+        payload: dict[str, Any] = {
+            "audio": event.pcm,
+            "utteranceId": event.utterance_id,
+            "sampleRate": event.rate,
+        }
+        return WireEvent(ev.OUTPUT_CHUNK, payload)
+    if isinstance(event, e.TranscriptInterim | e.TranscriptFinal):
+        name = (
+            ev.TRANSCRIPT_FINAL if isinstance(event, e.TranscriptFinal) else ev.TRANSCRIPT_INTERIM
+        )
+        payload = {
+            "transcript": event.text,
+            "confidence": event.confidence,
+            "timestamp": event.at_ms,
+            "language": event.language,
+        }
+        return WireEvent(name, payload)
+    if isinstance(event, e.ResponseText):
+        return WireEvent(ev.RESPONSE_TEXT, {"utteranceId": event.utterance_id, "text": event.text})
+    if isinstance(event, e.ResponseStarted):
+        payload = {"utteranceId": event.utterance_id, "timestamp": event.at_ms}
+        return WireEvent(ev.RESPONSE_START, payload)
+    if isinstance(event, e.OutputStarted):
+        payload = {"utteranceId": event.utterance_id, "timestamp": event.at_ms}
+        return WireEvent(ev.OUTPUT_START, payload)
+    if isinstance(event, e.OutputComplete):
+        return WireEvent(ev.OUTPUT_COMPLETE, {"utteranceId": event.utterance_id})
+    if isinstance(event, e.OutputCancelled):
+        payload = {"utteranceId": event.utterance_id, "reason": event.reason}
+        return WireEvent(ev.OUTPUT_CANCEL, payload)
+    if isinstance(event, e.ResponseComplete):
+        return WireEvent(ev.RESPONSE_COMPLETE, {"utteranceId": event.utterance_id})
+    if isinstance(event, e.TurnMetrics):
+        return WireEvent(ev.METRICS_TURN, metrics_payload(event))
+    if isinstance(event, e.ErrorEvent):
+        payload = {"message": event.message}
+        if event.reason is not None:
+            payload["reason"] = event.reason
+        return WireEvent(event.code, payload, request_type=event.request)
+    if isinstance(event, e.InputAcknowledged):
+        return WireEvent(event.of, {"success": True}, event_id=event.event_id)
+    if isinstance(event, e.SessionReady):
+        return WireEvent(ev.CONNECTION_ACK, {"success": True})
+    if isinstance(event, e.DtmfReceived):
+        return WireEvent(ev.DTMF, {"digit": event.digit})
+    if isinstance(event, e.CallEnded):
+        name = ev.LIFECYCLE_HANGUP if event.reason == "hangup" else ev.LIFECYCLE_MAX_DURATION
+        return WireEvent(name, {"message": event.message})
+    raise TypeError(f"no browser wire form for {event!r}")
+
+
+def metrics_payload(event: e.TurnMetrics) -> dict[str, Any]:
+    """``metrics.turn``'s payload (also what the call records keep)."""
+    return {
+        "utteranceId": event.utterance_id,
+        "endOfSpeechToFinalMs": event.end_of_speech_to_final_ms,
+        "finalToLlmFirstTokenMs": event.final_to_llm_first_token_ms,
+        "llmFirstTokenToTtsFirstAudioMs": event.llm_first_token_to_tts_first_audio_ms,
+        "ttsFirstAudioToFirstAudioSentMs": event.tts_first_audio_to_first_audio_sent_ms,
+        "voiceToVoiceMs": event.voice_to_voice_ms,
+        "speculative": event.speculative,
+        "underruns": event.underruns,
+        "lateAudioMs": event.late_audio_ms,
+    }
+
+
+__all__ = ["WireEvent", "metrics_payload", "to_wire"]
