@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import trio
 
 from vantum.protocol import events as ev
@@ -27,9 +29,12 @@ FAST_OA = FakeOpenAIConfig(first_token_latency=0.01, tokens_per_second=2000, res
 FAST_CA = FakeCartesiaConfig(first_chunk_latency=0.01, realtime_factor=50)
 
 
-async def speak_turn(client: BrowserClient, rate: int, seconds: float = 1.0) -> TurnResult:
-    """One manual turn: start, speech + a little silence, end; collect the answer."""
-    await client.start(rate)
+async def speak_turn(
+    client: BrowserClient, rate: int, seconds: float = 1.0, **start: Any
+) -> TurnResult:
+    """One manual turn: start (``start`` adds ``audio.input.start`` fields), speech + a
+    little silence, end; collect the answer."""
+    await client.start(rate, **start)
     result: list[TurnResult] = []
     async with trio.open_nursery() as nursery:
 

@@ -15,7 +15,7 @@ from vantum.testing.stack import open_stack
 
 async def next_error(client: BrowserClient) -> dict:
     event = await client.next_event()
-    assert ".error." in event["eventType"] or event["eventType"].startswith("error."), event
+    assert ev.is_error(event["eventType"]), event
     assert event["payload"]["message"]
     assert event["sessionId"] == client.session_id
     return event

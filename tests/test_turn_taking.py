@@ -259,3 +259,31 @@ async def test_wrong_guess_is_dropped_unheard(autojump_clock: trio.testing.MockC
         assert texts == "You said what is the weather like."
         assert rec.of(ev.METRICS_TURN)[0][1].payload["speculative"] is False
         nursery.cancel_scope.cancel()
+
+
+async def test_the_end_of_the_call_cuts_the_answer_and_drains_what_is_queued(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """At the time limit the answer in progress is cancelled and the output side ends by
+    closing: every event already produced reaches the caller, in order, then the bye."""
+    eng, _ = engines(["tell me a story"], reply=LONG_REPLY)
+    async with open_memory_session(eng, CallSettings(max_call_s=4.0)) as client:
+        rec = Recorder()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(rec.run, client)
+            await start_auto(client)
+            nursery.start_soon(talk, client, speech_like(0.8, RATE, seed=2) + silence(9.0, RATE))
+            with trio.fail_after(60):
+                at = await rec.wait_for("connection.lifecycle.max_duration")
+            assert 4.0 <= at <= 4.1
+            kinds = [e.event_type for _, e in rec.events]
+            uid = rec.of(ev.OUTPUT_START)[0][1].payload["utteranceId"]
+            (cancel,) = rec.of(ev.OUTPUT_CANCEL)
+            assert cancel[1].payload == {"utteranceId": uid, "reason": "call_ended"}
+            assert kinds[-4:] == [
+                ev.OUTPUT_CANCEL,
+                ev.RESPONSE_COMPLETE,
+                ev.METRICS_TURN,
+                "connection.lifecycle.max_duration",
+            ]
+            nursery.cancel_scope.cancel()

@@ -46,6 +46,7 @@ from vantum.protocol.twilio import (
 )
 from vantum.protocol.twilio_signature import compute_signature
 from vantum.testing.audio_fixtures import rms_dbfs, silence, speech_like
+from vantum.testing.fake_cartesia import expected_duration
 from vantum.testing.fake_deepgram import FakeDeepgramConfig
 from vantum.testing.fake_openai import FakeOpenAIConfig
 from vantum.testing.fake_twilio import (
@@ -579,4 +580,33 @@ async def test_barge_in_on_a_phone_call_sends_clear_and_stops_playback() -> None
             history = stack.openai.requests[-1]["messages"]
             assert history[-1]["content"] == "no wait stop"
             assert 0 < len(history[-2]["content"]) < len(story)
+        await wait_idle(stack)
+
+
+async def test_history_after_a_phone_barge_in_follows_the_marks_not_the_clock() -> None:
+    """The line plays answer audio 2 s after it arrives (jitter buffer, network), so the
+    server's clock believes 2 s more was heard than Twilio's marks confirm. The LLM's
+    history must hold what the marks say was played."""
+    story = " ".join(f"Part {i} of a long answer." for i in range(15))
+    long_oa = attrs.evolve(OA, responder=lambda _messages: story)
+    dg = FakeDeepgramConfig(
+        script=("tell me a story", "no wait stop"), final_latency=0.02, interim_latency=0.01
+    )
+    async with open_stack(deepgram=dg, openai=long_oa, cartesia=FAST_CA) as stack:
+        cfg = FakeTwilioConfig(playout_delay=2.0)
+        async with dial_fake_twilio(stream_url_for(stack.url), cfg) as call:
+            await call.say(utterance())
+            with trio.fail_after(10):
+                await call.wait_until(lambda: call.heard_seconds > 2.0)
+            await call.say(speech_like(1.5, 8000) + silence(0.6, 8000))
+            with trio.fail_after(10):
+                await call.wait_until(lambda: len(stack.openai.requests) >= 2)
+            (uid,) = stack.cartesia.cancels[:1]
+            played = call.heard_seconds_for(uid + ":")
+            history = stack.openai.requests[-1]["messages"]
+            assert history[-1]["content"] == "no wait stop"
+            heard_text = str(history[-2]["content"])
+            assert story.startswith(heard_text) and heard_text
+            # Word timestamps cut at a word boundary at or before what was played.
+            assert played - 0.8 <= expected_duration(heard_text) <= played + 0.1
         await wait_idle(stack)

@@ -51,6 +51,12 @@ ERR_AUTH = "connection.error.auth"
 ERR_CAPACITY = "connection.error.capacity"
 
 
+def is_error(event_type: str) -> bool:
+    """Whether a wire ``eventType`` names an error event (for clients reading frames;
+    inside the server errors are :class:`vantum.pipeline.events.ErrorEvent`)."""
+    return ".error." in event_type or event_type.startswith("error.")
+
+
 def llm_error(kind: str) -> str:
     """``llm.error.auth`` / ``rate_limit`` / ``network`` / ``fatal``."""
     return f"llm.error.{kind}"

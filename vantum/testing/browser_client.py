@@ -145,7 +145,7 @@ class BrowserClient:
             event = await self.next_event()
             if event["eventType"] == event_type:
                 return event
-            if ".error." in event["eventType"] or event["eventType"].startswith("error."):
+            if ev.is_error(event["eventType"]):
                 raise AssertionError(f"error while waiting for {event_type}: {event}")
 
     async def expect_error(self) -> dict[str, Any]:
@@ -153,7 +153,7 @@ class BrowserClient:
         while True:
             event = await self.next_event()
             kind = event["eventType"]
-            if ".error." in kind or kind.startswith("error."):
+            if ev.is_error(kind):
                 return event
 
     async def start(self, sampling_rate: int, **options: Any) -> dict[str, Any]:
@@ -199,7 +199,7 @@ class BrowserClient:
                     result.first_audio_at = event["_receivedAt"]
                 result.audio += p["audio"]
                 result.sample_rate = p["sampleRate"]
-            elif ".error." in kind or kind.startswith("error."):
+            elif ev.is_error(kind):
                 result.errors.append(event)
             elif kind == ev.METRICS_TURN:
                 result.metrics = p

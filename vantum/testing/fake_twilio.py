@@ -88,6 +88,10 @@ class FakeTwilioConfig:
     None = as fast as the socket allows, with no silence sent between utterances)."""
     max_buffered_s: float = 120.0
     """Playback buffer; audio beyond it is dropped and counted in ``overflow_frames``."""
+    playout_delay: float = 0.0
+    """Seconds between audio arriving and starting to play when playback (re)starts:
+    the carrier's jitter buffer and the phone network. Marks come back that much later
+    than the server's clock expects, as on a real line."""
 
 
 @attrs.frozen
@@ -372,7 +376,7 @@ class FakeTwilioCall:
                     due = None
                 continue
             now = trio.current_time()
-            due = now if due is None else max(due, now - 0.1)
+            due = now + self.config.playout_delay if due is None else max(due, now - 0.1)
             await trio.sleep_until(due)
             if not self._queue:
                 continue  # cleared while we waited
