@@ -455,11 +455,12 @@ async def test_transport_send_frames_audio_and_marks_each_chunk() -> None:
     assert pcm[160:] == bytes(160)  # padded with silence after the carried 10 ms
     playback = transport.playback("u1")
     assert playback is not None and playback.sent_ms == 80
-    # Marks come back as Twilio plays the audio; each is reported to the session.
+    # Marks come back as Twilio plays the audio (a finished answer is not reported to
+    # the session: it was heard whole).
     for name, played in (("u1:1", 40), ("u1:2", 60), ("u1:end", 80)):
         line.mark(name)
-        progress = await transport.receive()
-        assert progress == PlaybackProgress("u1", played, finished=name == "u1:end")
+        line.media()
+        assert isinstance(await transport.receive(), InputChunk)
         assert transport.played_ms("u1") == played
     assert await transport.wait_finished("u1") is True
 
@@ -470,19 +471,34 @@ async def test_transport_cancel_sends_clear_and_drops_late_audio() -> None:
     await transport.send(chunk("u2", 40))
     asgi.take()
     line.mark("u2:1")  # played before the barge-in
-    assert await transport.receive() == PlaybackProgress("u2", 40)
+    line.media()
+    assert isinstance(await transport.receive(), InputChunk)
     await transport.send(e.OutputCancelled("u2", "barge_in"))
     assert asgi.take() == [OutboundClear(STREAM)]
     await transport.send(chunk("u2", 40))
     await transport.send(e.OutputComplete("u2"))
     assert asgi.take() == []  # nothing of a cancelled answer follows the clear
     line.mark("u2:2")  # Twilio returns the pending mark: dropped, not played
+    # With every mark back, what was played is final and reported to the session.
     assert await transport.receive() == PlaybackProgress("u2", 40)
     assert transport.played_ms("u2") == 40
     assert await transport.wait_finished("u2") is False
     # The next answer starts clean.
     await transport.send(chunk("u3", 20))
     assert [type(o) for o in asgi.take()] == [OutboundMedia, OutboundMark]
+
+
+async def test_transport_reports_a_cut_answer_whose_marks_were_all_back() -> None:
+    """Cut just as its last chunk played: no mark is pending, so the clear returns none;
+    what was played is reported at once."""
+    transport, asgi, line = await started()
+    await transport.send(chunk("u5", 40))
+    asgi.take()
+    line.mark("u5:1")
+    line.media()
+    assert isinstance(await transport.receive(), InputChunk)
+    await transport.send(e.OutputCancelled("u5", "barge_in"))
+    assert await transport.receive() == PlaybackProgress("u5", 40)
 
 
 async def test_transport_resamples_other_rates_to_8k() -> None:

@@ -14,11 +14,11 @@ Outbound audio leaves as exact 20 ms frames (a carry keeps the remainder for
 the next chunk), each answer chunk followed by a mark named ``<utteranceId>:<n>``
 (``<utteranceId>:end`` after its last frame). The carrier echoes a mark once
 the audio before it has played, which gives :meth:`MediaStreamTransport.played_ms`: what the caller
-really heard. Each echoed mark is reported to the session as a
+really heard. A cancelled answer sends ``clear``, dropping whatever the carrier
+still has queued; its pending marks come back at once, and when all are back the
+transport reports what was played to the session as a
 :class:`~vantum.protocol.client_events.PlaybackProgress`, so the history after a
-barge-in holds what the carrier played, not the server clock's guess. A cancelled
-answer sends ``clear``, dropping whatever the carrier still has queued (its pending
-marks come back, completing the count).
+barge-in holds what the carrier played, not the server clock's guess.
 """
 
 from __future__ import annotations
@@ -82,6 +82,14 @@ class UtterancePlayback:
     finished: bool = False
     """The last mark came back: the caller heard the whole answer."""
     cleared: bool = False
+    echoed: int = 0
+    """Marks of this answer the carrier has sent back (played or cleared)."""
+    reported: bool = False
+
+    @property
+    def settled(self) -> bool:
+        """Cleared, and every mark sent before the clear is back: ``played_ms`` is final."""
+        return self.cleared and self.echoed >= self.marks + (self.final_mark is not None)
 
 
 class MediaStreamTransport:
@@ -114,6 +122,8 @@ class MediaStreamTransport:
         self._played_total = 0
         self._progress = trio.Event()
         self._chunks = 0
+        self._reports: list[PlaybackProgress] = []
+        """Playback of cut answers, final, waiting to be handed to the session."""
 
     @property
     def call_id(self) -> str:
@@ -123,6 +133,8 @@ class MediaStreamTransport:
 
     async def receive(self) -> ClientEvent | ProtocolError:
         while True:
+            if self._reports:
+                return self._reports.pop(0)
             if self.stopped:
                 raise PeerGone()
             try:
@@ -196,12 +208,23 @@ class MediaStreamTransport:
         play = self._utterances.get(mark.name.rpartition(":")[0])
         if play is not None:
             play.played_ms += delta
+            play.echoed += 1
             if mark.name == play.final_mark and not mark.cleared:
                 play.finished = True
         self._progress.set()
         self._progress = trio.Event()
-        if play is None:
+        return None if play is None else self._report(play)
+
+    def _report(self, play: UtterancePlayback) -> PlaybackProgress | None:
+        """What the caller heard of a cut answer, once the carrier has said it all.
+
+        Only cut answers are reported, once each: the session needs the heard part of
+        an interrupted answer for its history; a finished one was heard whole. One
+        message per barge-in instead of one per echoed mark (25 a second).
+        """
+        if play.reported or not play.settled:
             return None
+        play.reported = True
         return PlaybackProgress(play.utterance_id, play.played_ms, play.finished)
 
     def _skip(self, why: str) -> None:
@@ -309,6 +332,9 @@ class MediaStreamTransport:
         play = self._utterances.get(uid) or self._playback_for(uid)
         if play is not None:
             play.cleared = True
+            report = self._report(play)  # every mark already came back: nothing pending
+            if report is not None:
+                self._reports.append(report)
         if self._current is not None and self._current.utterance_id == uid:
             self._current, self._carry, self._resampler = None, b"", None
         log.info("call %s: answer %s interrupted, clearing playback", self.call_id, uid)
