@@ -15,6 +15,7 @@ from vantum.pipeline.messages import (
     TurnInput,
     VoiceEnd,
     VoiceStart,
+    VoiceSustained,
 )
 from vantum.pipeline.player import Playback, play
 from vantum.pipeline.settings import CallSettings
@@ -95,11 +96,15 @@ async def test_vad_events_keep_frame_resolution_and_auto_finalize_follows_the_sp
     trailing = [bytes(FRAME)] * 30
     stt, inbox = await _run([*items, *trailing])
     kinds = [type(x) for x in inbox]
-    assert kinds == [VoiceStart, VoiceEnd]
-    start, end = inbox
+    assert kinds == [VoiceStart, VoiceSustained, VoiceEnd]
+    start, sustained, end = inbox
     assert isinstance(start, VoiceStart) and isinstance(end, VoiceEnd)
     # Speech starts at frame 5; the VAD needs 3 frames (60 ms) to call it, at 20 ms steps.
     assert abs(start.at - (5 + 3) * 0.02) < 0.021
+    # The barge-in guard's 200 ms of speech are counted in VAD frames (less the
+    # VAD's 100 ms hangover, which only a stretch that has ended carries).
+    assert isinstance(sustained, VoiceSustained) and sustained.speech_ms == 200
+    assert abs(sustained.at - (5 + 15) * 0.02) < 0.021
     finalize_at = next(i for i, (_, x) in enumerate(stt) if isinstance(x, Finalize))
     before = b"".join(x for _, x in stt[:finalize_at] if isinstance(x, bytes))
     # The Finalize comes right after the silence that ended the turn, and after all of it.
@@ -151,8 +156,8 @@ async def test_a_new_start_that_changes_only_silence_ms_moves_the_end_of_turn(
     # With 1000 ms the first pause (800 ms) does not end the turn; with 300 ms the
     # second one does, 300 ms after the speech (which ends at 1.64 s: 20 ms a frame;
     # the resampler delays the VAD by a few frames).
-    assert [type(x) for x in inbox] == [VoiceStart, VoiceEnd]
-    end = inbox[1]
+    assert [type(x) for x in inbox] == [VoiceStart, VoiceSustained, VoiceEnd]
+    end = inbox[2]
     assert isinstance(end, VoiceEnd) and 1.64 + 0.3 <= end.at <= 1.64 + 0.3 + 0.15
 
 

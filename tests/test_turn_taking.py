@@ -287,3 +287,37 @@ async def test_the_end_of_the_call_cuts_the_answer_and_drains_what_is_queued(
                 "connection.lifecycle.max_duration",
             ]
             nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize(
+    ("burst_s", "interrupts"),
+    [(0.04, False), (0.15, False), (0.6, True)],
+    ids=["click", "noise-burst", "two-real-words"],
+)
+async def test_barge_in_needs_vad_speech_not_just_words(
+    autojump_clock: trio.testing.MockClock, burst_s: float, interrupts: bool
+) -> None:
+    """The recogniser hears two words in every burst (a click, 150 ms of noise, a real
+    "stop it"); only the one with 200 ms of VAD speech interrupts, and the others are
+    not answered as turns either."""
+    stt = ScriptedSTT(["tell me a story", "stop it"], word_interval=0.01)
+    seen: list[list[ChatMessage]] = []
+
+    def answer(messages: Sequence[ChatMessage]) -> str:
+        seen.append(list(messages))
+        return LONG_REPLY
+
+    eng = Engines(stt, ScriptedLLM(answer), ScriptedTTS())
+    async with open_memory_session(eng) as client, trio.open_nursery() as nursery:
+        rec = Recorder()
+        nursery.start_soon(rec.run, client)
+        await start_auto(client)
+        await talk(client, speech_like(0.8, RATE, seed=2) + silence(0.6, RATE))
+        await rec.wait_for(ev.OUTPUT_START)
+        await talk(client, silence(1.0, RATE))
+        await talk(client, speech_like(burst_s, RATE, seed=11) + silence(1.5, RATE))
+        interims = [e.payload["transcript"] for _, e in rec.of(ev.TRANSCRIPT_INTERIM)]
+        assert "stop it" in interims  # the words were there in every case
+        assert bool(rec.of(ev.OUTPUT_CANCEL)) is interrupts
+        assert len(seen) == (2 if interrupts else 1)
+        nursery.cancel_scope.cancel()

@@ -96,6 +96,12 @@ class VadSegmenter:
 class WebRtcClassifier:
     """Frame classifier; mode 0 (permissive) .. 3 (aggressive about calling it noise)."""
 
+    HANGOVER_MS = 100
+    """WebRTC's VAD keeps calling frames speech for a while after speech stops, so a
+    segment measures longer than what was said: measured on ``speech_like`` bursts of
+    40..500 ms (8 seeds each), +100..120 ms. Durations that must mean something (the
+    barge-in guard) subtract this."""
+
     def __init__(self, mode: int = 3) -> None:
         import webrtcvad
 

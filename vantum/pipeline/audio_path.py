@@ -26,7 +26,15 @@ import trio
 from ..audio.resample import StreamResampler
 from ..audio.vad import VadSegmenter, VoiceEnded, VoiceStarted, WebRtcClassifier
 from ..providers.base import STT_SAMPLE_RATE, Finalize
-from .messages import AudioItem, BotSpeaking, SttItem, TurnInput, VoiceEnd, VoiceStart
+from .messages import (
+    AudioItem,
+    BotSpeaking,
+    SttItem,
+    TurnInput,
+    VoiceEnd,
+    VoiceStart,
+    VoiceSustained,
+)
 from .settings import CallSettings
 
 STT_BATCH_MS = 100
@@ -55,6 +63,8 @@ async def run_audio_path(
     segmenter = VadSegmenter()
     auto = False
     bot_speaking = False
+    sustained_ms = 200  # the barge-in guard's speech length (the settings say)
+    sustained_sent = False
     batch = bytearray()
     batch_bytes = max(1, STT_SAMPLE_RATE * batch_ms // 1000) * 2
     batch_due = 0.0
@@ -68,16 +78,23 @@ async def run_audio_path(
 
     async def feed(pcm: bytes) -> None:
         """VAD over ``pcm`` (16 kHz), then into the batch; sends what is due."""
-        nonlocal batch_due
+        nonlocal batch_due, sustained_sent
         ended: VoiceEnded | None = None
         started = False
         for is_speech in classifier.frames(pcm):
             for event in segmenter.feed(is_speech):
                 if isinstance(event, VoiceStarted):
                     started = True
+                    sustained_sent = False
                     await inbox.send(VoiceStart(trio.current_time()))
                 else:
                     ended = event
+            if segmenter.in_speech and not sustained_sent:
+                # Said, not measured: a burst's VAD hangover must not make it long.
+                speech_ms = segmenter.speech_ms - classifier.HANGOVER_MS
+                if speech_ms >= sustained_ms:
+                    sustained_sent = True
+                    await inbox.send(VoiceSustained(trio.current_time(), speech_ms))
         if not batch:
             batch_due = trio.current_time() + max_wait
         batch.extend(pcm)
@@ -89,7 +106,8 @@ async def run_audio_path(
         ):
             await flush()
         if ended is not None:
-            await inbox.send(VoiceEnd(trio.current_time(), ended.speech_ms, auto))
+            said_ms = max(0, ended.speech_ms - classifier.HANGOVER_MS)
+            await inbox.send(VoiceEnd(trio.current_time(), said_ms, auto))
             if auto:
                 await stt_out.send(Finalize())
 
@@ -100,7 +118,8 @@ async def run_audio_path(
                 await feed(tail)
 
     async def apply(new: CallSettings) -> None:
-        nonlocal resampler, rate, language, auto
+        nonlocal resampler, rate, language, auto, sustained_ms
+        sustained_ms = new.turn.barge_in_min_speech_ms
         if new.sample_rate != rate:
             await drain_resampler()
             rate = new.sample_rate

@@ -24,9 +24,20 @@ class VoiceStart:
 
 
 @attrs.frozen
+class VoiceSustained:
+    """The caller's current stretch of speech has lasted ``speech_ms`` by the VAD's
+    frames (less its hangover): as long as a barge-in needs (sent once per stretch,
+    when it gets there)."""
+
+    at: float
+    speech_ms: int
+
+
+@attrs.frozen
 class VoiceEnd:
     """The local VAD heard ``silence_ms`` of silence after speech (auto mode ends the
-    turn here; a Finalize follows in-band on the STT stream)."""
+    turn here; a Finalize follows in-band on the STT stream). ``speech_ms`` is the
+    stretch's length by the VAD's frames, less its hangover."""
 
     at: float
     speech_ms: int
@@ -98,6 +109,7 @@ ControlEvent = (
     | TextTurn
     | InputStarted
     | VoiceStart
+    | VoiceSustained
     | VoiceEnd
     | AnswerAudible
     | ResponseFinished
@@ -242,4 +254,5 @@ __all__ = [
     "TurnTimings",
     "VoiceEnd",
     "VoiceStart",
+    "VoiceSustained",
 ]

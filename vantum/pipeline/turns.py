@@ -44,6 +44,7 @@ from .messages import (
     TurnTimings,
     VoiceEnd,
     VoiceStart,
+    VoiceSustained,
 )
 from .settings import CallSettings, TurnPolicy
 
@@ -95,6 +96,11 @@ class TurnState:
     """When the caller's current stretch of speech began (VAD), if they are speaking."""
     overlap_words: int = 0
     """Words heard from the caller while the bot was speaking (this answer)."""
+    overlap_speech_ms: int = 0
+    """The longest stretch of caller speech the VAD measured during this answer (from
+    its frames: a sustained segment counts as the threshold, an ended one exactly)."""
+    turn_speech_ms: int = 0
+    """The same, for the caller's current turn."""
     idle_prompts_sent: int = 0
     overlapped: bool = False
     """Some of this turn was said while the bot was talking."""
@@ -128,8 +134,12 @@ class TurnState:
             self.voice_since = item.at
             self.idle_prompts_sent = 0
             return []
+        if isinstance(item, VoiceSustained):
+            self._heard_speech(item.speech_ms)
+            return []
         if isinstance(item, VoiceEnd):
             self.voice_since = None
+            self._heard_speech(item.speech_ms)
             if item.auto_end and self.turn_mode == "auto":
                 self.pending_ends += 1
                 self.timings.end_of_speech = item.at
@@ -154,11 +164,15 @@ class TurnState:
             # A new audio.input.start over the answer: the caller is taking the floor.
             return [Interrupt("input_start")] if bot_speaking else []
         if isinstance(item, ResponseFinished):
-            self.overlap_words = 0
+            self.overlap_words = self.overlap_speech_ms = 0
             return []
         if isinstance(item, IdleTimeout):
             return self._on_idle(now)
-        if isinstance(item, SpeechStarted | AnswerAudible | PlaybackProgress | CallOver):
+        if isinstance(item, AnswerAudible):
+            # Only what is said over this answer counts towards interrupting it.
+            self.overlap_words = self.overlap_speech_ms = 0
+            return []
+        if isinstance(item, SpeechStarted | PlaybackProgress | CallOver):
             return []
         raise TypeError(f"unexpected turn input {item!r}")
 
@@ -204,8 +218,18 @@ class TurnState:
             actions.extend(self._close_turn(now))
         return actions
 
+    def _heard_speech(self, speech_ms: int) -> None:
+        self.overlap_speech_ms = max(self.overlap_speech_ms, speech_ms)
+        self.turn_speech_ms = max(self.turn_speech_ms, speech_ms)
+
     def _confirms_barge_in(self, t: TranscriptEvent, now: float) -> bool:
-        """Caller words over the bot: enough of them, for long enough, to mean it."""
+        """Caller words over the bot: enough of them, and enough speech, to mean it.
+
+        The speech is what the VAD measured from its frames, not the wall time from
+        the voice's start to the transcript's arrival: a 150 ms noise burst stays
+        150 ms however late its transcript comes, and words the VAD never heard as
+        speech (a click) confirm nothing.
+        """
         p = self.policy
         if not p.barge_in or self.turn_mode != "auto":
             return False
@@ -214,8 +238,9 @@ class TurnState:
         spoken_ms = 0.0 if self.voice_since is None else (now - self.voice_since) * 1000
         if spoken_ms >= p.barge_in_long_speech_ms and words >= 1:
             return True
-        return self.overlap_words >= p.barge_in_min_words and (
-            spoken_ms >= p.barge_in_min_speech_ms or self.voice_since is None
+        return (
+            self.overlap_words >= p.barge_in_min_words
+            and self.overlap_speech_ms >= p.barge_in_min_speech_ms
         )
 
     def long_speech_interrupts(self, now: float, bot_speaking_since: float | None) -> bool:
@@ -236,18 +261,26 @@ class TurnState:
         text = " ".join(self.finals).strip()
         timings = self.timings
         timings.transcript_final = now
+        p = self.policy
+        # Said over the bot without interrupting it: "mm-hm" (too few words), or noise
+        # the recogniser made words of (too little VAD speech), is not a turn.
+        unheard_noise = (
+            p.barge_in
+            and self.turn_mode == "auto"
+            and self.turn_speech_ms < p.barge_in_min_speech_ms
+        )
         backchannel = (
             self.overlapped
             and not self.interrupted
-            and len(text.split()) < self.policy.barge_in_min_words
+            and (len(text.split()) < p.barge_in_min_words or unheard_noise)
         )
+        self.turn_speech_ms = 0
         self.finals = []
         self.last_interim = ""
         self.timings = TurnTimings()
         self.overlapped = self.interrupted = False
         speculation, self.speculation = self.speculation, None
         if not text or backchannel:
-            # "mm-hm" said over the bot is acknowledgement, not a question to answer.
             if speculation is not None:
                 speculation[1].reject()
             return []
