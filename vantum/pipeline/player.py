@@ -19,6 +19,7 @@ import trio
 from ..audio.resample import StreamResampler
 from ..providers.base import TTSAudio, TTSEvent, WordTimestamps
 from .events import OutputChunk, OutputComplete, OutputStarted, ServerEvent
+from .heard import heard_text
 
 
 @attrs.define
@@ -34,6 +35,8 @@ class Playback:
     """Times the caller's buffer ran dry mid-answer (audio reached us too late)."""
     late_seconds: float = 0.0
     """Total silence those underruns put into the answer."""
+    synthesis_done: bool = False
+    """The TTS produced all of the answer's audio (its stream ended)."""
 
     @property
     def sent_seconds(self) -> float:
@@ -45,24 +48,17 @@ class Playback:
             return 0.0
         return max(0.0, min(self.sent_seconds, now - self.started_at))
 
-    def heard_words(self, heard: float) -> list[str]:
-        return [w for (w, _start, end) in self.words if end <= heard]
-
     def heard_text(self, heard: float, full_text: str) -> str:
-        """The part of ``full_text`` in the first ``heard`` seconds of this answer.
-
-        Uses the TTS word timestamps when the provider sent them; otherwise assumes
-        words are spread evenly over the audio produced so far. ``heard`` is the
-        clock's estimate (:meth:`heard_seconds`) or what the carrier confirmed.
-        """
-        heard = max(0.0, min(heard, self.sent_seconds))
-        if self.words:
-            return " ".join(self.heard_words(heard))
-        if self.sent_samples == 0:
-            return ""
-        words = full_text.split()
-        fraction = heard / self.sent_seconds
-        return " ".join(words[: int(len(words) * fraction)])
+        """The part of ``full_text`` in the first ``heard`` seconds of this answer
+        (the clock's estimate, :meth:`heard_seconds`, or what the carrier confirmed);
+        see :mod:`.heard`."""
+        return heard_text(
+            full_text,
+            heard,
+            self.words,
+            audio_seconds=self.sent_seconds,
+            synthesis_done=self.synthesis_done,
+        )
 
 
 UNDERRUN_TOLERANCE_S = 0.005
@@ -139,6 +135,7 @@ async def play(
                 finally:
                     view.release()
                     del pending[:sent]
+    playback.synthesis_done = True
     pending += resampler.flush()
     if pending:
         await send_chunk(bytes(pending))
