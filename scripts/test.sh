@@ -1,5 +1,8 @@
 #!/usr/bin/env bash
-# Set up (idempotent) and run the whole test suite.
+# Set up (idempotent) and run the whole test suite, then the static gates
+# (ruff lint, ruff format, mypy --strict on vantum/ and tests/). pytest runs first
+# and every gate runs even if an earlier one failed, so one run reports everything;
+# the script fails if any of them did.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-python3.11}"
@@ -11,4 +14,23 @@ fi
 .venv/bin/python -m pip install -q -e ".[dev]"
 # The browser page test drives Debian's Chromium; without it that test is skipped.
 bash scripts/install-browser.sh || echo "warning: Chromium not installed; the browser test will skip"
-exec .venv/bin/python -m pytest -q "$@"
+
+failed=()
+gate() {
+  local name="$1"
+  shift
+  echo "== $name: $*"
+  if ! "$@"; then
+    failed+=("$name")
+  fi
+}
+gate pytest .venv/bin/python -m pytest -q "$@"
+gate "ruff check" .venv/bin/ruff check vantum tests benchmarks
+gate "ruff format" .venv/bin/ruff format --check vantum tests benchmarks
+gate mypy .venv/bin/mypy  # files and strictness: [tool.mypy] in pyproject.toml
+
+if [ "${#failed[@]}" -ne 0 ]; then
+  printf 'FAILED: %s\n' "${failed[@]}" >&2
+  exit 1
+fi
+echo "all gates passed: pytest, ruff check, ruff format, mypy"

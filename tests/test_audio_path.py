@@ -18,7 +18,7 @@ from vantum.pipeline.messages import (
     VoiceSustained,
 )
 from vantum.pipeline.player import Playback, play
-from vantum.pipeline.settings import CallSettings
+from vantum.pipeline.settings import CallSettings, TurnMode
 from vantum.providers.base import Finalize, TTSAudio, TTSEvent
 
 FRAME = 640  # 20 ms at 16 kHz
@@ -29,9 +29,8 @@ def tone(frames: int) -> bytes:
     return (np.sin(2 * np.pi * 220 * t) * 12_000).astype("<i2").tobytes()
 
 
-def pcm16k(turn_mode: str = "manual", silence_ms: int = 500) -> CallSettings:
-    mode = "auto" if turn_mode == "auto" else "manual"
-    return CallSettings(16_000, turn_mode=mode, silence_ms=silence_ms)
+def pcm16k(turn_mode: TurnMode = "manual", silence_ms: int = 500) -> CallSettings:
+    return CallSettings(16_000, turn_mode=turn_mode, silence_ms=silence_ms)
 
 
 async def _run(

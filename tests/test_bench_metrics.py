@@ -1,12 +1,11 @@
-"""Checks of the benchmark's arithmetic (no servers): ``pytest benchmarks/test_replay.py``."""
+"""Checks of the benchmark's arithmetic (no servers): ``pytest tests/test_bench_metrics.py``."""
 
 from __future__ import annotations
 
 import math
 
 import pytest
-
-from vantum.bench import (
+from replay_harness import (
     REPLY,
     Session,
     Turn,

@@ -7,7 +7,9 @@ import json
 import os
 import stat
 import time
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -25,7 +27,7 @@ from vantum.server.app import VantumApp
 from vantum.server.auth import issue_token, load_secret, new_secret, verify_token
 from vantum.testing.browser_client import BrowserClient, ServerRefused
 from vantum.testing.memory import ScriptedLLM, ScriptedSTT, ScriptedTTS
-from vantum.testing.stack import open_stack
+from vantum.testing.stack import Stack, open_stack
 
 SECRET = new_secret()
 KEY = load_secret(SECRET)
@@ -35,7 +37,7 @@ def token(ttl_s: int = 60, *, now: float | None = None, key: bytes = KEY) -> str
     return issue_token(key, subject="test", ttl_s=ttl_s, now=time.time() if now is None else now)
 
 
-def stack(**config: object) -> object:
+def stack(**config: Any) -> AbstractAsyncContextManager[Stack]:
     return open_stack(deepgram=FAST_DG, openai=FAST_OA, cartesia=FAST_CA, **config)
 
 
@@ -159,7 +161,7 @@ async def test_calls_end_at_the_configured_maximum_duration() -> None:
 
 
 def test_no_secret_and_no_dev_flag_is_a_configuration_error() -> None:
-    engines = Engines(ScriptedSTT([]), ScriptedLLM([]), ScriptedTTS())
+    engines = Engines(ScriptedSTT([]), ScriptedLLM(), ScriptedTTS())
     with pytest.raises(ConfigError, match="--insecure-no-auth"):
         VantumApp(Config(), engines)
     with pytest.raises(ConfigError, match="at least 32 bytes"):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgpack
 import pytest
 import trio
@@ -13,7 +15,7 @@ from vantum.testing.browser_client import BrowserClient
 from vantum.testing.stack import open_stack
 
 
-async def next_error(client: BrowserClient) -> dict:
+async def next_error(client: BrowserClient) -> dict[str, Any]:
     event = await client.next_event()
     assert ev.is_error(event["eventType"]), event
     assert event["payload"]["message"]

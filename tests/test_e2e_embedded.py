@@ -24,7 +24,7 @@ from vantum.server.app import VantumApp
 from vantum.server.auth import issue_token, load_secret, new_secret
 from vantum.server.run import serve
 from vantum.testing.audio_fixtures import silence
-from vantum.testing.browser_client import BrowserClient
+from vantum.testing.browser_client import BrowserClient, TurnResult
 
 RATE = 16_000
 
@@ -50,9 +50,9 @@ async def test_embedded_conversation_over_ws() -> None:
             for sentence in SENTENCES:
                 await client.start(RATE)
                 pcm = silence(0.3, RATE) + spoken(sentence) + silence(0.5, RATE)
-                result: list = []
+                result: list[TurnResult] = []
 
-                async def collect(result: list = result) -> None:
+                async def collect(result: list[TurnResult] = result) -> None:
                     result.append(await client.collect_turn())
 
                 async with trio.open_nursery() as turn:

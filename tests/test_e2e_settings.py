@@ -72,6 +72,7 @@ async def test_twilio_custom_parameters_take_effect() -> None:
         answer = await fetch_twiml(stack.url + "/twilio/voice?language=de-DE&voiceId=stimme", cfg)
         assert answer.parameters["language"] == "de-DE" and answer.parameters["voiceId"] == "stimme"
         cfg = attrs.evolve(cfg, custom_parameters=answer.parameters)
+        assert answer.stream_url is not None
         async with dial_fake_twilio(answer.stream_url, cfg) as call:
             await call.say(utterance())
             uid = await answered(stack, call, 1)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import trio
 
+from vantum.errors import ProtocolError
 from vantum.pipeline.events import ResponseText, ServerEvent
 from vantum.pipeline.session import run_egress
 from vantum.pipeline.transport import PeerGone
+from vantum.protocol.client_events import ClientEvent
 
 
 class GoneAfter:
@@ -17,11 +19,17 @@ class GoneAfter:
         self.sent: list[str] = []
         self.session_id = "s"
 
+    async def receive(self) -> ClientEvent | ProtocolError:
+        raise PeerGone()  # egress never reads; the rest of ``Transport`` for the type checker
+
     async def send(self, event: ServerEvent) -> None:
         if len(self.sent) >= self.n:
             raise PeerGone()
         assert isinstance(event, ResponseText)
         self.sent.append(event.text)
+
+    async def close(self, code: int, reason: str) -> None:
+        pass
 
 
 async def test_events_sent_after_the_peer_left_are_swallowed() -> None:

@@ -29,7 +29,9 @@ def count_vantum_tasks() -> int:
         mine = task.name.startswith("vantum.") and not task.name.startswith("vantum.testing")
         return int(mine) + sum(walk(t) for n in task.child_nurseries for t in n.child_tasks)
 
-    return walk(trio.lowlevel.current_root_task())
+    root = trio.lowlevel.current_root_task()
+    assert root is not None  # always set inside trio.run
+    return walk(root)
 
 
 def live(kind: type) -> int:

@@ -15,6 +15,7 @@ import time
 from collections.abc import Sequence
 
 import numpy as np
+import numpy.typing as npt
 import pytest
 import trio
 from hypothesis import given
@@ -213,8 +214,8 @@ def with_room_noise(*parts: np.ndarray) -> bytes:
     cepstral normalisation; the seed keeps the transcript repeatable.
     """
     x = np.concatenate(parts)
-    x = x + np.random.default_rng(7).normal(0, 10, len(x))
-    return np.clip(x, -32768, 32767).astype(np.int16).tobytes()
+    noisy: npt.NDArray[np.float64] = x + np.random.default_rng(7).normal(0, 10, len(x))
+    return np.clip(noisy, -32768, 32767).astype(np.int16).tobytes()
 
 
 async def recognise(audio: bytes, *, finalize: bool) -> list[STTEvent]:

@@ -21,9 +21,9 @@ AUDIO = {ev.OUTPUT_START, ev.OUTPUT_CHUNK, ev.OUTPUT_COMPLETE, ev.OUTPUT_CANCEL}
 
 
 def check_ordering(events: list[WireEvent]) -> None:
-    started: set[str] = set()
+    started: set[str | None] = set()
     audio_open: str | None = None  # the answer currently audible
-    finished: set[str] = set()  # answers whose audio completed or was cancelled
+    finished: set[str | None] = set()  # answers whose audio completed or was cancelled
     responding: str | None = None
     for e in events:
         kind, uid = e.event_type, e.payload.get("utteranceId")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgpack
 import pytest
 from hypothesis import given
@@ -33,7 +35,9 @@ json_like = st.recursive(
     payload=st.dictionaries(st.text(max_size=10), json_like, max_size=5),
     request_type=st.none() | st.text(min_size=1, max_size=20),
 )
-def test_envelope_round_trips(event_type: str, payload: dict, request_type: str | None) -> None:
+def test_envelope_round_trips(
+    event_type: str, payload: dict[str, Any], request_type: str | None
+) -> None:
     env = envelope.Envelope(event_type, new_id(), SID, payload, request_type)
     decoded = envelope.decode(envelope.encode(env))
     assert decoded.event_type == env.event_type
@@ -70,7 +74,7 @@ def test_uuid7_ids_are_time_ordered() -> None:
     assert ids == sorted(ids)
 
 
-def _env(event_type: str, payload: dict, session_id: str = SID) -> envelope.Envelope:
+def _env(event_type: str, payload: dict[str, Any], session_id: str = SID) -> envelope.Envelope:
     return envelope.Envelope(event_type, new_id(), session_id, payload)
 
 
@@ -110,7 +114,7 @@ def test_voicechat_aliases_are_accepted() -> None:
     ],
 )
 def test_bad_events_name_their_error(
-    event_type: str, payload: dict, session_id: str, error: str
+    event_type: str, payload: dict[str, Any], session_id: str, error: str
 ) -> None:
     with pytest.raises(ProtocolError) as info:
         client_events.parse(_env(event_type, payload, session_id), SID)

@@ -71,7 +71,9 @@ async def talk(client: MemoryClient, pcm: bytes) -> float:
     return trio.current_time()
 
 
-def engines(script: Sequence[str], reply: str | None = None) -> tuple[Engines, list]:
+def engines(
+    script: Sequence[str], reply: str | None = None
+) -> tuple[Engines, list[list[ChatMessage]]]:
     seen: list[list[ChatMessage]] = []
 
     def answer(messages: Sequence[ChatMessage]) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import trio
@@ -16,9 +17,7 @@ from .logs import configure_logging
 def main(argv: list[str] | None = None) -> int:
     args_list = sys.argv[1:] if argv is None else argv
     if args_list[:1] == ["bench"]:
-        from .bench import main as bench_main
-
-        return bench_main(args_list[1:])
+        return _bench(args_list[1:])
     parser = argparse.ArgumentParser(prog="vantum", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -115,6 +114,30 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     return 0
+
+
+def _bench(argv: list[str]) -> int:
+    """``vantum bench``: run the replay benchmark of the source checkout.
+
+    The harness (``benchmarks/replay_harness.py``) is a development tool that wants
+    its fixtures, the Pipecat peer and ``results/`` beside it, so it is not part of
+    the installed package: this finds it next to the ``vantum`` being run (an
+    editable install) or under the current directory, and imports it only then.
+    """
+    import importlib
+
+    for folder in (Path(__file__).resolve().parents[1] / "benchmarks", Path.cwd() / "benchmarks"):
+        if (folder / "replay_harness.py").is_file():
+            sys.path.insert(0, str(folder))
+            bench_main: Callable[[list[str]], int] = importlib.import_module("replay_harness").main
+            return bench_main(argv)
+    print(
+        "vantum bench: needs a source checkout (benchmarks/replay_harness.py is not next to "
+        "this vantum package nor under the current directory); clone the repository and "
+        "run it from there, or use `python benchmarks/replay.py`",
+        file=sys.stderr,
+    )
+    return 2
 
 
 def _local_token(subject: str, ttl_s: int, *, required: bool) -> str | None:

@@ -24,6 +24,8 @@ import logging
 import math
 import ssl
 import urllib.parse
+from collections.abc import Awaitable, Callable
+from functools import partial
 
 import attrs
 import trio
@@ -76,6 +78,9 @@ class _Stream:
     """The live connection, so a stalled one can be dropped."""
     head_retried: bool = False
     """The oldest pending Finalize already cost one reconnect."""
+    messages: int = 0
+    """Deepgram messages received, over all connections (a connection that got one
+    made progress, so the count of failures in a row starts again)."""
 
     def finalize_answered(self) -> None:
         self.finalize_deadlines.popleft()
@@ -106,20 +111,42 @@ class _Stream:
 
 @attrs.define
 class _Conn:
-    """One WebSocket's share of the stream."""
+    """One WebSocket's share of the stream, and what its tasks tell each other while
+    it is up. How it ended is not kept here: that is the :class:`_Ending` the
+    connection's functions return."""
 
     offset: int
     """Stream byte offset of the first byte this connection received."""
     close_sent: bool = False
-    got_message: bool = False
-    finished: bool = False
-    close_code: int | None = None
-    fatal: STTError | None = None
+    """The sender sent CloseStream: a normal close (1000) now means we are done."""
     scope: trio.CancelScope | None = None
-    stalled: bool = False
-    malformed: str | None = None
+    """Cancelled by the finalize timer, and only when it finds the connection stalled."""
     delivering: bool = False
     """Handing a message to the pipeline: not a safe point to drop the connection."""
+
+
+_DECISIVE = ("fatal", "finished", "malformed", "stall")
+"""When two parties saw a connection end (one was already resuming as the other
+cancelled it), the kind listed first wins; every other kind ranks after these."""
+
+
+@attrs.frozen
+class _Ending:
+    """How one connection ended: the connect loop decides on this value alone.
+
+    ``kind`` is what :func:`report` counts: ``finished`` (after our CloseStream),
+    ``fatal`` (``error`` says why; retrying cannot help), ``malformed``, ``stall``,
+    ``disconnect``, ``connect``, ``rejected`` or ``rate_limit``.
+    """
+
+    kind: str
+    reason: str = ""
+    error: STTError | None = None
+    got_message: bool = False
+    """Deepgram answered on this connection at least once."""
+
+    def rank(self) -> int:
+        return _DECISIVE.index(self.kind) if self.kind in _DECISIVE else len(_DECISIVE)
 
 
 class DeepgramSTT:
@@ -203,73 +230,97 @@ class DeepgramSTT:
         url = self.listen_url(language)
         failures = 0
         while True:
-            conn = _Conn(offset=stream.buffer_start)
-            try:
-                await self._connect_once(url, conn, audio, events, stream, language)
-            except ConnectionRejected as exc:
-                kind, reason = self._rejection(exc)
-            except HandshakeError as exc:
-                kind, reason = "connect", f"cannot connect: {exc!r}"
-            else:
-                kind = "disconnect"
-                reason = f"socket closed unexpectedly (code {conn.close_code})"
-            if conn.stalled:
-                kind = "stall"
-                reason = f"no answer to Finalize in {self.finalize_timeout:g}s (stalled)"
-            if conn.malformed is not None:
-                kind, reason = "malformed", conn.malformed
-            if conn.fatal is not None:
+            ending = await self._connect_once(url, audio, events, stream, language)
+            if ending.error is not None:
                 report(self.name, "fatal")
-                raise conn.fatal
-            if conn.finished:
+                raise ending.error
+            if ending.kind == "finished":
                 return
-            report(self.name, kind)
-            failures = 1 if conn.got_message else failures + 1
+            report(self.name, ending.kind)
+            failures = 1 if ending.got_message else failures + 1
             if failures > self.max_reconnects:
-                raise STTError(f"Deepgram stream failed {failures} times in a row; last: {reason}")
-            log.warning("Deepgram: %s; reconnecting (attempt %d)", reason, failures)
+                raise STTError(
+                    f"Deepgram stream failed {failures} times in a row; last: {ending.reason}"
+                )
+            log.warning("Deepgram: %s; reconnecting (attempt %d)", ending.reason, failures)
             await trio.sleep(self.reconnect_backoff * 2 ** (failures - 1))
 
     async def _connect_once(
         self,
         url: str,
-        conn: _Conn,
         audio: trio.MemoryReceiveChannel[STTInput],
         events: trio.MemorySendChannel[STTEvent],
         stream: _Stream,
         language: str,
-    ) -> None:
-        """One connection's life; raises HandshakeError / ConnectionRejected unwrapped.
+    ) -> _Ending:
+        """One connection's life, and how it ended.
+
+        The session's own ending (from the sender or receiver) and a stall (the
+        finalize timer cancelled ``stalled``) can both happen; the more decisive
+        one is the connection's ending (:data:`_DECISIVE`).
+        """
+        conn = _Conn(offset=stream.buffer_start)
+        messages = stream.messages
+        stalled = trio.CancelScope()
+        try:
+            ending = await self._connection(url, conn, stalled, audio, events, stream, language)
+        except ConnectionRejected as exc:
+            ending = self._rejection(exc)
+        except HandshakeError as exc:
+            ending = _Ending("connect", f"cannot connect: {exc!r}")
+        candidates = [ending]
+        if stalled.cancel_called:
+            reason = f"no answer to Finalize in {self.finalize_timeout:g}s (stalled)"
+            candidates.append(_Ending("stall", reason))
+        decisive = min(candidates, key=_Ending.rank)
+        return attrs.evolve(decisive, got_message=stream.messages > messages)
+
+    async def _connection(
+        self,
+        url: str,
+        conn: _Conn,
+        stalled: trio.CancelScope,
+        audio: trio.MemoryReceiveChannel[STTInput],
+        events: trio.MemorySendChannel[STTEvent],
+        stream: _Stream,
+        language: str,
+    ) -> _Ending:
+        """Open, run and close one WebSocket inside ``stalled`` (the finalize timer's
+        handle on it); raises HandshakeError / ConnectionRejected unwrapped.
 
         We own the TCP stream (rather than ``open_websocket_url``) because
         trio-websocket leaves a client socket open when the server closes first
         or refuses the handshake; here it is always closed on the way out.
         """
+        # A stall cancels everything below before the session can say how it ended.
+        ending = _Ending("disconnect", "socket closed unexpectedly (code None)")
         sock, host, resource = await self._open_stream(url)
         try:
             try:
-                async with trio.open_nursery() as nursery:
-                    conn.scope = nursery.cancel_scope
-                    stream.current = conn
-                    with trio.move_on_after(self.connect_timeout) as handshake:
-                        ws = await wrap_client_stream(
-                            nursery,
-                            sock,
-                            host,
-                            resource,
-                            extra_headers=dm.auth_headers(self.api_key),
-                        )
-                    if handshake.cancelled_caught:
-                        raise ConnectionTimeout
-                    await self._session(ws, conn, audio, events, stream, language)
-                    with trio.move_on_after(self.close_timeout):
-                        await ws.aclose()
-                    nursery.cancel_scope.cancel()
+                with stalled:
+                    async with trio.open_nursery() as nursery:
+                        conn.scope = stalled
+                        stream.current = conn
+                        with trio.move_on_after(self.connect_timeout) as handshake:
+                            ws = await wrap_client_stream(
+                                nursery,
+                                sock,
+                                host,
+                                resource,
+                                extra_headers=dm.auth_headers(self.api_key),
+                            )
+                        if handshake.cancelled_caught:
+                            raise ConnectionTimeout
+                        ending = await self._session(ws, conn, audio, events, stream, language)
+                        with trio.move_on_after(self.close_timeout):
+                            await ws.aclose()
+                        nursery.cancel_scope.cancel()
             except* HandshakeError as group:
                 raise group.exceptions[0] from None
         finally:
             stream.current = None
             await trio.aclose_forcefully(sock)
+        return ending
 
     async def _open_stream(self, url: str) -> tuple[Socket, str, str]:
         """TCP (or TLS) connection for ``url``, plus the Host header and resource."""
@@ -297,9 +348,9 @@ class DeepgramSTT:
         except OSError as exc:
             raise HandshakeError(f"cannot reach {parts.hostname}:{port}: {exc}") from exc
 
-    def _rejection(self, exc: ConnectionRejected) -> tuple[str, str]:
-        """(error kind, description) of a refused handshake; raises when retrying
-        cannot help, after reporting it (``auth`` for a refused key, else ``rejected``)."""
+    def _rejection(self, exc: ConnectionRejected) -> _Ending:
+        """How a refused handshake ends the connection; raises when retrying cannot
+        help, after reporting it (``auth`` for a refused key, else ``rejected``)."""
         body = (exc.body or b"").decode(errors="replace")[:200]
         if exc.status_code in (401, 403):
             report(self.name, "auth")
@@ -312,7 +363,7 @@ class DeepgramSTT:
                 f"Deepgram refused the stream (HTTP {exc.status_code}): {body}"
             ) from None
         kind = "rate_limit" if exc.status_code == 429 else "rejected"
-        return kind, f"handshake refused with HTTP {exc.status_code}"
+        return _Ending(kind, f"handshake refused with HTTP {exc.status_code}")
 
     async def _session(
         self,
@@ -322,10 +373,23 @@ class DeepgramSTT:
         events: trio.MemorySendChannel[STTEvent],
         stream: _Stream,
         language: str,
-    ) -> None:
+    ) -> _Ending:
+        """Send and receive until one side knows how the connection ends."""
+        endings: list[_Ending] = []
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._receiver, ws, conn, events, stream, language, nursery)
-            nursery.start_soon(self._sender, ws, conn, audio, stream, nursery)
+
+            async def until_ended(task: Callable[[], Awaitable[_Ending | None]]) -> None:
+                ending = await task()
+                if ending is not None:
+                    endings.append(ending)
+                    nursery.cancel_scope.cancel()
+
+            receiver = partial(self._receiver, ws, conn, events, stream, language)
+            nursery.start_soon(until_ended, receiver, name=self._receiver)
+            sender = partial(self._sender, ws, conn, audio, stream)
+            nursery.start_soon(until_ended, sender, name=self._sender)
+        # Both can end at once (one was resuming as the other cancelled it).
+        return min(endings, key=_Ending.rank)
 
     async def _sender(
         self,
@@ -333,8 +397,9 @@ class DeepgramSTT:
         conn: _Conn,
         audio: trio.MemoryReceiveChannel[STTInput],
         stream: _Stream,
-        nursery: trio.Nursery,
-    ) -> None:
+    ) -> _Ending | None:
+        """Replay, then forward the pipeline's input; None when the socket closed
+        under it (the receiver sees that close too and says what it means)."""
         try:
             replay = bytes(stream.buffer)
             for i in range(0, len(replay), REPLAY_CHUNK):
@@ -346,11 +411,10 @@ class DeepgramSTT:
             conn.close_sent = True
             await ws.send_message(dm.CLOSE_STREAM)
         except ConnectionClosed:
-            return  # the receiver sees the close too and decides what it means
+            return None  # the receiver sees the close too and decides what it means
         await trio.sleep(self.close_timeout)
         log.warning("Deepgram did not close %.1fs after CloseStream; giving up", self.close_timeout)
-        conn.finished = True
-        nursery.cancel_scope.cancel()
+        return _Ending("finished")
 
     async def _forward_one(
         self,
@@ -382,20 +446,20 @@ class DeepgramSTT:
         events: trio.MemorySendChannel[STTEvent],
         stream: _Stream,
         language: str,
-        nursery: trio.Nursery,
-    ) -> None:
+    ) -> _Ending:
+        """Forward Deepgram's messages until the socket closes or sends garbage."""
         while True:
             try:
                 raw = await ws.get_message()
             except ConnectionClosed as exc:
-                conn.close_code = exc.reason.code if exc.reason is not None else 1006
-                if conn.close_sent and conn.close_code == 1000:
-                    conn.finished = True
-                elif conn.close_code == 1008:
+                code = exc.reason.code if exc.reason is not None else 1006
+                if conn.close_sent and code == 1000:
+                    return _Ending("finished")
+                if code == 1008:
                     reason = exc.reason.reason if exc.reason is not None else None
-                    conn.fatal = STTError(f"Deepgram could not decode the audio (1008): {reason}")
-                nursery.cancel_scope.cancel()
-                return
+                    error = STTError(f"Deepgram could not decode the audio (1008): {reason}")
+                    return _Ending("fatal", str(error), error)
+                return _Ending("disconnect", f"socket closed unexpectedly (code {code})")
             if isinstance(raw, bytes):
                 continue
             try:
@@ -404,10 +468,8 @@ class DeepgramSTT:
                 # The words it carried are not lost: drop this connection and replay
                 # what no final covered. It counts as a failed attempt, so a server
                 # that only sends garbage still ends in STTError.
-                conn.malformed = str(exc)
-                nursery.cancel_scope.cancel()
-                return
-            conn.got_message = True
+                return _Ending("malformed", str(exc))
+            stream.messages += 1
             conn.delivering = True
             try:
                 await self._deliver(message, conn, events, stream)
@@ -467,7 +529,6 @@ class DeepgramSTT:
                 )
                 stream.head_retried = True
                 stream.finalize_deadlines[0] = now + self.finalize_timeout
-                conn.stalled = True
                 conn.scope.cancel()
                 continue
             while stream.finalize_deadlines and stream.finalize_deadlines[0] <= now:

@@ -1,8 +1,10 @@
-"""The ASGI application: routes, session registry, graceful drain.
+"""The ASGI application: routes and HTTP responses; every call goes through it.
 
-Routes: ``/ws`` (browser protocol), ``/health``, ``/metrics`` and the browser page
-``/``. Each WebSocket connection runs one session in its own cancel scope, so a
-crash or a shutdown of one call never touches another.
+Routes: ``/ws`` (browser protocol), ``/health``, ``/metrics``, the browser page
+``/`` and the Twilio endpoints. Who may open ``/ws`` is decided in ``admission``;
+the open calls, their cancel scopes and the graceful drain live in ``registry``.
+Each WebSocket connection runs one session in its own cancel scope, so a crash or
+a shutdown of one call never touches another.
 """
 
 from __future__ import annotations
@@ -10,8 +12,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import math
-import time
 from importlib import resources
 from typing import Any
 
@@ -19,8 +19,6 @@ import trio
 
 from ..asgi import serve_lifespan
 from ..config import Config
-from ..errors import ConfigError
-from ..limits import RateLimiter
 from ..logs import bind
 from ..pipeline.context import DEFAULT_SYSTEM_PROMPT
 from ..pipeline.events import ErrorEvent
@@ -32,8 +30,10 @@ from ..protocol.ids import new_id
 from ..providers.reporting import reporting_to
 from ..records import CallStore, record_call
 from ..transports.browser import ASGIReceive, ASGISend, BrowserTransport
-from .auth import AuthError, admit, extract_token, load_secret, verify_token
+from .admission import AdmissionControl, HandshakeRefused
+from .auth import AuthError
 from .metrics import ServerMetrics
+from .registry import SessionRegistry
 from .tracing import Tracing
 
 log = logging.getLogger("vantum.server")
@@ -58,29 +58,28 @@ class VantumApp:
             max_call_s=config.max_call_s,
         )
         self.engine_names = engine_names or {}
-        if config.auth_secret:
-            self.auth_secret: bytes | None = load_secret(config.auth_secret)
-        elif config.insecure_no_auth:
-            self.auth_secret = None
-        else:
-            raise ConfigError(
-                "no /ws auth secret: set VANTUM_AUTH_SECRET, or run with --insecure-no-auth "
-                "(development only: anyone who can reach the port can place calls)"
-            )
-        self.connect_limiter = (
-            RateLimiter(config.connect_rate_per_s, config.connect_burst)
-            if config.connect_rate_per_s > 0
-            else None
-        )
         self.metrics = ServerMetrics()
-        self.sessions: dict[str, trio.CancelScope] = {}
+        self.admission = AdmissionControl(config, self.metrics)
+        self.registry = SessionRegistry(config.max_sessions)
         self.store: CallStore | None = None
         """Call records (set by ``run_server``); None records nothing."""
         self.tracing: Tracing | None = None
         """Turn spans (set by ``run_server`` when VANTUM_OTEL / an OTLP endpoint asks)."""
-        self.draining = False
-        self._idle = trio.Event()
-        self._idle.set()
+
+    @property
+    def auth_secret(self) -> bytes | None:
+        """The ``/ws`` token secret; None only with the explicit dev flag."""
+        return self.admission.auth_secret
+
+    @property
+    def sessions(self) -> dict[str, trio.CancelScope]:
+        """The open calls by session id (the registry's own dict: read, do not change)."""
+        return self.registry.sessions
+
+    @property
+    def draining(self) -> bool:
+        """True once a drain has begun: new calls are refused, ``/health`` says 503."""
+        return self.registry.draining
 
     async def __call__(self, scope: dict[str, Any], receive: ASGIReceive, send: ASGISend) -> None:
         kind = scope["type"]
@@ -164,58 +163,21 @@ class VantumApp:
         self, scope: dict[str, Any], send: ASGISend
     ) -> tuple[dict[str, Any], AuthError | None] | None:
         """The accept message for a ``/ws`` handshake and the token's failure if any, or
-        None once the handshake has been refused.
-
-        A flood from one address and a foreign page are refused during the handshake
-        (HTTP 429 / 403: no session, nothing to tell them). A caller with a missing or
-        bad token is accepted just long enough to receive ``connection.error.auth`` and
-        close code 1008, because a browser cannot read a refused handshake's reason.
-        """
-        client = scope.get("client")
-        ip = client[0] if client else "unknown"
-        limiter = self.connect_limiter
-        if limiter is not None and not limiter.allow(ip, trio.current_time()):
-            self.metrics.sessions_refused.labels("rate_limited").inc()
-            retry = math.ceil(1.0 / limiter.rate_per_s)
+        None once the handshake has been refused (the rules: ``admission``)."""
+        decision = self.admission.check(scope)
+        if isinstance(decision, HandshakeRefused):
             await _refuse_handshake(
-                scope, send, 429, "too many connections from this address", retry_after=retry
+                scope, send, decision.status, decision.message, decision.retry_after
             )
             return None
-        now = time.time()
-        try:
-            admission = admit(
-                scope, secret=None, allowed_origins=self.config.allowed_origins, now=now
-            )
-        except AuthError as exc:
-            self.metrics.sessions_refused.labels(f"auth_{exc.reason.value}").inc()
-            log.warning("refused /ws from %s: %s", ip, exc.message)
-            await _refuse_handshake(scope, send, 403, exc.message)
-            return None
-        failure: AuthError | None = None
-        if self.auth_secret is not None:
-            token = extract_token(scope.get("query_string", b""), scope.get("headers") or [])
-            try:
-                verify_token(self.auth_secret, token, now=now)
-            except AuthError as exc:
-                self.metrics.sessions_refused.labels(f"auth_{exc.reason.value}").inc()
-                log.info("refused /ws from %s: %s", ip, exc.message)
-                failure = exc
         accept: dict[str, Any] = {"type": "websocket.accept"}
-        if admission.subprotocol is not None:
-            accept["subprotocol"] = admission.subprotocol
-        return accept, failure
+        if decision.subprotocol is not None:
+            accept["subprotocol"] = decision.subprotocol
+        return accept, decision.token_failure
 
     def refusal(self) -> tuple[str, int, str] | None:
         """Why a new call must be turned away (event type, close code, message), or None."""
-        if self.draining:
-            return ev.ERR_SHUTDOWN, ev.CLOSE_GOING_AWAY, "server is shutting down"
-        if len(self.sessions) >= self.config.max_sessions:
-            return (
-                ev.ERR_CAPACITY,
-                ev.CLOSE_TRY_AGAIN,
-                f"server at capacity ({self.config.max_sessions} sessions); try again later",
-            )
-        return None
+        return self.registry.refusal()
 
     async def serve_session(self, transport: Transport, kind: str) -> None:
         """Run one call on ``transport`` until it ends; every carrier comes through here."""
@@ -228,9 +190,7 @@ class VantumApp:
         code, reason = ev.CLOSE_NORMAL, "session ended"
         self.metrics.sessions_total.labels(kind).inc()
         self.metrics.sessions_active.inc()
-        with trio.CancelScope() as scope:
-            self.sessions[sid] = scope
-            self._idle = trio.Event() if self._idle.is_set() else self._idle
+        with self.registry.open(sid) as scope:
             try:
                 async with contextlib.AsyncExitStack() as stack:
                     observer: EventObserver = self.metrics
@@ -247,10 +207,7 @@ class VantumApp:
                 log.exception("session %s crashed", sid)
                 code, reason = ev.CLOSE_INTERNAL, "internal error"
             finally:
-                del self.sessions[sid]
                 self.metrics.sessions_active.dec()
-                if not self.sessions:
-                    self._idle.set()
         if scope.cancelled_caught:
             code, reason = ev.CLOSE_GOING_AWAY, "server is shutting down"
         with trio.CancelScope(shield=True):
@@ -259,18 +216,11 @@ class VantumApp:
 
     async def wait_idle(self) -> None:
         """Return once no session is open (tests and the drain use it)."""
-        await self._idle.wait()
+        await self.registry.wait_idle()
 
     async def drain(self, timeout: float) -> None:
         """Refuse new calls, give open ones ``timeout`` s to end, then close them (1001)."""
-        self.draining = True
-        log.info("draining %d session(s), up to %.1f s", len(self.sessions), timeout)
-        with trio.move_on_after(timeout):
-            await self._idle.wait()
-        for scope in list(self.sessions.values()):
-            scope.cancel()
-        with trio.move_on_after(5):
-            await self._idle.wait()
+        await self.registry.drain(timeout)
 
 
 async def _respond(send: ASGISend, status: int, body: bytes, content_type: str) -> None:

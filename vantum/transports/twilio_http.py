@@ -20,16 +20,14 @@ import logging
 import urllib.parse
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..asgi import read_body
 from ..config import Config
 from ..protocol.twilio import connect_stream_twiml
 from ..protocol.twilio_signature import SIGNATURE_HEADER, validate_signature
 from .browser import ASGIReceive, ASGISend
-
-if TYPE_CHECKING:
-    from ..server.app import VantumApp
+from .host import SessionHost
 
 log = logging.getLogger("vantum.twilio")
 
@@ -59,7 +57,7 @@ Pairs = list[tuple[str, str]]
 
 
 async def handle_twilio_http(
-    app: VantumApp, scope: dict[str, Any], receive: ASGIReceive, send: ASGISend
+    app: SessionHost, scope: dict[str, Any], receive: ASGIReceive, send: ASGISend
 ) -> None:
     """Serve one ``/twilio/*`` HTTP request."""
     path, method = scope["path"], scope["method"]
@@ -107,7 +105,7 @@ async def handle_twilio_http(
 
 
 async def _answer_call(
-    app: VantumApp,
+    app: SessionHost,
     scope: dict[str, Any],
     send: ASGISend,
     fields: Mapping[str, str],

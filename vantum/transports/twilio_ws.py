@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import attrs
 import trio
@@ -57,10 +57,8 @@ from ..protocol.twilio import (
 from ..protocol.twilio_signature import SIGNATURE_HEADER, validate_signature
 from .asgi_ws import AsgiWebSocket
 from .browser import ASGIReceive, ASGISend
+from .host import SessionHost
 from .twilio_http import header_value, request_urls
-
-if TYPE_CHECKING:
-    from ..server.app import VantumApp
 
 log = logging.getLogger("vantum.twilio")
 
@@ -370,7 +368,7 @@ class TwilioTransport(MediaStreamTransport):
 
 
 async def serve_twilio_stream(
-    app: VantumApp, scope: dict[str, Any], receive: ASGIReceive, send: ASGISend
+    app: SessionHost, scope: dict[str, Any], receive: ASGIReceive, send: ASGISend
 ) -> None:
     """Accept Twilio's media-stream WebSocket and run a session on it."""
     connect = await receive()

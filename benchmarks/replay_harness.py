@@ -1,4 +1,9 @@
-"""The replay benchmark behind ``vantum bench`` and ``benchmarks/replay.py``.
+"""The replay benchmark behind ``benchmarks/replay.py`` and ``vantum bench``.
+
+It lives in ``benchmarks/`` beside its fixtures, peer and results rather than in
+the ``vantum`` package: it is a development tool (psutil, matplotlib, the Pipecat
+peer), not something a deployed server needs. ``vantum bench`` imports it from the
+source checkout (vantum/cli.py).
 
 Why it is built this way:
 
@@ -45,8 +50,8 @@ import attrs
 import numpy as np
 import trio
 
-from .audio.wav import read_wav
-from .protocol import events as ev
+from vantum.audio.wav import read_wav
+from vantum.protocol import events as ev
 
 SCRIPT = (
     "hello i would like to book a table for two people tonight",
@@ -98,9 +103,9 @@ def bench_reply(messages: list[dict[str, Any]]) -> str:
 
 async def serve_fakes(workload: Workload) -> None:
     """Run the three fakes; print the server environment as one JSON line."""
-    from .testing.fake_cartesia import FakeCartesiaConfig, serve_fake_cartesia
-    from .testing.fake_deepgram import FakeDeepgramConfig, serve_fake_deepgram
-    from .testing.fake_openai import FakeOpenAIConfig, serve_fake_openai
+    from vantum.testing.fake_cartesia import FakeCartesiaConfig, serve_fake_cartesia
+    from vantum.testing.fake_deepgram import FakeDeepgramConfig, serve_fake_deepgram
+    from vantum.testing.fake_openai import FakeOpenAIConfig, serve_fake_openai
 
     dg_cfg = FakeDeepgramConfig(script=SCRIPT, final_latency=workload.stt_final)
     oa_cfg = FakeOpenAIConfig(
@@ -139,8 +144,8 @@ async def calibrate_fakes(
     import httpx
     from trio_websocket import open_websocket_url
 
-    from .providers import cartesia_messages as cm
-    from .providers import deepgram_messages as dm
+    from vantum.providers import cartesia_messages as cm
+    from vantum.providers import deepgram_messages as dm
 
     stt: list[float] = []
     llm: list[float] = []
@@ -391,7 +396,7 @@ async def replay_session(
     """One caller: connect, then speak-and-listen ``wl.turns`` times."""
     from trio_websocket import ConnectionClosed, HandshakeError
 
-    from .testing.browser_client import BrowserClient
+    from vantum.testing.browser_client import BrowserClient
 
     await trio.sleep_until(start_at)
     session.started = trio.current_time()
@@ -441,8 +446,8 @@ async def replay_twilio_session(
     """One phone caller (fake Twilio media stream): the server ends turns by its VAD."""
     from trio_websocket import ConnectionClosed, HandshakeError
 
-    from .protocol.twilio import SAMPLE_RATE
-    from .testing.fake_twilio import dial_fake_twilio, stream_url_for
+    from vantum.protocol.twilio import SAMPLE_RATE
+    from vantum.testing.fake_twilio import dial_fake_twilio, stream_url_for
 
     await trio.sleep_until(start_at)
     session.started = trio.current_time()
@@ -593,7 +598,7 @@ async def run_step(
 
 async def idle_rss(url: str, proc: Proc, k: int) -> dict[str, float]:
     """Open ``k`` sessions that say nothing; the server's RSS growth per session."""
-    from .testing.browser_client import BrowserClient
+    from vantum.testing.browser_client import BrowserClient
 
     before = proc.rss()
     opened = 0
@@ -911,8 +916,8 @@ def load_clips(folder: Path | None) -> list[tuple[bytes, int]]:
         wavs = sorted(folder.glob("*.wav"))
         if wavs:
             return [read_wav(w) for w in wavs]
-    from .audio.resample import StreamResampler
-    from .providers.local_tts import EspeakTTS, synthesize_blocking
+    from vantum.audio.resample import StreamResampler
+    from vantum.providers.local_tts import EspeakTTS, synthesize_blocking
 
     clips = []
     for text in FIXTURE_TEXTS:
@@ -927,7 +932,7 @@ def benchmarks_dir() -> Path:
     """The checkout's ``benchmarks/`` (fixtures, peer, results), or ``./benchmarks``."""
     for candidate in (
         Path.cwd() / "benchmarks",
-        Path(__file__).resolve().parents[1] / "benchmarks",
+        Path(__file__).resolve().parent,  # this file's own benchmarks/
     ):
         if (candidate / "fixtures").is_dir():
             return candidate
@@ -994,9 +999,9 @@ def _twilio_extra_floor(wl: Workload) -> float | None:
     """What phone turns add to the browser floor: the VAD's end-of-speech silence, less
     the STT final when the server speculates (starts the LLM on the interim)."""
     try:
-        from .audio.vad import VadSegmenter
-        from .pipeline.turns import TurnPolicy
-        from .testing import fake_twilio  # noqa: F401
+        from vantum.audio.vad import VadSegmenter
+        from vantum.pipeline.turns import TurnPolicy
+        from vantum.testing import fake_twilio  # noqa: F401
     except ImportError:
         return None
     silence = int(attrs.fields(VadSegmenter).silence_ms.default or 0) / 1000
@@ -1104,7 +1109,7 @@ def run(args: argparse.Namespace) -> int:
         logdir = Path(tmp)
         fakes = Proc(
             "fakes",
-            [sys.executable, "-m", "vantum.bench", "_fakes", json.dumps(attrs.asdict(wl))],
+            [sys.executable, str(Path(__file__).resolve()), "_fakes", json.dumps(attrs.asdict(wl))],
             {},
             other,
             logdir / "fakes.log",

@@ -1,0 +1,98 @@
+"""Who may open ``/ws``: per-address rate limit, Origin allow-list, then the token.
+
+The decision is kept apart from the ASGI plumbing in ``app.py``: :meth:`check`
+returns what to do with a handshake and the app only sends it. It also owns the
+configuration behind the decision (the token secret, the connect rate limiter),
+so a misconfigured server fails when it is built, not on its first call.
+
+A flood from one address and a foreign page are refused during the handshake
+(HTTP 429 / 403: no session, nothing to tell them). A caller with a missing or bad
+token is accepted just long enough to receive ``connection.error.auth`` and close
+code 1008, because a browser cannot read a refused handshake's reason.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from typing import Any
+
+import attrs
+import trio
+
+from ..config import Config
+from ..errors import ConfigError
+from ..limits import RateLimiter
+from .auth import AuthError, admit, extract_token, load_secret, verify_token
+from .metrics import ServerMetrics
+
+log = logging.getLogger("vantum.server")
+
+
+@attrs.frozen
+class HandshakeRefused:
+    """Refuse the handshake with an HTTP ``status`` and ``message`` (no session)."""
+
+    status: int
+    message: str
+    retry_after: int = 0
+    """Seconds for a ``retry-after`` header; 0 sends none."""
+
+
+@attrs.frozen
+class HandshakeAccepted:
+    """Accept the handshake (echoing ``subprotocol``); ``token_failure`` is then
+    reported in band before closing, or None if the caller may start a call."""
+
+    subprotocol: str | None
+    token_failure: AuthError | None
+
+
+class AdmissionControl:
+    """The ``/ws`` handshake checks, and the refusal counts and log lines they produce."""
+
+    def __init__(self, config: Config, metrics: ServerMetrics) -> None:
+        self.allowed_origins = config.allowed_origins
+        self.metrics = metrics
+        if config.auth_secret:
+            self.auth_secret: bytes | None = load_secret(config.auth_secret)
+        elif config.insecure_no_auth:
+            self.auth_secret = None
+        else:
+            raise ConfigError(
+                "no /ws auth secret: set VANTUM_AUTH_SECRET, or run with --insecure-no-auth "
+                "(development only: anyone who can reach the port can place calls)"
+            )
+        self.connect_limiter = (
+            RateLimiter(config.connect_rate_per_s, config.connect_burst)
+            if config.connect_rate_per_s > 0
+            else None
+        )
+
+    def check(self, scope: dict[str, Any]) -> HandshakeAccepted | HandshakeRefused:
+        """Decide on one ``/ws`` handshake (call inside trio: the limiter uses its clock)."""
+        client = scope.get("client")
+        ip = client[0] if client else "unknown"
+        limiter = self.connect_limiter
+        if limiter is not None and not limiter.allow(ip, trio.current_time()):
+            self.metrics.sessions_refused.labels("rate_limited").inc()
+            retry = math.ceil(1.0 / limiter.rate_per_s)
+            return HandshakeRefused(429, "too many connections from this address", retry)
+        now = time.time()
+        try:
+            admission = admit(scope, secret=None, allowed_origins=self.allowed_origins, now=now)
+        except AuthError as exc:
+            self.metrics.sessions_refused.labels(f"auth_{exc.reason.value}").inc()
+            log.warning("refused /ws from %s: %s", ip, exc.message)
+            return HandshakeRefused(403, exc.message)
+        failure: AuthError | None = None
+        if self.auth_secret is not None:
+            token = extract_token(scope.get("query_string", b""), scope.get("headers") or [])
+            try:
+                verify_token(self.auth_secret, token, now=now)
+            except AuthError as exc:
+                self.metrics.sessions_refused.labels(f"auth_{exc.reason.value}").inc()
+                log.info("refused /ws from %s: %s", ip, exc.message)
+                failure = exc
+        return HandshakeAccepted(admission.subprotocol, failure)

@@ -1,0 +1,40 @@
+"""What a carrier's endpoints need from the server that hosts them.
+
+The server's routes call into the transports (``server/app.py`` imports them), so
+the transports must not import the server back. They name here the little they
+use: the configuration, the refusal counter, whether a new call may start, and
+the one way to run a call. ``VantumApp`` satisfies :class:`SessionHost`
+structurally; a test can pass anything else that does.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from prometheus_client import Counter
+
+from ..config import Config
+from ..pipeline.transport import Transport
+
+
+class RefusalMetrics(Protocol):
+    @property
+    def sessions_refused(self) -> Counter:
+        """``vantum_sessions_refused_total{reason}``: a refused call is counted here."""
+        ...
+
+
+class SessionHost(Protocol):
+    @property
+    def config(self) -> Config: ...
+
+    @property
+    def metrics(self) -> RefusalMetrics: ...
+
+    def refusal(self) -> tuple[str, int, str] | None:
+        """Why a new call must be turned away (event type, close code, message), or None."""
+        ...
+
+    async def serve_session(self, transport: Transport, kind: str) -> None:
+        """Run one call on ``transport`` until it ends."""
+        ...
