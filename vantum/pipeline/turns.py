@@ -390,10 +390,10 @@ async def run_turn_manager(
             elif isinstance(item, ResponseFinished):
                 following = answers.finished()
                 if following is not None:
-                    await commands.send(following)
-                else:
+                    await commands.send(following)  # never after CallOver: none pending
+                elif not call_over:
                     reason = answers.take_hangup()
-                    if reason is not None and not call_over:
+                    if reason is not None:
                         hangups.send_nowait(HangUp(reason))
             elif isinstance(item, PlaybackProgress):
                 if not call_over:
@@ -402,13 +402,14 @@ async def run_turn_manager(
             elif isinstance(item, InputStarted) and not call_over:
                 await commands.send(item.settings)
             elif isinstance(item, CallOver):
+                # Nothing more is handed over: after a hang-up the goodbye in flight is
+                # spoken to its end; otherwise it is cut too.
                 call_over = True
-                if item.reason != "hangup":
-                    for dropped in answers.drop_pending():
-                        if dropped.gate is not None:
-                            dropped.gate.reject()
-                    if answers.in_flight:
-                        await commands.send(Interrupt("call_ended"))
+                for dropped in answers.drop_pending():
+                    if dropped.gate is not None:
+                        dropped.gate.reject()
+                if answers.in_flight and item.reason != "hangup":
+                    await commands.send(Interrupt("call_ended"))
                 await commands.aclose()
                 continue
             if not isinstance(item, IdleTimeout | SpeechStarted | AnswerAudible):
