@@ -154,9 +154,10 @@ async def run_session(
                 ending = "max_duration"
             elif hung_up:
                 ending = "hangup"
+            # The output side now ends by closing, in order; this bounds it (and the
+            # send below: a caller who stops reading can back everything up to here).
+            back.cancel_scope.deadline = trio.current_time() + drain_s
             await inbox_tx.send(CallOver(ending))
-        # The output side now ends by closing, in order; this bounds it.
-        back.cancel_scope.deadline = trio.current_time() + drain_s
     # Every actor has stopped, so this is now the only writer to the connection.
     if ending == "max_duration":
         await _say_bye(transport, CallEnded("max_duration", "maximum call duration reached"))
