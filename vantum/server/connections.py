@@ -1,10 +1,18 @@
-"""Every accepted TCP connection, guarded: the deadlines Hypercorn lacks.
+"""Every accepted TCP connection, guarded: the deadlines and checks Hypercorn lacks.
 
-What Hypercorn 0.18's trio worker does not do, found by reading it: **writes cannot be
-interrupted.** ``TCPServer.protocol_send`` runs each ``stream.send_all`` inside a
-*shielded* cancel scope, so no cancellation (a session's scope, the drain,
-``move_on_after``) reaches a write blocked on a peer that stopped reading: the
-session, the drain and the process wait forever.
+What Hypercorn 0.18's trio worker does not do, found by reading it:
+
+- **Writes cannot be interrupted.** ``TCPServer.protocol_send`` runs each
+  ``stream.send_all`` inside a *shielded* cancel scope, so no cancellation (a session's
+  scope, the drain, ``move_on_after``) reaches a write blocked on a peer that stopped
+  reading: the session, the drain and the process wait forever.
+- **A close handshake has no deadline.** After a close frame Hypercorn waits for the
+  peer's reply as long as the TCP connection lives, and after closing for an over-size
+  message (1009) it never tells the app the peer is gone, so the session runs on; its
+  message buffer keeps growing with whatever the peer still sends.
+- **Some protocol errors drop the TCP connection with no close frame** (wsproto reports
+  them as a received ``CloseConnection`` and Hypercorn never answers it), e.g. a text
+  frame that is not UTF-8 (RFC 6455 wants 1007).
 
 What does reach a blocked write is the socket: Hypercorn reads and writes through the
 stream object it is given, and a cancel scope opened *inside* ``send_all`` is inside the
@@ -18,7 +26,11 @@ connection (as ``hypercorn.trio.serve`` does) but hands it a :class:`GuardedStre
   done: raising would make Hypercorn deliver that disconnect from inside the app's own
   ``send``, which can deadlock a session whose reader is waiting on its writer;
 - a connection can be given a deadline (:meth:`GuardedStream.cut_at`): the drain and a
-  session's maximum duration use it, so they end on time whatever the peer does.
+  session's maximum duration use it, so they end on time whatever the peer does;
+- once the server has sent a close frame, the peer has ``write_timeout`` to close;
+- inbound WebSocket bytes go through ``ws_inspect.InboundFrames`` before Hypercorn sees
+  them: an over-limit frame is refused from its header (1009), non-UTF-8 text with 1007,
+  and a connection wsproto drops without a close frame gets a 1002 close first.
 
 The app learns about its connection through ``asgi_ws.current_connection``: this module
 sets it in the task that runs the connection, and Hypercorn starts the ASGI task from
@@ -45,18 +57,31 @@ from hypercorn.trio.worker_context import WorkerContext
 from hypercorn.utils import repr_socket_addr, wrap_app
 
 from ..transports.asgi_ws import current_connection
+from .ws_inspect import (
+    CLOSE_PROTOCOL_ERROR,
+    CLOSE_TOO_BIG,
+    FAILURE_CODES,
+    InboundFrames,
+    Violation,
+    close_code_sent,
+    close_frame,
+)
 
 log = logging.getLogger("vantum.server")
 
 CLOSE_GRACE_S = 0.5
 """After a deadline (the drain's, a call's maximum duration), how long a session still
 has to say goodbye and close before its connection is cut."""
+_LINGER_MAX = 8 << 20
+"""Bytes read and dropped at most while waiting for a failed peer to hang up."""
 
 
 @attrs.frozen
 class GuardLimits:
     write_timeout: float
     """Seconds a write may wait for room in the socket before the peer is cut."""
+    max_message: int
+    """Largest WebSocket message accepted, in bytes."""
 
 
 class ConnectionTable:
@@ -90,17 +115,27 @@ class GuardedStream(trio.abc.HalfCloseableStream):
         self.cut_reason: str | None = None
         self._deadline = math.inf
         self._deadline_reason = ""
+        self._write_lock = trio.Lock()
         self._read_scope: trio.CancelScope | None = None
         self._write_scope: trio.CancelScope | None = None
         self._aborted = False
-        self._websocket = False
+        self._peer_eof = False
+        # WebSocket state, once the server has answered an upgrade with 101.
+        self._frames: InboundFrames | None = None
+        self._carry = b""
+        self._close_sent_at: float | None = None
+        self._eof_to_app = False
+        """Hypercorn is told the peer closed: the connection has failed."""
+        self._drop_writes = False
+        """The guard sent its own close frame: nothing may follow it."""
+        self._linger = False
 
     # --- ConnectionControl -------------------------------------------------------
 
     @property
     def gone(self) -> bool:
         """Nothing written to this connection can reach the peer any more."""
-        return self._aborted
+        return self._aborted or self._drop_writes
 
     def cut_at(self, deadline: float, reason: str) -> None:
         """End the connection by ``deadline`` (trio time) at the latest."""
@@ -114,22 +149,31 @@ class GuardedStream(trio.abc.HalfCloseableStream):
     # --- trio.abc.HalfCloseableStream ------------------------------------------
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
-        with trio.CancelScope(deadline=self._deadline) as scope:
-            self._read_scope = scope
-            try:
-                return await self._inner.receive_some(max_bytes)
-            finally:
-                self._read_scope = None
-        self._abort(self._deadline_reason)
-        raise trio.ClosedResourceError("connection cut")
+        if self._eof_to_app:
+            await trio.lowlevel.checkpoint()
+            return b""
+        data: bytes | bytearray
+        if self._carry:
+            data, self._carry = self._carry, b""
+            await trio.lowlevel.checkpoint()
+        else:
+            data = await self._read(max_bytes)
+            if self._eof_to_app:  # failed while we waited: nothing more is handed on
+                return b""
+            if not data:
+                self._peer_eof = True
+                return data
+        if self._frames is not None:
+            return await self._inspect(data)
+        return data
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         if self.gone:
             await trio.lowlevel.checkpoint()  # see the module docstring: not an error
             return
-        if not self._websocket and bytes(data[:13]) == b"HTTP/1.1 101 ":
-            self._websocket = True
-        await self._write(data)
+        async with self._write_lock:
+            self._watch_outbound(data)
+            await self._write(data)
 
     async def wait_send_all_might_not_block(self) -> None:
         await self._inner.wait_send_all_might_not_block()
@@ -137,12 +181,132 @@ class GuardedStream(trio.abc.HalfCloseableStream):
     async def send_eof(self) -> None:
         if self._aborted:
             raise trio.ClosedResourceError("connection was cut")
-        await self._inner.send_eof()
+        try:
+            if self._owes_close_frame():
+                # wsproto failed the connection and Hypercorn is dropping it silently.
+                reason = "protocol error"
+                await self._send_close(CLOSE_PROTOCOL_ERROR, reason)
+                self._note_cut("bad_frame", f"closed with {CLOSE_PROTOCOL_ERROR}: {reason}")
+            if not self._aborted:
+                await self._inner.send_eof()
+        except BaseException:
+            self._abort(None)
+            raise
 
     async def aclose(self) -> None:
-        await self._inner.aclose()
+        try:
+            if self._linger and not self._aborted and not self._peer_eof:
+                await self._drain_until_peer_closes()
+        finally:
+            self._inner.socket.close()
+        await trio.lowlevel.checkpoint()
+
+    # --- reading -----------------------------------------------------------------
+
+    def _read_deadline(self) -> float:
+        if self._close_sent_at is None:
+            return self._deadline
+        return min(self._deadline, self._close_sent_at + self._limits.write_timeout)
+
+    async def _read(self, max_bytes: int | None) -> bytes | bytearray:
+        with trio.CancelScope(deadline=self._read_deadline()) as scope:
+            self._read_scope = scope
+            try:
+                return await self._inner.receive_some(max_bytes)
+            finally:
+                self._read_scope = None
+        if self._eof_to_app:  # woken to report the failure
+            return b""
+        if trio.current_time() >= self._deadline:
+            self._abort(self._deadline_reason)
+        else:
+            self._abort(None)  # the peer did not answer our close frame in time
+        raise trio.ClosedResourceError("connection cut")
+
+    async def _inspect(self, data: bytes | bytearray) -> bytes | bytearray:
+        assert self._frames is not None
+        n, violation = self._frames.feed(data)
+        if violation is not None:
+            await self._fail(violation)
+            return data[: violation.offset]
+        if n < len(data):
+            self._carry = bytes(data[n:])
+            return data[:n]
+        return data
+
+    async def _fail(self, violation: Violation) -> None:
+        """The peer broke the rules: close frame, then tell Hypercorn it hung up."""
+        self._note_cut(violation.cut, f"closed with {violation.code}: {violation.reason}")
+        self._eof_to_app = True
+        self._linger = True
+        await self._send_close(violation.code, violation.reason)
+        self._drop_writes = True
+
+    async def _drain_until_peer_closes(self) -> None:
+        """Read and drop what the peer still sends until it hangs up, so that closing
+        does not reset the connection before it has read our close frame."""
+        dropped = 0
+        closed_at = self._close_sent_at or trio.current_time()
+        with trio.move_on_at(min(self._deadline, closed_at + self._limits.write_timeout)):
+            while dropped < _LINGER_MAX:
+                try:
+                    data = await self._inner.receive_some(65536)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    return
+                if not data:
+                    return
+                dropped += len(data)
+        self._abort(None)  # it did not hang up: reset
 
     # --- writing -----------------------------------------------------------------
+
+    def _watch_outbound(self, data: bytes | bytearray | memoryview) -> None:
+        if self._frames is None:
+            if bytes(data[:13]) == b"HTTP/1.1 101 ":
+                self._upgraded(bytes(data))
+            return
+        code = close_code_sent(data)
+        if code is None:
+            return
+        self._note_close_sent()
+        if code in FAILURE_CODES:
+            # Hypercorn (or the app) failed the connection, e.g. a compressed message
+            # that inflated past the limit: the session must hear of it now.
+            self._note_cut(
+                "oversize" if code == CLOSE_TOO_BIG else "bad_frame", f"closed with {code}"
+            )
+            self._eof_to_app = True
+            self._linger = True
+            if self._read_scope is not None:
+                self._read_scope.cancel()
+
+    def _upgraded(self, response: bytes) -> None:
+        """From here on the peer sends frames. (Frames sent before the 101 cannot occur:
+        Hypercorn answers data that arrives before the app accepts with HTTP 400.)"""
+        head = response.split(b"\r\n\r\n", 1)[0].lower()
+        deflate = b"sec-websocket-extensions" in head and b"permessage-deflate" in head
+        self._frames = InboundFrames(self._limits.max_message, deflate=deflate)
+
+    def _note_close_sent(self) -> None:
+        if self._close_sent_at is None:
+            self._close_sent_at = trio.current_time()
+            if self._read_scope is not None:
+                self._read_scope.deadline = min(self._read_scope.deadline, self._read_deadline())
+
+    def _owes_close_frame(self) -> bool:
+        return (
+            self._frames is not None
+            and self._close_sent_at is None
+            and not self._peer_eof
+            and not self._frames.peer_closed
+        )
+
+    async def _send_close(self, code: int, reason: str) -> None:
+        if self._close_sent_at is not None or self.gone:
+            return
+        async with self._write_lock:
+            self._note_close_sent()
+            await self._write(close_frame(code, reason))
 
     async def _write(self, data: bytes | bytearray | memoryview) -> None:
         """``send_all`` with a deadline on progress: each wait for room in the socket
@@ -173,7 +337,7 @@ class GuardedStream(trio.abc.HalfCloseableStream):
         if self.cut_reason is None:
             self.cut_reason = reason
             # A call cut is news; an idle HTTP keep-alive connection cut by the drain is not.
-            level = logging.WARNING if self._websocket else logging.INFO
+            level = logging.WARNING if self._frames is not None else logging.INFO
             log.log(level, "connection from %s cut (%s): %s", self._peer, reason, detail)
 
     def _abort(self, reason: str | None) -> None:

@@ -34,18 +34,19 @@ async def serve(
     """Serve ``app`` until ``shutdown_trigger`` returns; reports the bound URL when ready.
 
     Every connection runs under ``connections.GuardedStream``: writes have a deadline,
-    and the drain ends every connection by ``graceful_timeout`` + ``CLOSE_GRACE_S``
-    whatever its peer does (docs/hardening.md, "Peers that do not play along").
+    frames are checked against ``max_frame_bytes`` from their headers, and the drain
+    ends every connection by ``graceful_timeout`` + ``CLOSE_GRACE_S`` whatever its peer
+    does (docs/hardening.md, "Peers that do not play along").
     """
     hc = HypercornConfig()
     hc.bind = [f"{config.host}:{config.port}"]
-    # Vantum enforces max_frame_bytes itself (close 1009); Hypercorn's hard cap
-    # only bounds the memory one message may take before that check runs.
-    hc.websocket_max_message_size = max(64 << 20, 4 * config.max_frame_bytes)
+    # Uncompressed frames over the limit are refused from their headers before this;
+    # Hypercorn's cap applies to what a permessage-deflate message inflates to.
+    hc.websocket_max_message_size = config.max_frame_bytes
     hc.graceful_timeout = 5.0  # a backstop: the drain has cut every connection by then
     hc.accesslog = None
     hc.errorlog = logging.getLogger("hypercorn.error")
-    limits = GuardLimits(config.write_timeout_ms / 1000.0)
+    limits = GuardLimits(config.write_timeout_ms / 1000.0, config.max_frame_bytes)
     connections = ConnectionTable()
 
     async def trigger() -> None:

@@ -1,14 +1,13 @@
 """One accepted ASGI WebSocket, as every carrier's transport needs it.
 
 The rules are the same whatever rides on the socket: a frame over the limit
-closes the connection with 1009 (enforced here, not by Hypercorn: after closing
-for an oversize message Hypercorn 0.18 never reports the disconnect to the app,
-which would leave the session running forever), a dead socket surfaces as
-``PeerGone``, and closing twice is harmless.
+closes the connection with 1009, a dead socket surfaces as ``PeerGone``, and
+closing twice is harmless.
 
-Under ``vantum serve`` the server below puts deadlines on every write
-(``vantum.server.connections``) and tells the app about the connection through
-:data:`current_connection`.
+Under ``vantum serve`` the server below enforces the frame limit as frames arrive
+and puts deadlines on every write (``vantum.server.connections``); it tells the app
+about the connection through :data:`current_connection`. The length check here
+remains for any other ASGI server.
 """
 
 from __future__ import annotations
