@@ -42,6 +42,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 import socket as stdlib_socket
 import struct
 from collections.abc import Awaitable, Callable
@@ -115,7 +116,8 @@ class GuardedStream(trio.abc.HalfCloseableStream):
         self.cut_reason: str | None = None
         self._deadline = math.inf
         self._deadline_reason = ""
-        self._write_lock = trio.Lock()
+        self._writing = False
+        self._write_done: trio.Event | None = None
         self._read_scope: trio.CancelScope | None = None
         self._write_scope: trio.CancelScope | None = None
         self._aborted = False
@@ -171,9 +173,8 @@ class GuardedStream(trio.abc.HalfCloseableStream):
         if self.gone:
             await trio.lowlevel.checkpoint()  # see the module docstring: not an error
             return
-        async with self._write_lock:
-            self._watch_outbound(data)
-            await self._write(data)
+        self._watch_outbound(data)
+        await self._write(data)
 
     async def wait_send_all_might_not_block(self) -> None:
         await self._inner.wait_send_all_might_not_block()
@@ -304,25 +305,57 @@ class GuardedStream(trio.abc.HalfCloseableStream):
     async def _send_close(self, code: int, reason: str) -> None:
         if self._close_sent_at is not None or self.gone:
             return
-        async with self._write_lock:
-            self._note_close_sent()
-            await self._write(close_frame(code, reason))
+        self._note_close_sent()
+        await self._write(close_frame(code, reason))
 
     async def _write(self, data: bytes | bytearray | memoryview) -> None:
         """``send_all`` with a deadline on progress: each wait for room in the socket
-        may last ``write_timeout``, and none may pass the connection's deadline."""
+        may last ``write_timeout``, and none may pass the connection's deadline.
+
+        Writes are serialised here (Hypercorn serialises its own, the guard's close
+        frames must not land inside one of them). Like ``trio.SocketStream.send_all``
+        it writes without blocking and waits for room only when the socket is full,
+        but it does not yield after a write that did not wait: Hypercorn's send lock
+        has just yielded, and a second trip through the scheduler per message was a
+        measurable share of the cost of a frame.
+        """
+        while self._writing:
+            if self._write_done is None:
+                self._write_done = trio.Event()
+            await self._write_done.wait()
+        self._writing = True
+        try:
+            await self._write_unshared(data)
+        finally:
+            self._writing = False
+            if self._write_done is not None:
+                self._write_done.set()
+                self._write_done = None
+
+    async def _write_unshared(self, data: bytes | bytearray | memoryview) -> None:
         sock = self._inner.socket
+        await trio.lowlevel.checkpoint_if_cancelled()
         with memoryview(data) as view:
             sent = 0
-            while sent < len(view) and not self._aborted:
+            while sent < len(view):
+                fd = sock.fileno()
+                if self._aborted or fd < 0:
+                    return
+                try:
+                    with view[sent:] as rest:
+                        sent += os.write(fd, rest)
+                    continue
+                except BlockingIOError:
+                    pass
+                except OSError:  # reset by the peer
+                    self._abort(None)
+                    return
                 deadline = min(trio.current_time() + self._limits.write_timeout, self._deadline)
                 with trio.CancelScope(deadline=deadline) as scope:
                     self._write_scope = scope
                     try:
-                        with view[sent:] as rest:
-                            sent += await sock.send(rest)
-                    except (OSError, trio.ClosedResourceError):  # reset, or cut meanwhile
-                        self._abort(None)
+                        await trio.lowlevel.wait_writable(sock)
+                    except trio.ClosedResourceError:  # cut meanwhile
                         return
                     finally:
                         self._write_scope = None
