@@ -7,9 +7,11 @@
 Runs the fakes and a real server in this process (``vantum.testing.stack``) and
 ``--concurrency`` callers that connect, talk (audio turns, text turns, barge-ins,
 hanging up mid-answer) and leave, over and over. Every ``--fault-every`` seconds
-one provider fault is injected in rotation: OpenAI 429 and 500 and a mid-stream
-stall, a failed Cartesia context and a dropped Cartesia socket, a Deepgram
-connection cut mid-audio.
+one fault is injected in rotation: OpenAI 429 and 500 and a mid-stream stall, a
+failed Cartesia context and a dropped Cartesia socket, a Deepgram connection cut
+mid-audio, and two hostile callers: a slow reader (asks for a long answer, shrinks
+its receive buffer and stops reading) and an oversize peer (sends a frame far over
+the limit and ignores the close). The server must cut each of those, and only those.
 
 Every ``--sample-every`` seconds it records RSS, open sessions and trio task
 counts. Passing means: memory flat after warm-up, task count back to its
@@ -49,6 +51,7 @@ from vantum.testing.browser_client import BrowserClient
 from vantum.testing.fake_cartesia import FakeCartesiaConfig
 from vantum.testing.fake_deepgram import FakeDeepgramConfig
 from vantum.testing.fake_openai import FakeOpenAIConfig
+from vantum.testing.raw_ws import OP_BINARY, RawWebSocket, ServerClosed, frame_header
 from vantum.testing.stack import Stack, open_stack
 
 RATE = 16_000
@@ -62,14 +65,26 @@ DG = FakeDeepgramConfig(
     final_latency=0.05,
     interim_latency=0.02,
 )
-OA = FakeOpenAIConfig(
-    first_token_latency=0.05,
-    tokens_per_second=400,
-    responder=lambda messages: "Sure. ||BREAK|| Done.",
-)
+LONG_STORY = "Once upon a time there was a very long story that went on and on. " * 100
+
+
+def respond(messages: list[dict[str, Any]]) -> str:
+    """Short answers, except the long one a slow reader asks for to fill its buffers."""
+    return LONG_STORY if "long story" in str(messages[-1]["content"]) else "Sure. ||BREAK|| Done."
+
+
+OA = FakeOpenAIConfig(first_token_latency=0.05, tokens_per_second=400, responder=respond)
 CA = FakeCartesiaConfig(first_chunk_latency=0.03, realtime_factor=20)
 UTTERANCES = [speech_like(0.6, RATE, seed=i) + silence(0.2, RATE) for i in range(3)]
 """A few fixed utterances, so the fake recogniser's per-utterance table stays small."""
+STALL_S = 10.0
+"""How long a slow reader stops reading: well past the write timeout (2 s)."""
+IGNORE_CLOSE_S = 5.0
+"""How long an oversize peer ignores the server's close before it looks."""
+OVERSIZE = 64 << 20
+"""The frame length an oversize peer declares (the limit is 1 MiB)."""
+PAYLOAD = memoryview(bytes(8 << 20))
+"""What an oversize peer actually sends of it (shared by all of them)."""
 
 
 class ErrorLogCounter(logging.Handler):
@@ -91,6 +106,8 @@ class Stats:
     errors: collections.Counter[str] = attrs.Factory(collections.Counter)
     failures: collections.Counter[str] = attrs.Factory(collections.Counter)
     faults: collections.Counter[str] = attrs.Factory(collections.Counter)
+    hostile_not_cut: collections.Counter[str] = attrs.Factory(collections.Counter)
+    """Hostile callers whose session was still open when they looked."""
     hung: int = 0
     active: int = 0
 
@@ -164,6 +181,37 @@ async def caller(stack: Stack, rng: random.Random, stats: Stats, stop_at: float)
         await trio.sleep(rng.uniform(0, 0.2))
 
 
+async def slow_reader(stack: Stack, stats: Stats) -> None:
+    """Asks for a long answer, stops reading once it starts, looks again after STALL_S."""
+    async with RawWebSocket.connect(stack.ws_url, rcvbuf=4096) as peer:
+        await peer.read_ack()
+        await peer.send_event(ev.TEXT_INPUT, {"text": "tell me a long story"})
+        while (await peer.receive_event())["eventType"] != ev.OUTPUT_CHUNK:
+            pass
+        await trio.sleep(STALL_S)  # the fault itself: not reading
+        if peer.session_id in stack.app.sessions:
+            stats.hostile_not_cut["slow_reader"] += 1
+        with trio.move_on_after(10):
+            await peer.wait_closed()
+
+
+async def oversize_peer(stack: Stack, stats: Stats) -> None:
+    """Declares a 64 MiB frame, sends 8 MiB of it, ignores the close for IGNORE_CLOSE_S."""
+    async with RawWebSocket.connect(stack.ws_url, rcvbuf=4096) as peer:
+        await peer.read_ack()
+        with contextlib.suppress(trio.BrokenResourceError):
+            await peer.send_raw(frame_header(OP_BINARY, OVERSIZE, mask=b"\x01\x02\x03\x04"))
+            await peer.send_raw(PAYLOAD)
+        await trio.sleep(IGNORE_CLOSE_S)  # the fault itself: not reading the close
+        if peer.session_id in stack.app.sessions:
+            stats.hostile_not_cut["oversize_peer"] += 1
+        with trio.move_on_after(10), contextlib.suppress(ServerClosed):
+            await peer.wait_closed()
+
+
+HOSTILE = {"slow_reader": slow_reader, "oversize_peer": oversize_peer}
+
+
 def _openai_429(s: Stack) -> None:
     s.openai.fail_next(429, retry_after=0.2)
 
@@ -188,23 +236,41 @@ def _deepgram_drop(s: Stack) -> None:
     s.deepgram.drop_after(0.3)
 
 
-FAULTS: list[tuple[str, Callable[[Stack], None]]] = [
+FAULTS: list[tuple[str, Callable[[Stack], None] | None]] = [
     ("openai_429", _openai_429),
     ("openai_500", _openai_500),
     ("openai_stall", _openai_stall),
     ("cartesia_context_error", _cartesia_context_error),
     ("cartesia_drop", _cartesia_drop),
     ("deepgram_drop", _deepgram_drop),
+    ("slow_reader", None),
+    ("oversize_peer", None),
 ]
+"""Provider faults flip a switch on a fake; hostile callers (None) run as callers."""
 
 
-async def inject_faults(stack: Stack, stats: Stats, every: float, stop_at: float) -> None:
+async def inject_faults(
+    stack: Stack, stats: Stats, every: float, stop_at: float, callers: trio.Nursery
+) -> None:
     for name, fault in itertools.cycle(FAULTS):
         await trio.sleep(every)
         if trio.current_time() >= stop_at:
             return
-        fault(stack)
+        if fault is None:
+            callers.start_soon(hostile_caller, stack, stats, name)
+        else:
+            fault(stack)
         stats.faults[name] += 1
+
+
+async def hostile_caller(stack: Stack, stats: Stats, name: str) -> None:
+    try:
+        with trio.fail_after(SESSION_TIMEOUT):
+            await HOSTILE[name](stack, stats)
+    except trio.TooSlowError:
+        stats.hung += 1
+    except Exception as exc:  # recorded, and the soak goes on
+        stats.failures[f"{name}: {type(exc).__name__}"] += 1
 
 
 def count_tasks() -> tuple[int, int]:
@@ -313,8 +379,8 @@ async def soak(args: argparse.Namespace, errors: ErrorLogCounter) -> dict[str, A
         stop_at = trio.current_time() + duration
         async with trio.open_nursery() as nursery:
             nursery.start_soon(sampler, stack, stats, args.sample_every, samples)
-            nursery.start_soon(inject_faults, stack, stats, args.fault_every, stop_at)
             async with trio.open_nursery() as callers:
+                callers.start_soon(inject_faults, stack, stats, args.fault_every, stop_at, callers)
                 for _ in range(args.concurrency):
                     callers.start_soon(caller, stack, random.Random(rng.random()), stats, stop_at)
             with trio.move_on_after(15):
@@ -324,6 +390,12 @@ async def soak(args: argparse.Namespace, errors: ErrorLogCounter) -> dict[str, A
             nursery.cancel_scope.cancel()
         end_tasks, extra_tasks = count_tasks(), task_names() - baseline_names
         stuck = len(stack.app.sessions)
+        cut = {
+            s.labels["reason"]: int(s.value)
+            for metric in stack.app.metrics.sessions_cut.collect()
+            for s in metric.samples
+            if s.name.endswith("_total")
+        }
     recorded = records_summary(records)
     shutil.rmtree(records.parent)  # a 30-minute run leaves ~30 MB of records behind
     warm = [s for s in samples if s["t_s"] >= min(duration * 0.2, 60)] or samples
@@ -345,6 +417,8 @@ async def soak(args: argparse.Namespace, errors: ErrorLogCounter) -> dict[str, A
             "faults_injected": dict(stats.faults),
             "caller_failures": dict(stats.failures),
             "hung_sessions": stats.hung,
+            "sessions_cut": cut,
+            "hostile_not_cut": dict(stats.hostile_not_cut),
             "stalled_turns": stats.turns["stalled"] + stats.turns["barged_stalled"],
             "sessions_left_open": stuck,
             "error_log_records": dict(errors.count),
@@ -389,6 +463,16 @@ def verdict(summary: dict[str, Any]) -> list[str]:
         problems.append("call records left open or events dropped")
     if summary["hung_sessions"] or summary["stalled_turns"]:
         problems.append("hung sessions or stalled turns")
+    if summary["caller_failures"]:
+        problems.append("callers failed")
+    hostile = {
+        "slow_reader": summary["faults_injected"].get("slow_reader", 0),
+        "oversize": summary["faults_injected"].get("oversize_peer", 0),
+    }
+    if summary["hostile_not_cut"] or summary["sessions_cut"] != {
+        k: v for k, v in hostile.items() if v
+    }:
+        problems.append("the server did not cut exactly the hostile callers")
     if summary["error_log_records"]:
         problems.append("ERROR records in the server log")
     if summary["sessions_left_open"]:

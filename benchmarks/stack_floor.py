@@ -16,6 +16,9 @@ Modes (``--mode``), per session:
 
 Prints server CPU per session-second, the cost per message, and how many
 sessions one core could carry on the stack alone; ``--json`` writes the same.
+``--guarded`` serves through ``vantum.server.connections.serve_guarded`` (write
+deadlines, frames checked as they arrive) instead of ``hypercorn.trio.serve``, to
+price the guard.
 
     python benchmarks/stack_floor.py --sessions 100 --seconds 20
 """
@@ -72,16 +75,34 @@ async def asgi_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
                 return
 
 
-def run_server(port: int) -> None:
+def run_server(port: int, guarded: bool) -> None:
+    from functools import partial
+
     import trio
     from hypercorn.config import Config
     from hypercorn.trio import serve
+
+    from vantum.server.connections import ConnectionTable, GuardLimits, serve_guarded
 
     os.sched_setaffinity(0, {0})
     config = Config()
     config.bind = [f"127.0.0.1:{port}"]
     config.accesslog = None
-    trio.run(serve, asgi_app, config)  # type: ignore[arg-type]
+    if guarded:
+        limits = GuardLimits(write_timeout=2.0, max_message=1 << 20)
+        config.websocket_max_message_size = limits.max_message
+        trio.run(
+            partial(
+                serve_guarded,
+                asgi_app,
+                config,
+                limits,
+                ConnectionTable(),
+                shutdown_trigger=trio.sleep_forever,
+            )
+        )
+    else:
+        trio.run(serve, asgi_app, config)  # type: ignore[arg-type]
 
 
 # ----------------------------------------------------------------- the load
@@ -160,10 +181,11 @@ def main() -> None:
     parser.add_argument("--modes", default="in,out,both")
     parser.add_argument("--port", type=int, default=18765)
     parser.add_argument("--json", default=None, help="write the results here")
+    parser.add_argument("--guarded", action="store_true", help="serve as vantum serve does")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
-        run_server(args.port)
+        run_server(args.port, args.guarded)
         return
 
     import trio
@@ -171,9 +193,8 @@ def main() -> None:
     rows = []
     for mode in args.modes.split(","):
         env = {**os.environ, "FLOOR_MODE": mode}
-        server = subprocess.Popen(
-            [sys.executable, __file__, "--serve", "--port", str(args.port)], env=env
-        )
+        command = [sys.executable, __file__, "--serve", "--port", str(args.port)]
+        server = subprocess.Popen([*command, *(["--guarded"] if args.guarded else [])], env=env)
         try:
             time.sleep(1.5)
             os.sched_setaffinity(0, {1})

@@ -12,6 +12,7 @@ from vantum.testing.browser_client import BrowserClient, TurnResult
 from vantum.testing.fake_cartesia import FakeCartesiaConfig
 from vantum.testing.fake_deepgram import FakeDeepgramConfig
 from vantum.testing.fake_openai import FakeOpenAIConfig
+from vantum.testing.raw_ws import RawWebSocket
 
 FAST_DG = FakeDeepgramConfig(
     script=("hello there", "what time is it", "thanks a lot"),
@@ -63,3 +64,20 @@ def check_answer_events(turn: TurnResult) -> None:
     assert kinds[-1] == ev.METRICS_TURN
     transcripts = [i for i, k in enumerate(kinds) if k.startswith("transcript.")]
     assert max(transcripts, default=-1) < kinds.index(ev.RESPONSE_START)
+
+
+LONG_STORY = "Once upon a time there was a very long story that went on and on. " * 200
+"""About 13 000 characters: minutes of answer audio, far more than any socket buffer."""
+LONG_OA = FakeOpenAIConfig(
+    first_token_latency=0.01, tokens_per_second=5000, responder=lambda messages: LONG_STORY
+)
+SMALL_RCVBUF = 4096
+"""The non-reading peers' SO_RCVBUF: the server's writes block after a few KiB."""
+
+
+async def stop_reading_mid_answer(peer: RawWebSocket) -> None:
+    """Ask for a long answer, read until its audio starts, then never read again."""
+    await peer.read_ack()
+    await peer.send_event(ev.TEXT_INPUT, {"text": "tell me a long story"})
+    while (await peer.receive_event())["eventType"] != ev.OUTPUT_CHUNK:
+        pass

@@ -110,6 +110,9 @@ class Config:
     request_queue: int = 10
     graceful_timeout: float = 10.0
     """Seconds sessions get to finish on SIGINT/SIGTERM before they are closed (1001)."""
+    write_timeout_ms: int = 2000
+    """A write that waits this long for room in the socket cuts the peer (it stopped
+    reading); also how long a peer has to answer a close frame. docs/hardening.md."""
     log_level: str = "INFO"
     log_format: LogFormat = "text"
     """``text`` for people, ``json`` (one object per line) for log collectors."""
@@ -158,6 +161,9 @@ class Config:
             "graceful_timeout": _env_float(
                 e, "VANTUM_GRACEFUL_TIMEOUT", _default("graceful_timeout")
             ),
+            "write_timeout_ms": _env_int(
+                e, "VANTUM_WRITE_TIMEOUT_MS", _default("write_timeout_ms")
+            ),
             "log_level": e.get("VANTUM_LOG_LEVEL", _default("log_level")),
             "log_format": e.get("VANTUM_LOG_FORMAT") or _default("log_format"),
         }
@@ -170,4 +176,6 @@ class Config:
             raise ConfigError(str(exc)) from None
         if not 10 <= config.output_chunk_ms <= 1000:
             raise ConfigError(f"VANTUM_OUTPUT_CHUNK_MS={config.output_chunk_ms}: use 10..1000")
+        if config.write_timeout_ms < 100:
+            raise ConfigError(f"VANTUM_WRITE_TIMEOUT_MS={config.write_timeout_ms}: use 100 or more")
         return config

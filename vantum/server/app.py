@@ -29,9 +29,12 @@ from ..protocol import events as ev
 from ..protocol.ids import new_id
 from ..providers.reporting import reporting_to
 from ..records import CallStore, record_call
+from ..records.recorder import CallRecorder
+from ..transports.asgi_ws import ConnectionControl, current_connection
 from ..transports.browser import ASGIReceive, ASGISend, BrowserTransport
 from .admission import AdmissionControl, HandshakeRefused
 from .auth import AuthError
+from .connections import CLOSE_GRACE_S
 from .metrics import ServerMetrics
 from .registry import SessionRegistry
 from .tracing import Tracing
@@ -190,19 +193,29 @@ class VantumApp:
         code, reason = ev.CLOSE_NORMAL, "session ended"
         self.metrics.sessions_total.labels(kind).inc()
         self.metrics.sessions_active.inc()
+        connection = current_connection.get()
+        if connection is not None and self.settings.max_call_s:
+            # The call ends at its limit even if a write to the peer is stuck.
+            limit = self.settings.max_call_s + CLOSE_GRACE_S
+            connection.cut_at(trio.current_time() + limit, "max_duration")
         with self.registry.open(sid) as scope:
             try:
                 async with contextlib.AsyncExitStack() as stack:
                     observer: EventObserver = self.metrics
+                    recorder: CallRecorder | None = None
                     if self.store is not None:
-                        observer = await stack.enter_async_context(
+                        recorder = await stack.enter_async_context(
                             record_call(self.store, sid, transport=kind, also=self.metrics)
                         )
+                        observer = recorder
                     if self.tracing is not None:
                         observer = self.tracing.observer(sid, kind, also=observer)
-                    await run_session(
-                        transport, self.engines, self.settings, observer, meter=self.metrics
-                    )
+                    try:
+                        await run_session(
+                            transport, self.engines, self.settings, observer, meter=self.metrics
+                        )
+                    finally:
+                        self._count_cut(connection, recorder)
             except Exception:
                 log.exception("session %s crashed", sid)
                 code, reason = ev.CLOSE_INTERNAL, "internal error"
@@ -213,6 +226,16 @@ class VantumApp:
         with trio.CancelScope(shield=True):
             with trio.move_on_after(2):
                 await transport.close(code, reason)
+
+    def _count_cut(
+        self, connection: ConnectionControl | None, recorder: CallRecorder | None
+    ) -> None:
+        """A session whose connection the server cut says why in metrics and its record."""
+        cut = connection.cut_reason if connection is not None else None
+        if cut is not None:
+            self.metrics.sessions_cut.labels(cut).inc()
+            if recorder is not None:
+                recorder.outcome = cut
 
     async def wait_idle(self) -> None:
         """Return once no session is open (tests and the drain use it)."""

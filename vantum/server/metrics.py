@@ -24,6 +24,13 @@ class ServerMetrics:
         self.sessions_refused = Counter(
             "vantum_sessions_refused", "Connections refused", ["reason"], registry=r
         )
+        self.sessions_cut = Counter(
+            "vantum_sessions_cut",
+            "Sessions whose connection the server cut: slow_reader, oversize, bad_frame, "
+            "max_duration or shutdown (a deadline the peer did not let the call meet)",
+            ["reason"],
+            registry=r,
+        )
         self.turns_total = Counter("vantum_turns", "Answers started", registry=r)
         self.errors_total = Counter(
             "vantum_error_events", "Error events sent to clients", ["event_type"], registry=r

@@ -9,10 +9,10 @@ from functools import partial
 
 import trio
 from hypercorn.config import Config as HypercornConfig
-from hypercorn.trio import serve as hypercorn_serve
 
 from ..config import Config
 from .app import VantumApp
+from .connections import CLOSE_GRACE_S, ConnectionTable, GuardLimits, serve_guarded
 
 log = logging.getLogger("vantum.server")
 
@@ -31,22 +31,32 @@ async def serve(
     shutdown_trigger: Callable[[], Awaitable[None]] = wait_for_signal,
     task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve ``app`` until ``shutdown_trigger`` returns; reports the bound URL when ready."""
+    """Serve ``app`` until ``shutdown_trigger`` returns; reports the bound URL when ready.
+
+    Every connection runs under ``connections.GuardedStream``: writes have a deadline,
+    frames are checked against ``max_frame_bytes`` from their headers, and the drain
+    ends every connection by ``graceful_timeout`` + ``CLOSE_GRACE_S`` whatever its peer
+    does (docs/hardening.md, "Peers that do not play along").
+    """
     hc = HypercornConfig()
     hc.bind = [f"{config.host}:{config.port}"]
-    # Vantum enforces max_frame_bytes itself (close 1009); Hypercorn's hard cap
-    # only bounds the memory one message may take before that check runs.
-    hc.websocket_max_message_size = max(64 << 20, 4 * config.max_frame_bytes)
-    hc.graceful_timeout = 5.0
+    # Uncompressed frames over the limit are refused from their headers before this;
+    # Hypercorn's cap applies to what a permessage-deflate message inflates to.
+    hc.websocket_max_message_size = config.max_frame_bytes
+    hc.graceful_timeout = 5.0  # a backstop: the drain has cut every connection by then
     hc.accesslog = None
     hc.errorlog = logging.getLogger("hypercorn.error")
+    limits = GuardLimits(config.write_timeout_ms / 1000.0, config.max_frame_bytes)
+    connections = ConnectionTable()
 
     async def trigger() -> None:
         await shutdown_trigger()
+        drain_ends = trio.current_time() + config.graceful_timeout
+        connections.cut_all_at(drain_ends + CLOSE_GRACE_S, "shutdown")
         await app.drain(config.graceful_timeout)
 
     async with trio.open_nursery() as nursery:
         binds: list[str] = await nursery.start(
-            partial(hypercorn_serve, app, hc, shutdown_trigger=trigger)  # type: ignore[arg-type]
+            partial(serve_guarded, app, hc, limits, connections, shutdown_trigger=trigger)
         )
         task_status.started(binds[0])

@@ -1,23 +1,53 @@
 """One accepted ASGI WebSocket, as every carrier's transport needs it.
 
 The rules are the same whatever rides on the socket: a frame over the limit
-closes the connection with 1009 (enforced here, not by Hypercorn: after closing
-for an oversize message Hypercorn 0.18 never reports the disconnect to the app,
-which would leave the session running forever), a dead socket surfaces as
-``PeerGone``, and closing twice is harmless.
+closes the connection with 1009, a dead socket surfaces as ``PeerGone``, and
+closing twice is harmless.
+
+Under ``vantum serve`` the server below enforces the frame limit as frames arrive
+and puts deadlines on every write (``vantum.server.connections``); it tells the app
+about the connection through :data:`current_connection`. The length check here
+remains for any other ASGI server.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Awaitable, Callable
-from typing import Any
+from contextvars import ContextVar
+from typing import Any, Protocol
 
 from ..pipeline.transport import PeerGone
 from ..protocol import events as ev
 
 ASGIReceive = Callable[[], Awaitable[dict[str, Any]]]
 ASGISend = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+class ConnectionControl(Protocol):
+    """What the server offers about the TCP connection an ASGI task runs on."""
+
+    @property
+    def cut_reason(self) -> str | None:
+        """Why the server cut the connection (``slow_reader``, ``oversize``, ``bad_frame``,
+        ``max_duration``, ``shutdown``), or None."""
+        ...
+
+    @property
+    def gone(self) -> bool:
+        """Nothing sent on the connection can reach the peer any more."""
+        ...
+
+    def cut_at(self, deadline: float, reason: str) -> None:
+        """End the connection by ``deadline`` (trio time) whatever the peer does."""
+        ...
+
+
+current_connection: ContextVar[ConnectionControl | None] = ContextVar(
+    "vantum_connection", default=None
+)
+"""Set by ``vantum.server.connections`` for the task running a connection; the ASGI
+tasks Hypercorn starts from it inherit it. None under other ASGI servers."""
 
 
 class AsgiWebSocket:
@@ -28,6 +58,7 @@ class AsgiWebSocket:
         """The peer's close code, once it disconnected."""
         self._receive = receive
         self._send = send
+        self.connection = current_connection.get()
 
     async def receive_frame(self) -> bytes | str | None:
         """The next data frame; None for any other ASGI message.
@@ -63,6 +94,9 @@ class AsgiWebSocket:
         except Exception as exc:  # the ASGI server raises its own types on a dead socket
             self.closed = True
             raise PeerGone() from exc
+        if self.connection is not None and self.connection.gone:
+            self.closed = True  # e.g. cut for not reading: the frame was dropped
+            raise PeerGone()
 
     async def close(self, code: int, reason: str) -> None:
         if self.closed:
