@@ -134,9 +134,10 @@ cancelled it), the kind listed first wins; every other kind ranks after these.""
 class _Ending:
     """How one connection ended: the connect loop decides on this value alone.
 
-    ``kind`` is what :func:`report` counts: ``finished`` (after our CloseStream),
-    ``fatal`` (``error`` says why; retrying cannot help), ``malformed``, ``stall``,
-    ``disconnect``, ``connect``, ``rejected`` or ``rate_limit``.
+    ``kind`` is ``finished`` (after our CloseStream: the stream is over), ``fatal``
+    (``error`` says why; retrying cannot help), or what :func:`report` counts before
+    a reconnect: ``malformed``, ``stall``, ``disconnect``, ``connect``, ``rejected``
+    or ``rate_limit``.
     """
 
     kind: str
