@@ -24,7 +24,7 @@ import trio
 from ..config import Config
 from ..errors import ConfigError
 from ..limits import RateLimiter
-from .auth import AuthError, admit, extract_token, load_secret, verify_token
+from .auth import WS_AUDIENCE, AuthError, admit, extract_token, load_secret, verify_token
 from .metrics import ServerMetrics
 
 log = logging.getLogger("vantum.server")
@@ -54,6 +54,7 @@ class AdmissionControl:
 
     def __init__(self, config: Config, metrics: ServerMetrics) -> None:
         self.allowed_origins = config.allowed_origins
+        self.token_max_ttl_s = config.token_max_ttl_s
         self.metrics = metrics
         if config.auth_secret:
             self.auth_secret: bytes | None = load_secret(config.auth_secret)
@@ -90,7 +91,13 @@ class AdmissionControl:
         if self.auth_secret is not None:
             token = extract_token(scope.get("query_string", b""), scope.get("headers") or [])
             try:
-                verify_token(self.auth_secret, token, now=now)
+                verify_token(
+                    self.auth_secret,
+                    token,
+                    now=now,
+                    audience=WS_AUDIENCE,
+                    max_ttl_s=self.token_max_ttl_s,
+                )
             except AuthError as exc:
                 self.metrics.sessions_refused.labels(f"auth_{exc.reason.value}").inc()
                 log.info("refused /ws from %s: %s", ip, exc.message)

@@ -13,7 +13,7 @@ from ..config import Config
 from ..records import open_store
 from . import local_secret
 from .app import VantumApp
-from .auth import issue_token, load_secret
+from .auth import WS_AUDIENCE, issue_token, load_secret
 from .engines import build_engines
 from .run import serve
 from .tracing import Tracing, make_tracer
@@ -21,8 +21,9 @@ from .tracing import Tracing, make_tracer
 log = logging.getLogger("vantum")
 
 
-PAGE_TOKEN_TTL_S = 12 * 3600
-"""Lifetime of the token in the page URL logged at start-up (a development aid)."""
+PAGE_TOKEN_TTL_S = 4 * 3600
+"""Lifetime of the token in the page URL logged at start-up (a development aid), at most
+``VANTUM_TOKEN_MAX_TTL_S``."""
 
 
 async def run_server(config: Config) -> None:
@@ -60,7 +61,14 @@ async def _serve(app: VantumApp, config: Config) -> None:
         page = f"{url}/"
         if config.auth_secret:
             secret = load_secret(config.auth_secret)
-            token = issue_token(secret, subject="page", ttl_s=PAGE_TOKEN_TTL_S, now=time.time())
+            token = issue_token(
+                secret,
+                subject="page",
+                audience=WS_AUDIENCE,  # the page uses it for one thing: opening /ws
+                ttl_s=min(PAGE_TOKEN_TTL_S, config.token_max_ttl_s),
+                now=time.time(),
+                max_ttl_s=config.token_max_ttl_s,
+            )
             page = f"{url}/?token={token}"
         log.info("Vantum listening on %s (WebSocket %s/ws)", url, url.replace("http", "ws"))
         log.info("talk to it: open %s", page)
