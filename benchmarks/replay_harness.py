@@ -1068,6 +1068,7 @@ def run(args: argparse.Namespace) -> int:
                 # check costs one HMAC per connection, nothing per frame.
                 "VANTUM_INSECURE_NO_AUTH": "1",
                 "VANTUM_CONNECT_RATE": "0",
+                "VANTUM_TWILIO_CONNECT_RATE": "0",
                 **dict(kv.split("=", 1) for kv in args.server_env),
             },
         )

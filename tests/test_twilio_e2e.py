@@ -46,6 +46,7 @@ from vantum.protocol.twilio import (
 )
 from vantum.protocol.twilio_signature import compute_signature
 from vantum.testing.audio_fixtures import rms_dbfs, silence, speech_like
+from vantum.testing.browser_client import BrowserClient
 from vantum.testing.fake_cartesia import expected_duration
 from vantum.testing.fake_deepgram import FakeDeepgramConfig
 from vantum.testing.fake_openai import FakeOpenAIConfig
@@ -283,6 +284,54 @@ async def test_webhook_rejects_calls_at_capacity() -> None:
         answer = await fetch_twiml(stack.url + "/twilio/voice", FakeTwilioConfig())
         assert answer.status == 200 and answer.stream_url is None
         assert '<Reject reason="busy" />' in answer.body
+
+
+def refused_count(stack: Stack, reason: str) -> float:
+    value = stack.app.metrics.registry.get_sample_value(
+        "vantum_sessions_refused_total", {"reason": reason}
+    )
+    return value or 0.0
+
+
+async def test_a_stream_handshake_flood_from_one_address_gets_429() -> None:
+    async with open_stack(
+        deepgram=DG,
+        openai=SHORT_OA,
+        cartesia=FAST_CA,
+        twilio_connect_rate_per_s=0.01,
+        twilio_connect_burst=3,
+        connect_rate_per_s=0.01,  # /ws: one connection, then one per 100 s
+        connect_burst=1,
+    ) as stack:
+        for _ in range(3):
+            async with dial_fake_twilio(stream_url_for(stack.url), FakeTwilioConfig()) as call:
+                with trio.fail_after(3):
+                    await call.wait_until(lambda: len(stack.app.sessions) == 1)
+            await wait_idle(stack)
+        with pytest.raises(ConnectionRejected) as rejected:
+            async with dial_fake_twilio(stream_url_for(stack.url), FakeTwilioConfig()):
+                pass
+        assert rejected.value.status_code == 429
+        assert int(dict(rejected.value.headers)[b"retry-after"]) == 100  # 1 / 0.01 s
+        assert refused_count(stack, "twilio_rate_limited") == 1
+        assert (
+            stack.app.metrics.registry.get_sample_value(
+                "vantum_sessions_total", {"transport": "twilio"}
+            )
+            == 3
+        )
+        # Its own bucket: the same address may still open /ws (whose burst is 1).
+        async with BrowserClient.connect(stack.ws_url) as client:
+            assert client.session_id
+        assert refused_count(stack, "rate_limited") == 0
+
+
+def test_stream_rate_limit_settings() -> None:
+    config = Config()
+    assert (config.twilio_connect_rate_per_s, config.twilio_connect_burst) == (10.0, 100)
+    env = {"VANTUM_TWILIO_CONNECT_RATE": "0", "VANTUM_TWILIO_CONNECT_BURST": "7"}
+    config = Config.from_env(env)
+    assert (config.twilio_connect_rate_per_s, config.twilio_connect_burst) == (0.0, 7)
 
 
 # --- REST client errors -------------------------------------------------------------

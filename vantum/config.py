@@ -94,6 +94,11 @@ class Config:
     connect_rate_per_s: float = 2.0
     """New ``/ws`` connections per client IP per second, after a burst; 0 disables."""
     connect_burst: int = 20
+    twilio_connect_rate_per_s: float = 10.0
+    """New ``/twilio/stream`` connections per client IP per second, after a burst; 0
+    disables. Its own bucket: Twilio's few media-server addresses carry every call, so
+    this is sized for the whole call volume through one address, not for one caller."""
+    twilio_connect_burst: int = 100
     token_max_ttl_s: int = 4 * 3600
     """Longest lifetime (``exp - iat``) a ``/ws`` token may have; longer ones are refused
     (``too_long_lived``) and ``vantum token`` will not mint them."""
@@ -150,6 +155,12 @@ class Config:
                 e, "VANTUM_CONNECT_RATE", _default("connect_rate_per_s")
             ),
             "connect_burst": _env_int(e, "VANTUM_CONNECT_BURST", _default("connect_burst")),
+            "twilio_connect_rate_per_s": _env_float(
+                e, "VANTUM_TWILIO_CONNECT_RATE", _default("twilio_connect_rate_per_s")
+            ),
+            "twilio_connect_burst": _env_int(
+                e, "VANTUM_TWILIO_CONNECT_BURST", _default("twilio_connect_burst")
+            ),
             "token_max_ttl_s": _env_int(e, "VANTUM_TOKEN_MAX_TTL_S", _default("token_max_ttl_s")),
             "system_prompt": e.get("VANTUM_SYSTEM_PROMPT") or None,
             "max_call_s": _env_float(e, "VANTUM_MAX_CALL_S", _default("max_call_s")),

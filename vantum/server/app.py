@@ -96,9 +96,7 @@ class VantumApp:
             if scope["path"] == "/ws":
                 await self._browser_ws(scope, receive, send)
             elif scope["path"] == "/twilio/stream":
-                from ..transports.twilio_ws import serve_twilio_stream
-
-                await serve_twilio_stream(self, scope, receive, send)
+                await self._twilio_ws(scope, receive, send)
             else:
                 await receive()
                 await send({"type": "websocket.close", "code": 1008})
@@ -158,6 +156,17 @@ class VantumApp:
             await transport.close(code, message)
             return
         await self.serve_session(transport, "browser")
+
+    async def _twilio_ws(self, scope: dict[str, Any], receive: ASGIReceive, send: ASGISend) -> None:
+        refused = self.admission.check_twilio_stream(scope)
+        if refused is None:
+            from ..transports.twilio_ws import serve_twilio_stream
+
+            await serve_twilio_stream(self, scope, receive, send)
+        elif (await receive())["type"] == "websocket.connect":
+            await _refuse_handshake(
+                scope, send, refused.status, refused.message, refused.retry_after
+            )
 
     async def _admit(
         self, scope: dict[str, Any], send: ASGISend
