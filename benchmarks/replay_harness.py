@@ -444,16 +444,18 @@ async def replay_twilio_session(
     expect_metrics: bool,
 ) -> None:
     """One phone caller (fake Twilio media stream): the server ends turns by its VAD."""
+    import httpx
     from trio_websocket import ConnectionClosed, HandshakeError
 
     from vantum.protocol.twilio import SAMPLE_RATE
-    from vantum.testing.fake_twilio import dial_fake_twilio, stream_url_for
+    from vantum.testing.fake_twilio import place_call
 
     await trio.sleep_until(start_at)
     session.started = trio.current_time()
-    stream_url = stream_url_for(url.replace("ws://", "http://").removesuffix("/ws"))
+    server = url.replace("ws://", "http://").removesuffix("/ws")
     try:
-        async with dial_fake_twilio(stream_url) as call, trio.open_nursery() as nursery:
+        # Through the voice webhook, as Twilio does: the stream needs its one-time ticket.
+        async with place_call(server) as call, trio.open_nursery() as nursery:
             arrivals: list[tuple[float, float]] = []
 
             async def watch() -> None:
@@ -487,7 +489,14 @@ async def replay_twilio_session(
                 turn.complete = bool(turn.chunks)
                 await trio.sleep(wl.think)
             nursery.cancel_scope.cancel()
-    except (OSError, ConnectionClosed, HandshakeError, trio.BrokenResourceError) as exc:
+    except (
+        OSError,
+        ConnectionClosed,
+        HandshakeError,
+        trio.BrokenResourceError,
+        httpx.HTTPError,
+        RuntimeError,  # the webhook answered no <Stream> (e.g. at capacity)
+    ) as exc:
         session.error = f"{type(exc).__name__}: {exc}"
     session.ended = trio.current_time()
 
@@ -1068,6 +1077,7 @@ def run(args: argparse.Namespace) -> int:
                 # check costs one HMAC per connection, nothing per frame.
                 "VANTUM_INSECURE_NO_AUTH": "1",
                 "VANTUM_CONNECT_RATE": "0",
+                "VANTUM_TWILIO_CONNECT_RATE": "0",
                 **dict(kv.split("=", 1) for kv in args.server_env),
             },
         )

@@ -247,7 +247,9 @@ async def test_hands_free_mode_with_token_auth(tmp_path: Path) -> None:
     speech = speech_like(1.5, MIC_RATE, level_dbfs=-14.0, seed=3)
     wav = write_wav(tmp_path / "mic.wav", speech + silence(1.5, MIC_RATE))
     secret = new_secret()
-    token = issue_token(load_secret(secret), subject="page", ttl_s=300, now=time.time())
+    token = issue_token(
+        load_secret(secret), subject="page", audience="ws", ttl_s=300, now=time.time()
+    )
     async with open_stack(
         deepgram=DEEPGRAM, openai=OPENAI, cartesia=CARTESIA, auth_secret=secret
     ) as stack:

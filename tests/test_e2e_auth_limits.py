@@ -3,6 +3,9 @@ session cap and call duration, each against a real server on 127.0.0.1."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import json
 import os
 import stat
@@ -33,8 +36,30 @@ SECRET = new_secret()
 KEY = load_secret(SECRET)
 
 
-def token(ttl_s: int = 60, *, now: float | None = None, key: bytes = KEY) -> str:
-    return issue_token(key, subject="test", ttl_s=ttl_s, now=time.time() if now is None else now)
+def token(
+    ttl_s: int = 60,
+    *,
+    now: float | None = None,
+    key: bytes = KEY,
+    audience: str = "ws",
+    max_ttl_s: int = 4 * 3600,
+) -> str:
+    at = time.time() if now is None else now
+    return issue_token(
+        key, subject="test", audience=audience, ttl_s=ttl_s, now=at, max_ttl_s=max_ttl_s
+    )
+
+
+def legacy_token(ttl_s: int = 12 * 3600) -> str:
+    """A token as minted before audiences and a lifetime cap: no ``aud``."""
+    iat = int(time.time())
+    claims = {"sub": "page", "iat": iat, "exp": iat + ttl_s, "nonce": "0123456789abcdef"}
+    payload = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()
+    digest = hmac.new(KEY, f"v1.{payload}".encode(), hashlib.sha256).digest()
+    return f"v1.{payload}.{base64.urlsafe_b64encode(digest).rstrip(b'=').decode()}"
+
+
+TEN_YEARS = 10 * 365 * 86400
 
 
 def stack(**config: Any) -> AbstractAsyncContextManager[Stack]:
@@ -74,6 +99,9 @@ async def test_a_valid_token_in_header_query_or_subprotocol_is_admitted() -> Non
         (lambda: token()[:-3] + "AAA", "bad_signature"),  # tampered signature
         (lambda: "v1.not-a-token", "malformed"),
         (lambda: token(now=time.time() + 3600), "not_yet_valid"),
+        (lambda: token(audience="api"), "wrong_audience"),  # same secret, another service
+        (lambda: token(TEN_YEARS, max_ttl_s=TEN_YEARS), "too_long_lived"),
+        (legacy_token, "no_audience"),
     ],
 )
 async def test_a_bad_token_gets_an_auth_error_and_close_1008(
@@ -94,6 +122,18 @@ async def test_a_bad_token_gets_an_auth_error_and_close_1008(
         # The server goes on serving good callers.
         async with BrowserClient.connect(s.ws_url, token=token()) as client:
             assert client.session_id
+
+
+async def test_the_maximum_token_lifetime_is_configurable() -> None:
+    async with open_stack(auth_secret=SECRET, token_max_ttl_s=120) as s:
+        async with BrowserClient.connect(s.ws_url, token=token(120)) as client:
+            assert client.session_id
+        with pytest.raises(ServerRefused) as refused:
+            async with BrowserClient.connect(s.ws_url, token=token(121)):
+                pass
+        assert refused.value.event["payload"]["reason"] == "too_long_lived"
+        assert "120 s" in refused.value.event["payload"]["message"]
+        assert refused_count(s.app, "auth_too_long_lived") == 1
 
 
 async def test_foreign_origins_are_refused_during_the_handshake() -> None:
@@ -177,9 +217,14 @@ def test_auth_and_limit_settings_from_the_environment() -> None:
         "VANTUM_CONNECT_BURST": "50",
         "VANTUM_MAX_CALL_S": "120",
         "VANTUM_OUTPUT_CHUNK_MS": "100",
+        "VANTUM_TOKEN_MAX_TTL_S": "900",
     }
     config = Config.from_env(env)
     assert config.output_chunk_ms == 100
+    assert config.token_max_ttl_s == 900
+    assert Config.from_env({}).token_max_ttl_s == 4 * 3600
+    with pytest.raises(ConfigError, match="VANTUM_TOKEN_MAX_TTL_S=0"):
+        Config.from_env({"VANTUM_TOKEN_MAX_TTL_S": "0"})
     assert config.insecure_no_auth
     assert config.allowed_origins == ("https://a.example.com", "http://localhost:*")
     assert (config.connect_rate_per_s, config.connect_burst, config.max_call_s) == (5, 50, 120)
@@ -202,7 +247,24 @@ def test_the_local_secret_file_is_private_shared_and_checked(
     monkeypatch.setenv("VANTUM_AUTH_SECRET_FILE", str(path))
     assert cli_main(["token", "--ttl", "60"]) == 0
     minted = capsys.readouterr().out.strip()
-    assert verify_token(load_secret(secret), minted, now=time.time()).subject == "cli"
+    claims = verify_token(load_secret(secret), minted, now=time.time(), audience="ws")
+    assert (claims.subject, claims.audience) == ("cli", "ws")
+    assert claims.expires_at - claims.issued_at == 60
+    # Another audience is for another service sharing the secret: /ws would refuse it.
+    assert cli_main(["token", "--audience", "api", "--subject", "backend"]) == 0
+    other = verify_token(
+        load_secret(secret), capsys.readouterr().out.strip(), now=time.time(), audience="api"
+    )
+    assert (other.subject, other.audience) == ("backend", "api")
+    # A token the server would refuse is not minted at all.
+    assert cli_main(["token", "--ttl", str(10 * 365 * 86400)]) == 2
+    assert "VANTUM_TOKEN_MAX_TTL_S" in capsys.readouterr().err
+    monkeypatch.setenv("VANTUM_TOKEN_MAX_TTL_S", "30")
+    assert cli_main(["token", "--ttl", "60"]) == 2
+    assert "maximum token lifetime of 30 s" in capsys.readouterr().err
+    monkeypatch.delenv("VANTUM_TOKEN_MAX_TTL_S")
+    assert cli_main(["token", "--audience", "WS/../x"]) == 2
+    assert "audience" in capsys.readouterr().err
     os.chmod(path, 0o644)
     with pytest.raises(ConfigError, match="chmod 600"):
         local_secret.read_or_create(str(path), create=True)

@@ -39,7 +39,9 @@ def spoken(text: str) -> bytes:
 async def test_embedded_conversation_over_ws() -> None:
     secret = new_secret()  # the embedded default runs with token auth on, like `vantum serve`
     cfg = Config(host="127.0.0.1", port=0, graceful_timeout=1.0, auth_secret=secret)
-    token = issue_token(load_secret(secret), subject="test", ttl_s=60, now=time.time())
+    token = issue_token(
+        load_secret(secret), subject="test", audience="ws", ttl_s=60, now=time.time()
+    )
     engines = Engines(PocketsphinxSTT(), ScriptedResponder(), EspeakTTS())
     app = VantumApp(cfg, engines)
     stop = trio.Event()

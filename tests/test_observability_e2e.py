@@ -14,7 +14,7 @@ from test_twilio_e2e import DG, SHORT_OA, answered, utterance, wait_idle
 
 from vantum.logs import BoundFieldsFilter, JsonFormatter
 from vantum.server.tracing import Tracing
-from vantum.testing.fake_twilio import FakeTwilioConfig, dial_fake_twilio, stream_url_for
+from vantum.testing.fake_twilio import FakeTwilioConfig, place_call
 from vantum.testing.stack import open_stack
 
 
@@ -45,7 +45,7 @@ async def test_phone_call_logs_carry_ids_and_turns_become_spans(json_logs: io.St
     async with open_stack(deepgram=DG, openai=SHORT_OA, cartesia=FAST_CA) as stack:
         stack.app.tracing = Tracing(provider.get_tracer("test"), provider.shutdown)
         cfg = FakeTwilioConfig(speed=4.0)
-        async with dial_fake_twilio(stream_url_for(stack.url), cfg) as call:
+        async with place_call(stack.url, cfg) as call:
             await call.say(utterance())
             await answered(stack, call, 1)
             with trio.fail_after(3):

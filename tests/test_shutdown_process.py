@@ -85,7 +85,9 @@ async def test_sigterm_exits_within_the_graceful_timeout_though_peers_stopped_re
                 match = re.search(r"listening on (http://\S+)", "\n".join(log))
                 assert match is not None
                 ws_url = match.group(1).replace("http://", "ws://") + "/ws"
-                token = issue_token(load_secret(secret), subject="test", ttl_s=60, now=time.time())
+                token = issue_token(
+                    load_secret(secret), subject="test", audience="ws", ttl_s=60, now=time.time()
+                )
                 async with (
                     RawWebSocket.connect(ws_url, rcvbuf=SMALL_RCVBUF, token=token) as a,
                     RawWebSocket.connect(ws_url, rcvbuf=SMALL_RCVBUF, token=token) as b,

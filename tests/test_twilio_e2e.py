@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,13 @@ import httpx
 import pytest
 import trio
 from e2e_helpers import FAST_CA
-from trio_websocket import ConnectionRejected, WebSocketRequest, serve_websocket
+from trio_websocket import (
+    ConnectionClosed,
+    ConnectionRejected,
+    WebSocketRequest,
+    open_websocket_url,
+    serve_websocket,
+)
 
 from vantum.audio.wav import write_wav
 from vantum.config import Config
@@ -28,6 +35,7 @@ from vantum.protocol import events as ev
 from vantum.protocol import mulaw
 from vantum.protocol.client_events import DtmfInput, InputChunk, InputStart, PlaybackProgress
 from vantum.protocol.twilio import (
+    TICKET_PARAMETER,
     MediaFormat,
     OutboundClear,
     OutboundMark,
@@ -39,13 +47,18 @@ from vantum.protocol.twilio import (
     TwilioStart,
     TwilioStop,
     clear_message,
+    derive_key,
     encode_inbound,
+    issue_ticket,
     mark_message,
     media_message,
     parse_outbound,
 )
+from vantum.protocol.twilio.ticket import TICKET_TTL_S
 from vantum.protocol.twilio_signature import compute_signature
+from vantum.server.auth import new_secret
 from vantum.testing.audio_fixtures import rms_dbfs, silence, speech_like
+from vantum.testing.browser_client import BrowserClient
 from vantum.testing.fake_cartesia import expected_duration
 from vantum.testing.fake_deepgram import FakeDeepgramConfig
 from vantum.testing.fake_openai import FakeOpenAIConfig
@@ -55,11 +68,13 @@ from vantum.testing.fake_twilio import (
     FakeTwilioRestConfig,
     dial_fake_twilio,
     fetch_twiml,
+    place_call,
     serve_fake_twilio_rest,
     stream_url_for,
     webhook_params,
 )
 from vantum.testing.stack import Stack, open_stack
+from vantum.transports import twilio_ws
 from vantum.transports.twilio_rest import TwilioAPIError, TwilioREST, dial_twiml
 from vantum.transports.twilio_ws import TwilioTransport
 
@@ -112,7 +127,9 @@ async def test_phone_conversation_through_webhook_and_stream() -> None:
         cfg = FakeTwilioConfig(auth_token=TOKEN)
         answer = await fetch_twiml(stack.url + "/twilio/voice?language=en-GB&x=1", cfg)
         assert answer.status == 200 and answer.stream_url == stream_url_for(stack.url)
-        assert answer.parameters == {
+        parameters = dict(answer.parameters)
+        assert parameters.pop("vantumTicket").startswith("t1.")  # one stream of this call
+        assert parameters == {
             "CallSid": cfg.call_sid,
             "AccountSid": cfg.account_sid,
             "From": cfg.from_number,
@@ -156,7 +173,7 @@ async def test_bad_frames_are_logged_and_the_call_goes_on(
     caplog.set_level(logging.WARNING, logger="vantum.twilio")
     async with open_stack(deepgram=DG, openai=SHORT_OA, cartesia=FAST_CA) as stack:
         cfg = FakeTwilioConfig(speed=4.0)
-        async with dial_fake_twilio(stream_url_for(stack.url), cfg) as call:
+        async with place_call(stack.url, cfg) as call:
             await call.send_raw("{not json")
             await call.send_raw('{"event": "bogus", "streamSid": "MZ1"}')
             await call.send_raw("[1, 2, 3]")
@@ -176,7 +193,7 @@ async def test_bad_frames_are_logged_and_the_call_goes_on(
 
 async def test_dtmf_reaches_the_conversation() -> None:
     async with open_stack(deepgram=DG, openai=OA, cartesia=FAST_CA) as stack:
-        async with dial_fake_twilio(stream_url_for(stack.url), FakeTwilioConfig(speed=4.0)) as call:
+        async with place_call(stack.url, FakeTwilioConfig(speed=4.0)) as call:
             await call.press("5")
             uid = await answered(stack, call, 1)
             message = stack.openai.requests[0]["messages"][-1]["content"]
@@ -188,9 +205,9 @@ async def test_dtmf_reaches_the_conversation() -> None:
 
 async def test_socket_close_without_stop_ends_the_call() -> None:
     async with open_stack(deepgram=DG, openai=SHORT_OA, cartesia=FAST_CA) as stack:
-        async with dial_fake_twilio(stream_url_for(stack.url), FakeTwilioConfig(speed=4.0)) as call:
+        async with place_call(stack.url, FakeTwilioConfig(speed=4.0)) as call:
             with trio.fail_after(3):
-                await call.wait_until(lambda: len(stack.app.sessions) == 1)
+                await stack.app.wait_open()
             await call.drop()  # no ``stop``: the connection just breaks
             await wait_idle(stack)
 
@@ -204,12 +221,11 @@ async def test_rest_hang_up_and_transfer_end_live_calls() -> None:
         }
         async with open_stack(deepgram=DG, openai=SHORT_OA, cartesia=FAST_CA, **twilio) as stack:
             client = TwilioREST.from_config(stack.app.config)
-            url = stream_url_for(stack.url)
             for action in ("hang_up", "transfer"):
                 cfg = FakeTwilioConfig(auth_token=rest.config.auth_token, speed=4.0)
-                async with dial_fake_twilio(url, cfg, rest=rest) as call:
+                async with place_call(stack.url, cfg, rest=rest) as call:
                     with trio.fail_after(3):
-                        await call.wait_until(lambda: len(stack.app.sessions) == 1)
+                        await stack.app.wait_open()
                     if action == "hang_up":
                         resource = await client.hang_up(cfg.call_sid)
                         assert resource["status"] == "completed"
@@ -257,6 +273,126 @@ async def test_webhook_signature_is_enforced() -> None:
         assert stack.app.sessions == {}
 
 
+def twilio_sessions(stack: Stack) -> float:
+    value = stack.app.metrics.registry.get_sample_value(
+        "vantum_sessions_total", {"transport": "twilio"}
+    )
+    return value or 0.0
+
+
+async def refused_stream(stack: Stack, cfg: FakeTwilioConfig) -> FakeTwilioCall:
+    """Dial the stream with ``cfg`` as is; return the call once the server closed it."""
+    async with dial_fake_twilio(stream_url_for(stack.url), cfg) as call:
+        with trio.fail_after(5):
+            await call.wait_until(lambda: call.closed)
+    return call
+
+
+async def test_a_replayed_stream_handshake_opens_no_session(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The handshake's signature covers only the stream URL, the same for every call. A
+    captured handshake and ``start`` (ticket included), replayed during the call and
+    after it, must open nothing: the ticket is good for one stream."""
+    caplog.set_level(logging.WARNING, logger="vantum.twilio")
+    replays = 10
+    async with open_stack(
+        deepgram=DG, openai=SHORT_OA, cartesia=FAST_CA, twilio_auth_token=TOKEN
+    ) as stack:
+        async with place_call(stack.url, FakeTwilioConfig(auth_token=TOKEN, speed=4.0)) as call:
+            with trio.fail_after(3):
+                await stack.app.wait_open()
+            captured = call.config  # same URL, so the same X-Twilio-Signature; same start
+            replayed = await refused_stream(stack, captured)
+            assert replayed.close_code == ev.CLOSE_POLICY
+            assert len(stack.app.sessions) == 1  # the real call goes on
+            await call.press("5")
+            await answered(stack, call, 1)
+        await wait_idle(stack)
+        for _ in range(replays):
+            replayed = await refused_stream(stack, captured)
+            assert replayed.close_code == ev.CLOSE_POLICY
+        assert twilio_sessions(stack) == 1
+        assert refused_count(stack, "stream_ticket_reused") == 1 + replays
+        assert stack.app.sessions == {}
+    refusals = [r.getMessage() for r in caplog.records if "refused media stream" in r.message]
+    assert len(refusals) == 1 + replays
+    assert all(captured.call_sid in m and "already used" in m for m in refusals)
+
+
+@pytest.mark.parametrize(
+    ("case", "reason"),
+    [
+        ("missing", "missing"),
+        ("malformed", "malformed"),
+        ("forged", "bad_signature"),
+        ("another call's", "bad_signature"),
+        ("expired", "expired"),
+    ],
+)
+async def test_a_stream_without_a_valid_ticket_is_refused(
+    case: str, reason: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="vantum.twilio")
+    async with open_stack(twilio_auth_token=TOKEN) as stack:
+        cfg = FakeTwilioConfig(auth_token=TOKEN)
+        tickets, now = stack.app.stream_tickets, time.time()
+        ticket = {
+            "missing": None,
+            "malformed": "t1.not-a-ticket",
+            "forged": issue_ticket(derive_key(new_secret().encode()), cfg.call_sid, now=now),
+            "another call's": tickets.issue("CA" + "9" * 32, now=now),
+            "expired": tickets.issue(cfg.call_sid, now=now - TICKET_TTL_S - 1),
+        }[case]
+        params = {"CallSid": cfg.call_sid} | ({TICKET_PARAMETER: ticket} if ticket else {})
+        call = await refused_stream(stack, attrs.evolve(cfg, custom_parameters=params))
+        assert call.close_code == ev.CLOSE_POLICY
+        assert refused_count(stack, f"stream_ticket_{reason}") == 1
+        assert twilio_sessions(stack) == 0
+        # A ticket the webhook issued for this call still opens it (once).
+        good = {TICKET_PARAMETER: tickets.issue(cfg.call_sid, now=time.time())}
+        async with dial_fake_twilio(
+            stream_url_for(stack.url), attrs.evolve(cfg, custom_parameters=good)
+        ):
+            with trio.fail_after(3):
+                await stack.app.wait_open()
+    (refusal,) = [r.getMessage() for r in caplog.records if "refused media stream" in r.message]
+    assert cfg.call_sid in refusal and "ticket" in refusal
+    assert ticket is None or ticket not in refusal  # never logged
+
+
+async def test_a_stream_must_start_promptly_and_usably(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(twilio_ws, "START_TIMEOUT_S", 0.3)
+    async with open_stack() as stack:
+        async with open_websocket_url(stream_url_for(stack.url)) as ws:
+            await ws.send_message(encode_inbound(TwilioConnected()))  # and then nothing
+            with trio.fail_after(5), pytest.raises(ConnectionClosed) as closed:
+                await ws.get_message()
+            assert closed.value.reason is not None
+            assert closed.value.reason.code == ev.CLOSE_POLICY
+        cfg = FakeTwilioConfig()
+        start = TwilioStart(
+            1,
+            cfg.stream_sid,
+            cfg.account_sid,
+            cfg.call_sid,
+            media_format=MediaFormat(sample_rate=16000),  # not what we asked for
+            custom_parameters={
+                TICKET_PARAMETER: stack.app.stream_tickets.issue(cfg.call_sid, now=time.time())
+            },
+        )
+        async with open_websocket_url(stream_url_for(stack.url)) as ws:
+            await ws.send_message(encode_inbound(TwilioConnected()))
+            await ws.send_message(encode_inbound(start))
+            with trio.fail_after(5), pytest.raises(ConnectionClosed) as closed:
+                await ws.get_message()
+            assert closed.value.reason is not None
+            assert closed.value.reason.code == ev.CLOSE_POLICY
+        assert refused_count(stack, "twilio_no_start") == 1
+        assert refused_count(stack, "twilio_bad_start") == 1
+        assert twilio_sessions(stack) == 0
+
+
 async def test_public_url_behind_a_proxy(tmp_path: Path) -> None:
     public = "https://voice.example.com"
     async with open_stack(
@@ -272,6 +408,7 @@ async def test_public_url_behind_a_proxy(tmp_path: Path) -> None:
         local_ws = stream_url_for(stack.url)
         wav = tmp_path / "caller.wav"  # a recording at 16 kHz, streamed as 8 kHz mu-law
         write_wav(wav, speech_like(1.0, 16_000) + silence(0.6, 16_000), 16_000)
+        cfg = attrs.evolve(cfg, custom_parameters=answer.parameters)
         async with dial_fake_twilio(answer.stream_url, cfg, connect_to=local_ws) as call:
             await call.say_wav(wav)
             await answered(stack, call, 1)
@@ -283,6 +420,54 @@ async def test_webhook_rejects_calls_at_capacity() -> None:
         answer = await fetch_twiml(stack.url + "/twilio/voice", FakeTwilioConfig())
         assert answer.status == 200 and answer.stream_url is None
         assert '<Reject reason="busy" />' in answer.body
+
+
+def refused_count(stack: Stack, reason: str) -> float:
+    value = stack.app.metrics.registry.get_sample_value(
+        "vantum_sessions_refused_total", {"reason": reason}
+    )
+    return value or 0.0
+
+
+async def test_a_stream_handshake_flood_from_one_address_gets_429() -> None:
+    async with open_stack(
+        deepgram=DG,
+        openai=SHORT_OA,
+        cartesia=FAST_CA,
+        twilio_connect_rate_per_s=0.01,
+        twilio_connect_burst=3,
+        connect_rate_per_s=0.01,  # /ws: one connection, then one per 100 s
+        connect_burst=1,
+    ) as stack:
+        for _ in range(3):
+            async with place_call(stack.url, FakeTwilioConfig()):
+                with trio.fail_after(3):
+                    await stack.app.wait_open()
+            await wait_idle(stack)
+        with pytest.raises(ConnectionRejected) as rejected:
+            async with place_call(stack.url, FakeTwilioConfig()):
+                pass
+        assert rejected.value.status_code == 429
+        assert int(dict(rejected.value.headers)[b"retry-after"]) == 100  # 1 / 0.01 s
+        assert refused_count(stack, "twilio_rate_limited") == 1
+        assert (
+            stack.app.metrics.registry.get_sample_value(
+                "vantum_sessions_total", {"transport": "twilio"}
+            )
+            == 3
+        )
+        # Its own bucket: the same address may still open /ws (whose burst is 1).
+        async with BrowserClient.connect(stack.ws_url) as client:
+            assert client.session_id
+        assert refused_count(stack, "rate_limited") == 0
+
+
+def test_stream_rate_limit_settings() -> None:
+    config = Config()
+    assert (config.twilio_connect_rate_per_s, config.twilio_connect_burst) == (10.0, 100)
+    env = {"VANTUM_TWILIO_CONNECT_RATE": "0", "VANTUM_TWILIO_CONNECT_BURST": "7"}
+    config = Config.from_env(env)
+    assert (config.twilio_connect_rate_per_s, config.twilio_connect_burst) == (0.0, 7)
 
 
 # --- REST client errors -------------------------------------------------------------
@@ -579,7 +764,7 @@ async def test_barge_in_on_a_phone_call_sends_clear_and_stops_playback() -> None
         script=("tell me a story", "no wait stop"), final_latency=0.02, interim_latency=0.01
     )
     async with open_stack(deepgram=dg, openai=long_oa, cartesia=FAST_CA) as stack:
-        async with dial_fake_twilio(stream_url_for(stack.url), FakeTwilioConfig()) as call:
+        async with place_call(stack.url, FakeTwilioConfig()) as call:
             await call.say(utterance())
             with trio.fail_after(10):
                 await call.wait_until(lambda: call.heard_seconds > 1.0)
@@ -610,7 +795,7 @@ async def test_history_after_a_phone_barge_in_follows_the_marks_not_the_clock() 
     )
     async with open_stack(deepgram=dg, openai=long_oa, cartesia=FAST_CA) as stack:
         cfg = FakeTwilioConfig(playout_delay=2.0)
-        async with dial_fake_twilio(stream_url_for(stack.url), cfg) as call:
+        async with place_call(stack.url, cfg) as call:
             await call.say(utterance())
             with trio.fail_after(10):
                 await call.wait_until(lambda: call.heard_seconds > 2.0)

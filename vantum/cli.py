@@ -64,8 +64,19 @@ def main(argv: list[str] | None = None) -> int:
         "token",
         help="mint a short-lived /ws token (VANTUM_AUTH_SECRET, else the local secret file)",
     )
-    p_tok.add_argument("--subject", default="cli")
-    p_tok.add_argument("--ttl", type=int, default=300, help="lifetime in seconds")
+    p_tok.add_argument("--subject", default="cli", help="who the token is for (in logs)")
+    p_tok.add_argument(
+        "--ttl",
+        type=int,
+        default=300,
+        help="lifetime in seconds, at most VANTUM_TOKEN_MAX_TTL_S (default 14400)",
+    )
+    p_tok.add_argument(
+        "--audience",
+        default="ws",
+        help="what the token opens: ws (the /ws endpoint, default); other names are for "
+        "services sharing the secret and open nothing on this server",
+    )
 
     sub.add_parser("bench", help="replay benchmark (docs/benchmarks.md); bench --help")
 
@@ -96,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
             from .call import run_call
             from .testing.browser_client import ServerRefused
 
-            token = args.token or _local_token("call", 300, required=False)
+            token = args.token or _local_token("call", "ws", 300, required=False)
             try:
                 return trio.run(
                     run_call, args.wav, args.url, args.fast, args.out, args.turns, args.json, token
@@ -107,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "say":
             _say(args.text, args.wav, args.rate)
         elif args.command == "token":
-            print(_local_token(args.subject, args.ttl, required=True))
+            print(_local_token(args.subject, args.audience, args.ttl, required=True))
         elif args.command == "fakes":
             from .testing.fakes_main import run_fakes
 
@@ -145,14 +156,23 @@ def _bench(argv: list[str]) -> int:
     return 2
 
 
-def _local_token(subject: str, ttl_s: int, *, required: bool) -> str | None:
-    """A token signed with the secret a ``vantum serve`` on this machine uses."""
+def _local_token(subject: str, audience: str, ttl_s: int, *, required: bool) -> str | None:
+    """A token signed with the secret a ``vantum serve`` on this machine uses.
+
+    Its lifetime must fit ``VANTUM_TOKEN_MAX_TTL_S`` (read from the same environment as
+    the server's): a longer token would only be refused on connect.
+    """
     import time
 
     from .server import local_secret
     from .server.auth import issue_token, load_secret
 
     config = Config.from_env()
+    if ttl_s > config.token_max_ttl_s:
+        raise ConfigError(
+            f"--ttl {ttl_s} exceeds the maximum token lifetime of {config.token_max_ttl_s} s "
+            "(VANTUM_TOKEN_MAX_TTL_S); servers refuse longer tokens"
+        )
     secret = local_secret.resolve(config.auth_secret, config.auth_secret_file, create=False)
     if secret is None:
         if required:
@@ -161,7 +181,17 @@ def _local_token(subject: str, ttl_s: int, *, required: bool) -> str | None:
                 f"{config.auth_secret_file}"
             )
         return None
-    return issue_token(load_secret(secret), subject=subject, ttl_s=ttl_s, now=time.time())
+    try:
+        return issue_token(
+            load_secret(secret),
+            subject=subject,
+            audience=audience,
+            ttl_s=ttl_s,
+            now=time.time(),
+            max_ttl_s=config.token_max_ttl_s,
+        )
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _say(text: str, wav: Path, rate: int) -> None:

@@ -94,6 +94,14 @@ class Config:
     connect_rate_per_s: float = 2.0
     """New ``/ws`` connections per client IP per second, after a burst; 0 disables."""
     connect_burst: int = 20
+    twilio_connect_rate_per_s: float = 10.0
+    """New ``/twilio/stream`` connections per client IP per second, after a burst; 0
+    disables. Its own bucket: Twilio's few media-server addresses carry every call, so
+    this is sized for the whole call volume through one address, not for one caller."""
+    twilio_connect_burst: int = 100
+    token_max_ttl_s: int = 4 * 3600
+    """Longest lifetime (``exp - iat``) a ``/ws`` token may have; longer ones are refused
+    (``too_long_lived``) and ``vantum token`` will not mint them."""
 
     system_prompt: str | None = None
     max_call_s: float = 3600.0
@@ -150,6 +158,13 @@ class Config:
                 e, "VANTUM_CONNECT_RATE", _default("connect_rate_per_s")
             ),
             "connect_burst": _env_int(e, "VANTUM_CONNECT_BURST", _default("connect_burst")),
+            "twilio_connect_rate_per_s": _env_float(
+                e, "VANTUM_TWILIO_CONNECT_RATE", _default("twilio_connect_rate_per_s")
+            ),
+            "twilio_connect_burst": _env_int(
+                e, "VANTUM_TWILIO_CONNECT_BURST", _default("twilio_connect_burst")
+            ),
+            "token_max_ttl_s": _env_int(e, "VANTUM_TOKEN_MAX_TTL_S", _default("token_max_ttl_s")),
             "system_prompt": e.get("VANTUM_SYSTEM_PROMPT") or None,
             "max_call_s": _env_float(e, "VANTUM_MAX_CALL_S", _default("max_call_s")),
             "max_frame_bytes": _env_int(e, "VANTUM_MAX_FRAME_BYTES", _default("max_frame_bytes")),
@@ -174,6 +189,8 @@ class Config:
             config = cls(**values)  # type: ignore[arg-type]
         except TypeError as exc:
             raise ConfigError(str(exc)) from None
+        if config.token_max_ttl_s <= 0:
+            raise ConfigError(f"VANTUM_TOKEN_MAX_TTL_S={config.token_max_ttl_s}: use 1 or more")
         if not 10 <= config.output_chunk_ms <= 1000:
             raise ConfigError(f"VANTUM_OUTPUT_CHUNK_MS={config.output_chunk_ms}: use 10..1000")
         if config.write_timeout_ms < 100:

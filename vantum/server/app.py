@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import secrets
 from importlib import resources
 from typing import Any
 
@@ -27,6 +28,7 @@ from ..pipeline.settings import CallSettings
 from ..pipeline.transport import Transport
 from ..protocol import events as ev
 from ..protocol.ids import new_id
+from ..protocol.twilio import StreamTickets, derive_key
 from ..providers.reporting import reporting_to
 from ..records import CallStore, record_call
 from ..records.recorder import CallRecorder
@@ -64,6 +66,13 @@ class VantumApp:
         self.metrics = ServerMetrics()
         self.admission = AdmissionControl(config, self.metrics)
         self.registry = SessionRegistry(config.max_sessions)
+        secret = self.admission.auth_secret
+        self.stream_tickets = StreamTickets(
+            derive_key(secret) if secret is not None else secrets.token_bytes(32)
+        )
+        """One-time tickets tying each ``/twilio/stream`` to a call ``/twilio/voice``
+        answered. Keyed by the auth secret, so every process sharing it honours them;
+        without one (the dev flag) by a key of this process only."""
         self.store: CallStore | None = None
         """Call records (set by ``run_server``); None records nothing."""
         self.tracing: Tracing | None = None
@@ -99,9 +108,7 @@ class VantumApp:
             if scope["path"] == "/ws":
                 await self._browser_ws(scope, receive, send)
             elif scope["path"] == "/twilio/stream":
-                from ..transports.twilio_ws import serve_twilio_stream
-
-                await serve_twilio_stream(self, scope, receive, send)
+                await self._twilio_ws(scope, receive, send)
             else:
                 await receive()
                 await send({"type": "websocket.close", "code": 1008})
@@ -161,6 +168,17 @@ class VantumApp:
             await transport.close(code, message)
             return
         await self.serve_session(transport, "browser")
+
+    async def _twilio_ws(self, scope: dict[str, Any], receive: ASGIReceive, send: ASGISend) -> None:
+        refused = self.admission.check_twilio_stream(scope)
+        if refused is None:
+            from ..transports.twilio_ws import serve_twilio_stream
+
+            await serve_twilio_stream(self, scope, receive, send)
+        elif (await receive())["type"] == "websocket.connect":
+            await _refuse_handshake(
+                scope, send, refused.status, refused.message, refused.retry_after
+            )
 
     async def _admit(
         self, scope: dict[str, Any], send: ASGISend
@@ -240,6 +258,10 @@ class VantumApp:
     async def wait_idle(self) -> None:
         """Return once no session is open (tests and the drain use it)."""
         await self.registry.wait_idle()
+
+    async def wait_open(self, count: int = 1) -> None:
+        """Return once at least ``count`` sessions are open."""
+        await self.registry.wait_open(count)
 
     async def drain(self, timeout: float) -> None:
         """Refuse new calls, give open ones ``timeout`` s to end, then close them (1001)."""

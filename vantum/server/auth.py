@@ -1,10 +1,15 @@
 """Who may open ``/ws``: short-lived signed tokens and an Origin allow-list. Sans-I/O.
 
 A token is ``v1.<payload>.<signature>``: ``payload`` is base64url (no padding) of a
-compact JSON object ``{"sub", "iat", "exp", "nonce"}`` and ``signature`` is the
+compact JSON object ``{"aud", "sub", "iat", "exp", "nonce"}`` and ``signature`` is the
 base64url HMAC-SHA256 of ``v1.<payload>`` under the server secret. The server keeps
 no token state: whoever holds the secret (the ``vantum token`` command, an app
-backend) mints tokens; the server checks signature and lifetime on connect.
+backend) mints tokens; the server checks signature, audience and lifetime on connect.
+
+The audience names what a token opens (``ws``: the ``/ws`` endpoint), so a token the
+same secret signed for something else (an app backend's own API, say) opens nothing
+here. The lifetime ``exp - iat`` is bounded (``max_ttl_s``): a token is a short-lived
+pass, not a credential, and a ten-year token is refused however it was minted.
 
 Why this shape rather than JWT: one algorithm, no header to negotiate (so no
 ``alg: none`` class of bug), and a format small enough to verify by reading.
@@ -25,6 +30,7 @@ import enum
 import hashlib
 import hmac
 import json
+import re
 import secrets
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -40,7 +46,15 @@ MAX_TOKEN_CHARS = 2048
 """Longer tokens are rejected before any decoding (they are never ours)."""
 DEFAULT_LEEWAY_S = 5.0
 """Tolerated clock skew for ``iat`` between the minting host and the server."""
+DEFAULT_MAX_TTL_S = 4 * 3600
+"""Longest accepted lifetime (``exp - iat``) unless configured (``VANTUM_TOKEN_MAX_TTL_S``)."""
+MAX_SUBJECT_CHARS = 128
+"""A subject is any string up to this length (it names the caller in logs)."""
+WS_AUDIENCE = "ws"
+"""The audience ``/ws`` accepts: the browser page, ``vantum call`` and app backends mint it."""
 SUBPROTOCOL_PREFIX = "bearer."
+
+_AUDIENCE = re.compile(r"[a-z0-9][a-z0-9._:-]{0,63}")
 
 
 class AuthFailure(enum.Enum):
@@ -49,6 +63,11 @@ class AuthFailure(enum.Enum):
     BAD_SIGNATURE = "bad_signature"
     EXPIRED = "expired"
     NOT_YET_VALID = "not_yet_valid"
+    NO_AUDIENCE = "no_audience"
+    """Signed by us but without ``aud``: minted before audiences existed; mint a new one."""
+    WRONG_AUDIENCE = "wrong_audience"
+    TOO_LONG_LIVED = "too_long_lived"
+    """``exp - iat`` exceeds the server's maximum lifetime."""
     ORIGIN = "origin_not_allowed"
 
 
@@ -67,6 +86,7 @@ class AuthError(VantumError):
 @attrs.frozen
 class TokenClaims:
     subject: str
+    audience: str
     issued_at: int
     expires_at: int
     nonce: str
@@ -98,22 +118,61 @@ def new_secret() -> str:
     return secrets.token_urlsafe(32)
 
 
-def issue_token(secret: bytes, *, subject: str, ttl_s: int, now: float) -> str:
-    """Mint a token for ``subject`` valid from ``now`` for ``ttl_s`` seconds."""
+def issue_token(
+    secret: bytes,
+    *,
+    subject: str,
+    audience: str,
+    ttl_s: int,
+    now: float,
+    max_ttl_s: int = DEFAULT_MAX_TTL_S,
+) -> str:
+    """Mint a token for ``subject`` to open ``audience``, valid from ``now`` for ``ttl_s`` s.
+
+    Raises ValueError for a TTL that is not positive or exceeds ``max_ttl_s`` (the
+    server would refuse the token), a subject over :data:`MAX_SUBJECT_CHARS`, or an
+    audience that is not a short lower-case name (``ws``, ``my-api``...).
+    """
     load_secret(secret)
     if isinstance(ttl_s, bool) or not isinstance(ttl_s, int) or ttl_s <= 0:
         raise ValueError(f"ttl_s must be a positive integer, got {ttl_s!r}")
+    if ttl_s > max_ttl_s:
+        raise ValueError(f"ttl_s {ttl_s} exceeds the maximum token lifetime of {max_ttl_s} s")
+    if len(subject) > MAX_SUBJECT_CHARS:
+        raise ValueError(f"subject longer than {MAX_SUBJECT_CHARS} characters")
+    if not valid_audience(audience):
+        raise ValueError(f"audience must match {_AUDIENCE.pattern}, got {audience[:80]!r}")
     iat = int(now)
-    claims = {"sub": subject, "iat": iat, "exp": iat + ttl_s, "nonce": secrets.token_hex(8)}
+    claims = {
+        "aud": audience,
+        "sub": subject,
+        "iat": iat,
+        "exp": iat + ttl_s,
+        "nonce": secrets.token_hex(8),
+    }
     payload = _b64encode(json.dumps(claims, separators=(",", ":"), sort_keys=True).encode())
     signed = f"{VERSION}.{payload}"
     return f"{signed}.{_sign(secret, signed)}"
 
 
+def valid_audience(audience: str) -> bool:
+    """Whether ``audience`` is a name a token may carry: 1-64 of ``a-z 0-9 . _ : -``."""
+    return _AUDIENCE.fullmatch(audience) is not None
+
+
 def verify_token(
-    secret: bytes, token: str | None, *, now: float, leeway_s: float = DEFAULT_LEEWAY_S
+    secret: bytes,
+    token: str | None,
+    *,
+    now: float,
+    audience: str,
+    max_ttl_s: int = DEFAULT_MAX_TTL_S,
+    leeway_s: float = DEFAULT_LEEWAY_S,
 ) -> TokenClaims:
-    """Return the token's claims or raise :class:`AuthError`; checks run cheapest first."""
+    """Return the token's claims or raise :class:`AuthError`; checks run cheapest first.
+
+    A token opens only ``audience`` and may live at most ``max_ttl_s`` (``exp - iat``).
+    """
     if not token:
         raise AuthError(AuthFailure.MISSING, "authentication token missing")
     if len(token) > MAX_TOKEN_CHARS or not token.isascii():
@@ -125,6 +184,17 @@ def verify_token(
     if not hmac.compare_digest(_sign(secret, signed).encode(), parts[2].encode()):
         raise AuthError(AuthFailure.BAD_SIGNATURE, "authentication token signature invalid")
     claims = _claims(parts[1])
+    if not claims.audience:
+        raise AuthError(
+            AuthFailure.NO_AUDIENCE, "authentication token has no audience: mint a new one"
+        )
+    if claims.audience != audience:
+        raise AuthError(AuthFailure.WRONG_AUDIENCE, "authentication token is not for this endpoint")
+    if claims.expires_at - claims.issued_at > max_ttl_s:
+        raise AuthError(
+            AuthFailure.TOO_LONG_LIVED,
+            f"authentication token lives longer than the {max_ttl_s} s this server allows",
+        )
     if now >= claims.expires_at:
         raise AuthError(AuthFailure.EXPIRED, "authentication token expired")
     if claims.issued_at > now + leeway_s:
@@ -161,6 +231,8 @@ def admit(
     secret: bytes | None,
     allowed_origins: Sequence[str],
     now: float,
+    audience: str = WS_AUDIENCE,
+    max_ttl_s: int = DEFAULT_MAX_TTL_S,
 ) -> Admission:
     """Check an ASGI ``websocket`` scope: Origin first (cheap), then the token.
 
@@ -188,7 +260,8 @@ def admit(
     if secret is None:
         return Admission(None, subprotocol)
     token = extract_token(scope.get("query_string", b""), headers)
-    return Admission(verify_token(secret, token, now=now), subprotocol)
+    claims = verify_token(secret, token, now=now, audience=audience, max_ttl_s=max_ttl_s)
+    return Admission(claims, subprotocol)
 
 
 def origin_allowed(origin: str | None, allow: Sequence[str], *, allow_missing: bool = True) -> bool:
@@ -243,15 +316,17 @@ def _claims(payload: str) -> TokenClaims:
         raise AuthError(AuthFailure.MALFORMED, "authentication token malformed") from None
     if not isinstance(obj, dict):
         raise AuthError(AuthFailure.MALFORMED, "authentication token malformed")
-    sub, iat, exp, nonce = (obj.get(k) for k in ("sub", "iat", "exp", "nonce"))
+    aud, sub, iat, exp, nonce = (obj.get(k) for k in ("aud", "sub", "iat", "exp", "nonce"))
     if not (
         isinstance(sub, str)
+        and len(sub) <= MAX_SUBJECT_CHARS
         and isinstance(nonce, str)
+        and (aud is None or isinstance(aud, str))
         and all(isinstance(t, int) and not isinstance(t, bool) for t in (iat, exp))
     ):
         raise AuthError(AuthFailure.MALFORMED, "authentication token malformed")
     assert isinstance(iat, int) and isinstance(exp, int)
-    return TokenClaims(sub, iat, exp, nonce)
+    return TokenClaims(sub, aud or "", iat, exp, nonce)
 
 
 _DEFAULT_PORTS = {"http": "80", "https": "443", "ws": "80", "wss": "443"}

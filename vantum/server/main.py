@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import logging
 import time
 
@@ -13,7 +14,7 @@ from ..config import Config
 from ..records import open_store
 from . import local_secret
 from .app import VantumApp
-from .auth import issue_token, load_secret
+from .auth import WS_AUDIENCE, issue_token, load_secret
 from .engines import build_engines
 from .run import serve
 from .tracing import Tracing, make_tracer
@@ -21,8 +22,9 @@ from .tracing import Tracing, make_tracer
 log = logging.getLogger("vantum")
 
 
-PAGE_TOKEN_TTL_S = 12 * 3600
-"""Lifetime of the token in the page URL logged at start-up (a development aid)."""
+PAGE_TOKEN_TTL_S = 4 * 3600
+"""Lifetime of the token in the page URL logged at start-up (a development aid), at most
+``VANTUM_TOKEN_MAX_TTL_S``."""
 
 
 async def run_server(config: Config) -> None:
@@ -57,10 +59,44 @@ async def _flush_traces(tracing: Tracing) -> None:
 async def _serve(app: VantumApp, config: Config) -> None:
     async with trio.open_nursery() as nursery:
         url = await nursery.start(serve, app, config)
-        page = f"{url}/"
-        if config.auth_secret:
-            secret = load_secret(config.auth_secret)
-            token = issue_token(secret, subject="page", ttl_s=PAGE_TOKEN_TTL_S, now=time.time())
-            page = f"{url}/?token={token}"
         log.info("Vantum listening on %s (WebSocket %s/ws)", url, url.replace("http", "ws"))
-        log.info("talk to it: open %s", page)
+        log.info("talk to it: %s", page_instructions(url, config, now=time.time()))
+
+
+def page_instructions(url: str, config: Config, *, now: float) -> str:
+    """How to open the browser page, as the start-up log says it.
+
+    On a loopback bind the URL carries a fresh ``ws`` token, so a developer can click
+    it. On any other bind no token is logged: logs are shipped, kept and read by
+    people who may not place calls, and a token there would open ``/ws`` to anyone
+    who can reach the port for its whole lifetime. The log says how to mint one.
+    """
+    if not config.auth_secret:
+        return f"open {url}/"
+    if not is_loopback(config.host):
+        return (
+            f"open {url}/?token=<token> with a token from `vantum token --ttl 3600` (run with "
+            "this server's VANTUM_AUTH_SECRET, or on this machine); no token is logged "
+            f"because {config.host} is not a loopback address"
+        )
+    token = issue_token(
+        load_secret(config.auth_secret),
+        subject="page",
+        audience=WS_AUDIENCE,  # the page uses it for one thing: opening /ws
+        ttl_s=min(PAGE_TOKEN_TTL_S, config.token_max_ttl_s),
+        now=now,
+        max_ttl_s=config.token_max_ttl_s,
+    )
+    return f"open {url}/?token={token}"
+
+
+def is_loopback(host: str) -> bool:
+    """Whether binding ``host`` serves this machine only (``127.0.0.0/8``, ``::1``,
+    ``localhost``). Wildcards (``0.0.0.0``, ``::``) and other names are not."""
+    name = host.strip().strip("[]").lower()
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False

@@ -27,6 +27,7 @@ class SessionRegistry:
         self.draining = False
         self._idle = trio.Event()
         self._idle.set()
+        self._opened = trio.Event()
 
     def refusal(self) -> tuple[str, int, str] | None:
         """Why a new call must be turned away (event type, close code, message), or None."""
@@ -49,6 +50,8 @@ class SessionRegistry:
         with trio.CancelScope() as scope:
             self.sessions[sid] = scope
             self._idle = trio.Event() if self._idle.is_set() else self._idle
+            self._opened.set()
+            self._opened = trio.Event()
             try:
                 yield scope
             finally:
@@ -59,6 +62,12 @@ class SessionRegistry:
     async def wait_idle(self) -> None:
         """Return once no session is open (tests and the drain use it)."""
         await self._idle.wait()
+
+    async def wait_open(self, count: int = 1) -> None:
+        """Return once at least ``count`` sessions are open (tests use it: a phone
+        stream's session starts only after its ``start`` was checked)."""
+        while len(self.sessions) < count:
+            await self._opened.wait()
 
     async def drain(self, timeout: float) -> None:
         """Refuse new calls, give open ones ``timeout`` s to end, then close them (1001)."""

@@ -8,14 +8,20 @@ pace, silence while the caller says nothing, as a phone line does. What the
 server sends back is "played" in real time: marks are echoed once the audio
 queued before them has played, ``clear`` drops queued audio and returns the
 pending marks at once, and everything played lands in ``heard`` (PCM16 8 kHz).
-:func:`fetch_twiml` plays the voice webhook first, as Twilio would::
+:func:`fetch_twiml` plays the voice webhook first, as Twilio would, and the stream
+passes its ``<Parameter>``s back (Vantum serves no stream without the one-time
+ticket among them); :func:`place_call` does both::
 
     answer = await fetch_twiml(stack.url + "/twilio/voice", config)
+    config = attrs.evolve(config, custom_parameters=answer.parameters)  # the stream ticket
     async with dial_fake_twilio(answer.stream_url, config) as call:
         await call.say(speech_like(1.0, 8000) + silence(0.6, 8000))
         await call.wait_until(lambda: call.heard_seconds > 1.0)
         await call.press("5")
     # leaving the block sends ``stop`` and closes, like a caller hanging up
+
+    async with place_call(stack.url, config) as call:  # the same, in one step
+        ...
 
 **The REST API** (:func:`serve_fake_twilio_rest`) is a real HTTP server with
 Twilio's Call update endpoint: basic auth is checked (401, code 20003), unknown
@@ -438,6 +444,30 @@ async def dial_fake_twilio(
                 nursery.cancel_scope.cancel()
 
 
+@asynccontextmanager
+async def place_call(
+    server_url: str,
+    config: FakeTwilioConfig | None = None,
+    *,
+    voice_path: str = "/twilio/voice",
+    rest: FakeTwilioRest | None = None,
+) -> AsyncIterator[FakeTwilioCall]:
+    """A call as Twilio places it: POST the voice webhook of the server at ``server_url``
+    (``http://host:port``; signed when ``config.auth_token`` is set), then open the
+    ``<Stream>`` it answered, passing its ``<Parameter>``s back in ``start`` — the
+    one-time stream ticket among them, without which Vantum serves no stream.
+    ``call.config.custom_parameters`` holds what was passed."""
+    cfg = config or FakeTwilioConfig()
+    answer = await fetch_twiml(server_url + voice_path, cfg)
+    if answer.stream_url is None:
+        raise RuntimeError(
+            f"the voice webhook answered no <Stream> (HTTP {answer.status}): {answer.body[:200]}"
+        )
+    cfg = attrs.evolve(cfg, custom_parameters=answer.parameters)
+    async with dial_fake_twilio(answer.stream_url, cfg, rest=rest) as call:
+        yield call
+
+
 # --- REST API --------------------------------------------------------------------
 
 
@@ -619,6 +649,7 @@ __all__ = [
     "TwimlAnswer",
     "dial_fake_twilio",
     "fetch_twiml",
+    "place_call",
     "serve_fake_twilio_rest",
     "stream_url_for",
     "webhook_params",

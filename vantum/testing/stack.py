@@ -69,6 +69,7 @@ async def open_stack(
         # Tests connect without tokens unless they pass auth_secret=... to test auth.
         config.setdefault("insecure_no_auth", not config.get("auth_secret"))
         config.setdefault("connect_rate_per_s", 0.0)  # a test suite connects in bursts
+        config.setdefault("twilio_connect_rate_per_s", 0.0)
         config.setdefault("audio_rate_margin", None)  # tests stream fixtures faster than real time
         cfg = Config(host="127.0.0.1", port=0, **config)
         engines = Engines(

@@ -2,9 +2,9 @@
 
 The server's routes call into the transports (``server/app.py`` imports them), so
 the transports must not import the server back. They name here the little they
-use: the configuration, the refusal counter, whether a new call may start, and
-the one way to run a call. ``VantumApp`` satisfies :class:`SessionHost`
-structurally; a test can pass anything else that does.
+use: the configuration, the refusal counter, the stream tickets, whether a new
+call may start, and the one way to run a call. ``VantumApp`` satisfies
+:class:`SessionHost` structurally; a test can pass anything else that does.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from prometheus_client import Counter
 
 from ..config import Config
 from ..pipeline.transport import Transport
+from ..protocol.twilio import StreamTickets
 
 
 class RefusalMetrics(Protocol):
@@ -30,6 +31,11 @@ class SessionHost(Protocol):
 
     @property
     def metrics(self) -> RefusalMetrics: ...
+
+    @property
+    def stream_tickets(self) -> StreamTickets:
+        """Issued by the voice webhook, redeemed (once) by the media stream's ``start``."""
+        ...
 
     def refusal(self) -> tuple[str, int, str] | None:
         """Why a new call must be turned away (event type, close code, message), or None."""

@@ -3,8 +3,9 @@
 ``POST /twilio/voice`` is what a Twilio number calls when someone dials it. We
 answer TwiML ``<Connect><Stream>`` pointing Twilio at ``/twilio/stream`` on our
 public host, passing the call's details as stream parameters so the session
-knows who is calling without a REST lookup. ``POST /twilio/status`` receives
-call progress callbacks, which we only log.
+knows who is calling without a REST lookup, and a one-time stream ticket
+(``vantum.protocol.twilio.ticket``) without which the stream is not served.
+``POST /twilio/status`` receives call progress callbacks, which we only log.
 
 Every request is checked against ``X-Twilio-Signature`` when an auth token is
 configured: an unsigned webhook would let anyone on the internet start
@@ -17,6 +18,7 @@ the stream URL; without it the Host header and forwarded scheme are used.
 from __future__ import annotations
 
 import logging
+import time
 import urllib.parse
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping, Sequence
@@ -24,7 +26,7 @@ from typing import Any
 
 from ..asgi import read_body
 from ..config import Config
-from ..protocol.twilio import connect_stream_twiml
+from ..protocol.twilio import TICKET_PARAMETER, connect_stream_twiml
 from ..protocol.twilio_signature import SIGNATURE_HEADER, validate_signature
 from .browser import ASGIReceive, ASGISend
 from .host import SessionHost
@@ -121,6 +123,11 @@ async def _answer_call(
         return
     parameters = {k: fields[k] for k in CALL_PARAMETERS if fields.get(k)}
     parameters.update({k: v for k, v in query if k in SESSION_PARAMETERS and v})
+    # The stream's handshake signature covers only its URL, the same for every call:
+    # this one-time ticket is what ties the stream to this call (twilio_ws checks it).
+    parameters[TICKET_PARAMETER] = app.stream_tickets.issue(
+        fields.get("CallSid", ""), now=time.time()
+    )
     stream_url = public_base(app.config, scope, websocket=True) + STREAM_PATH
     log.info("call %s from %s: streaming to %s", call_sid, fields.get("From", "?"), stream_url)
     twiml = connect_stream_twiml(stream_url, parameters)

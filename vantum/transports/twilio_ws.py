@@ -24,6 +24,7 @@ barge-in holds what the carrier played, not the server clock's guess.
 from __future__ import annotations
 
 import logging
+import time
 from collections import OrderedDict
 from typing import Any
 
@@ -32,9 +33,10 @@ import trio
 
 from ..audio.resample import StreamResampler
 from ..errors import ProtocolError, VantumError
-from ..logs import annotate
+from ..logs import annotate, bind
 from ..pipeline.events import ErrorEvent, OutputCancelled, OutputChunk, OutputComplete, ServerEvent
 from ..pipeline.transport import PeerGone
+from ..protocol import events as ev
 from ..protocol.client_events import (
     ClientEvent,
     DtmfInput,
@@ -44,6 +46,7 @@ from ..protocol.client_events import (
 )
 from ..protocol.ids import new_id
 from ..protocol.twilio import (
+    TICKET_PARAMETER,
     AudioIn,
     CarrierEvent,
     DtmfIn,
@@ -51,6 +54,7 @@ from ..protocol.twilio import (
     MediaStreamSerializer,
     Start,
     Stop,
+    TicketError,
     TwilioSerializer,
     frame_audio,
 )
@@ -63,6 +67,8 @@ from .twilio_http import header_value, request_urls
 log = logging.getLogger("vantum.twilio")
 
 FRAME_MS = 20
+START_TIMEOUT_S = 10.0
+"""A stream must send ``start`` this soon after the handshake (Twilio sends it at once)."""
 DTMF_DIGITS = frozenset("0123456789*#ABCD")
 KEEP_UTTERANCES = 16
 """Playback records kept per call (older answers are forgotten)."""
@@ -110,6 +116,8 @@ class MediaStreamTransport:
         self.ignored = 0
         """Inbound frames skipped as malformed or out of place."""
         self.stopped = False
+        self.start_unusable = False
+        """The carrier's ``start`` could not be used (e.g. an unsupported media format)."""
         self.ws = AsgiWebSocket(receive, send, max_frame_bytes)
         self._rate = serializer.sample_rate
         self._frame_bytes = 2 * self._rate * FRAME_MS // 1000
@@ -120,8 +128,9 @@ class MediaStreamTransport:
         self._played_total = 0
         self._progress = trio.Event()
         self._chunks = 0
-        self._reports: list[PlaybackProgress] = []
-        """Playback of cut answers, final, waiting to be handed to the session."""
+        self._ready: list[ClientEvent] = []
+        """Events waiting to be handed to the session: the ``start`` read before it ran,
+        the final playback of cut answers."""
 
     @property
     def call_id(self) -> str:
@@ -131,29 +140,45 @@ class MediaStreamTransport:
 
     async def receive(self) -> ClientEvent | ProtocolError:
         while True:
-            if self._reports:
-                return self._reports.pop(0)
-            if self.stopped:
-                raise PeerGone()
-            try:
-                data = await self.ws.receive_frame()
-            except PeerGone:
-                if self.ws.close_code is not None:
-                    log.info("call %s: %s closed the stream", self.call_id, self.carrier)
-                raise
-            if data is None:
-                continue
-            try:
-                item = self.serializer.parse(data)
-            except (VantumError, ValueError) as exc:  # ValueError: e.g. non-ASCII base64
-                if self.start is None and getattr(exc, "event", None) == "start":
-                    log.error("call %s: unusable start, ending: %s", self.call_id, exc)
-                    raise PeerGone() from exc
-                self._skip(str(exc))
-                continue
-            event = self._client_event(item)
+            if self._ready:
+                return self._ready.pop(0)
+            event = await self._read_event()
             if event is not None:
                 return event
+
+    async def receive_start(self) -> Start:
+        """Read frames up to the carrier's ``start`` and return it, before any session
+        runs (the server decides on it); the session's first ``receive()`` still gets
+        it, as ``audio.input.start``. Raises PeerGone if the stream ends first, or its
+        start is unusable (``start_unusable`` is then set)."""
+        while self.start is None:
+            event = await self._read_event()
+            if event is not None:
+                self._ready.append(event)
+        return self.start
+
+    async def _read_event(self) -> ClientEvent | None:
+        """One inbound frame as a client event, or None if it carries none for the session."""
+        if self.stopped:
+            raise PeerGone()
+        try:
+            data = await self.ws.receive_frame()
+        except PeerGone:
+            if self.ws.close_code is not None:
+                log.info("call %s: %s closed the stream", self.call_id, self.carrier)
+            raise
+        if data is None:
+            return None
+        try:
+            item = self.serializer.parse(data)
+        except (VantumError, ValueError) as exc:  # ValueError: e.g. non-ASCII base64
+            if self.start is None and getattr(exc, "event", None) == "start":
+                log.error("call %s: unusable start, ending: %s", self.call_id, exc)
+                self.start_unusable = True
+                raise PeerGone() from exc
+            self._skip(str(exc))
+            return None
+        return self._client_event(item)
 
     def _client_event(self, item: CarrierEvent | None) -> ClientEvent | None:
         if isinstance(item, AudioIn):
@@ -332,7 +357,7 @@ class MediaStreamTransport:
             play.cleared = True
             report = self._report(play)  # every mark already came back: nothing pending
             if report is not None:
-                self._reports.append(report)
+                self._ready.append(report)
         if self._current is not None and self._current.utterance_id == uid:
             self._current, self._carry, self._resampler = None, b"", None
         log.info("call %s: answer %s interrupted, clearing playback", self.call_id, uid)
@@ -370,7 +395,14 @@ class TwilioTransport(MediaStreamTransport):
 async def serve_twilio_stream(
     app: SessionHost, scope: dict[str, Any], receive: ASGIReceive, send: ASGISend
 ) -> None:
-    """Accept Twilio's media-stream WebSocket and run a session on it."""
+    """Accept Twilio's media-stream WebSocket and run a session on it.
+
+    Before accepting: the handshake's ``X-Twilio-Signature`` (when an auth token is
+    set) and the server's capacity. After accepting, before any session: a ``start``
+    within :data:`START_TIMEOUT_S` carrying the one-time ticket our webhook issued for
+    its ``callSid``. A stream failing either is closed with 1008, logged and counted in
+    ``vantum_sessions_refused_total``, and no session ever runs for it.
+    """
     connect = await receive()
     if connect["type"] != "websocket.connect":
         return
@@ -395,4 +427,54 @@ async def serve_twilio_stream(
         return
     await send({"type": "websocket.accept"})
     transport = TwilioTransport(new_id(), receive, send, max_frame_bytes=app.config.max_frame_bytes)
-    await app.serve_session(transport, "twilio")
+    # Bound here, not only by serve_session: the start and any refusal are logged with
+    # the session id, and the call ids the start annotates reach the session's records.
+    with bind(session_id=transport.session_id, transport="twilio"):
+        if await _admit_stream(app, transport):
+            await app.serve_session(transport, "twilio")
+
+
+async def _admit_stream(app: SessionHost, transport: MediaStreamTransport) -> bool:
+    """Wait for the stream's ``start`` and check its ticket; close the stream if refused."""
+    start: Start | None = None
+    gone = False
+    with trio.move_on_after(START_TIMEOUT_S):
+        try:
+            start = await transport.receive_start()
+        except PeerGone:
+            gone = True
+    if gone:
+        if transport.start_unusable:  # logged where it was read
+            return await _refuse(app, transport, "twilio_bad_start", "unusable start")
+        return False  # hung up before it started: nothing to refuse
+    if start is None:
+        message = f"no start within {START_TIMEOUT_S:g} s"
+        log.warning("refused media stream: %s", message)
+        return await _refuse(app, transport, "twilio_no_start", message)
+    try:
+        app.stream_tickets.redeem(
+            start.custom_parameters.get(TICKET_PARAMETER), start.call_id, now=time.time()
+        )
+    except TicketError as exc:
+        log.warning(
+            "call %s: refused media stream %s: %s (a replayed or forged handshake, or a "
+            "stream this server's webhook did not answer)",
+            start.call_id,
+            start.stream_id,
+            exc.message,
+        )
+        return await _refuse(app, transport, f"stream_ticket_{exc.reason.value}", exc.message)
+    refusal = app.refusal()  # again: calls may have started while this one waited for start
+    if refusal is not None:
+        reason, code, message = refusal
+        log.warning("call %s: refused media stream: %s", start.call_id, message)
+        app.metrics.sessions_refused.labels(reason).inc()
+        await transport.close(code, message)
+        return False
+    return True
+
+
+async def _refuse(app: SessionHost, transport: MediaStreamTransport, reason: str, why: str) -> bool:
+    app.metrics.sessions_refused.labels(reason).inc()
+    await transport.close(ev.CLOSE_POLICY, f"stream refused: {why}")
+    return False

@@ -13,8 +13,9 @@ One concept per module: ``wire`` (the error, the frame constants, the JSON field
 readers every message shares), ``inbound`` and ``outbound`` (each direction's
 messages), ``framing`` (20 ms audio frames), ``state`` (order rules and mark
 accounting), ``carrier`` (carrier-neutral events and the serializer protocol),
-``serializer`` (Twilio's serializer) and ``twiml`` (the webhook answer). Import
-from the package: the names re-exported here are its public surface.
+``serializer`` (Twilio's serializer), ``twiml`` (the webhook answer) and ``ticket``
+(the one-time parameter that ties a stream to a call we answered). Import from the
+package: the names re-exported here are its public surface.
 """
 
 from __future__ import annotations
@@ -45,12 +46,23 @@ from .outbound import (
 )
 from .serializer import TwilioSerializer
 from .state import Phase, TwilioStreamState
+from .ticket import (
+    TICKET_PARAMETER,
+    StreamTickets,
+    TicketError,
+    TicketFailure,
+    UsedTickets,
+    derive_key,
+    issue_ticket,
+    verify_ticket,
+)
 from .twiml import connect_stream_twiml
 from .wire import FRAME_BYTES, SAMPLE_RATE, TwilioProtocolError
 
 __all__ = [
     "FRAME_BYTES",
     "SAMPLE_RATE",
+    "TICKET_PARAMETER",
     "AudioIn",
     "CarrierEvent",
     "DtmfIn",
@@ -65,6 +77,9 @@ __all__ = [
     "Phase",
     "Start",
     "Stop",
+    "StreamTickets",
+    "TicketError",
+    "TicketFailure",
     "TwilioConnected",
     "TwilioDtmf",
     "TwilioMark",
@@ -74,13 +89,17 @@ __all__ = [
     "TwilioStart",
     "TwilioStop",
     "TwilioStreamState",
+    "UsedTickets",
     "clear_message",
     "connect_stream_twiml",
+    "derive_key",
     "encode_inbound",
     "frame_audio",
+    "issue_ticket",
     "mark_message",
     "media_message",
     "pad_frame",
     "parse_inbound",
     "parse_outbound",
+    "verify_ticket",
 ]
