@@ -72,15 +72,17 @@ async def talk(client: MemoryClient, pcm: bytes) -> float:
 
 
 def engines(
-    script: Sequence[str], reply: str | None = None
+    script: Sequence[str], reply: str | None = None, *, word_interval: float = 0.25
 ) -> tuple[Engines, list[list[ChatMessage]]]:
+    """Scripted engines; the list collects every message list the LLM was given."""
     seen: list[list[ChatMessage]] = []
 
     def answer(messages: Sequence[ChatMessage]) -> str:
         seen.append(list(messages))
         return reply or f"You said {messages[-1].content}."
 
-    return Engines(ScriptedSTT(script), ScriptedLLM(answer), ScriptedTTS()), seen
+    stt = ScriptedSTT(script, word_interval=word_interval)
+    return Engines(stt, ScriptedLLM(answer), ScriptedTTS()), seen
 
 
 async def start_auto(client: MemoryClient, silence_ms: int = 400) -> None:
@@ -302,14 +304,7 @@ async def test_barge_in_needs_vad_speech_not_just_words(
     """The recogniser hears two words in every burst (a click, 150 ms of noise, a real
     "stop it"); only the one with 200 ms of VAD speech interrupts, and the others are
     not answered as turns either."""
-    stt = ScriptedSTT(["tell me a story", "stop it"], word_interval=0.01)
-    seen: list[list[ChatMessage]] = []
-
-    def answer(messages: Sequence[ChatMessage]) -> str:
-        seen.append(list(messages))
-        return LONG_REPLY
-
-    eng = Engines(stt, ScriptedLLM(answer), ScriptedTTS())
+    eng, seen = engines(["tell me a story", "stop it"], reply=LONG_REPLY, word_interval=0.01)
     async with open_memory_session(eng) as client, trio.open_nursery() as nursery:
         rec = Recorder()
         nursery.start_soon(rec.run, client)
