@@ -505,3 +505,12 @@ async def test_fake_requires_version_and_right_path() -> None:
                 async with open_websocket_url(url):
                     pass
     assert fake.rejected == [400, 404]
+
+
+def test_cartesia_language_is_the_primary_subtag_it_speaks() -> None:
+    from vantum.providers.tts_cartesia import cartesia_language
+
+    assert cartesia_language("es-ES", "en") == "es"
+    assert cartesia_language("PT-br", "en") == "pt"
+    assert cartesia_language("xx-YY", "en") == "en"  # not one Cartesia speaks
+    assert cartesia_language(None, "de") == "de"

@@ -21,9 +21,10 @@ from vantum.testing.fake_twilio import FakeTwilioConfig, dial_fake_twilio, fetch
 from vantum.testing.stack import Stack, open_stack
 
 
-def tts_requests(stack: Stack, uid: str) -> set[tuple[str, int]]:
-    """(voice, sample rate) of every synthesis request of one answer."""
-    return {(r.voice_id, r.output_format.sample_rate) for r in stack.cartesia.requests[uid]}
+def tts_requests(stack: Stack, uid: str) -> set[tuple[str, int, str | None]]:
+    """(voice, sample rate, language) of every synthesis request of one answer."""
+    requests = stack.cartesia.requests[uid]
+    return {(r.voice_id, r.output_format.sample_rate, r.language) for r in requests}
 
 
 async def test_every_input_start_field_takes_effect_and_a_second_start_replaces_them() -> None:
@@ -36,8 +37,9 @@ async def test_every_input_start_field_takes_effect_and_a_second_start_replaces_
             assert [q["language"] for q in stack.deepgram.query_params] == ["es-ES"]
             final = next(e for e in turn.events if e["eventType"] == ev.TRANSCRIPT_FINAL)
             assert final["payload"]["language"] == "es-ES"
-            # voiceId and samplingRate: the synthesiser's voice and rate, the answer's rate.
-            assert tts_requests(stack, uid) == {("voz-1", 24_000)}
+            # voiceId and samplingRate: the synthesiser's voice and rate, the answer's rate;
+            # the language is the synthesiser's too.
+            assert tts_requests(stack, uid) == {("voz-1", 24_000, "es")}
             assert turn.sample_rate == 24_000
 
             # A second start replaces every field: new language (the recogniser is
@@ -58,7 +60,7 @@ async def test_every_input_start_field_takes_effect_and_a_second_start_replaces_
             (auto_turn,) = collected
             (uid2,) = auto_turn.utterance_ids
             assert [q["language"] for q in stack.deepgram.query_params] == ["es-ES", "fr-FR"]
-            assert tts_requests(stack, uid2) == {("voz-2", 16_000)}
+            assert tts_requests(stack, uid2) == {("voz-2", 16_000, "fr")}
             assert auto_turn.sample_rate == 16_000
             assert auto_turn.finals and auto_turn.errors == []
 
@@ -77,7 +79,7 @@ async def test_twilio_custom_parameters_take_effect() -> None:
             await call.say(utterance())
             uid = await answered(stack, call, 1)
         assert [q["language"] for q in stack.deepgram.query_params] == ["de-DE"]
-        assert tts_requests(stack, uid) == {("stimme", 8_000)}
+        assert tts_requests(stack, uid) == {("stimme", 8_000, "de")}
 
 
 async def test_a_text_only_call_never_opens_a_recogniser() -> None:

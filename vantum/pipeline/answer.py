@@ -158,8 +158,14 @@ class Answer:
                     pass
                 return
             try:
-                voice = self.ctx.settings.voice_id
-                await self.conn.synthesize(self.utterance_id, text_rx, audio_tx, voice_id=voice)
+                settings = self.ctx.settings
+                await self.conn.synthesize(
+                    self.utterance_id,
+                    text_rx,
+                    audio_tx,
+                    voice_id=settings.voice_id,
+                    language=settings.language,
+                )
             except TTSError as exc:
                 report(self.ctx.tts.name, "synthesis")
                 self._tts_ok = False

@@ -157,8 +157,12 @@ class TTSConnection(Protocol):
         out: trio.MemorySendChannel[TTSEvent],
         *,
         voice_id: str | None = None,
+        language: str | None = None,
     ) -> None:
         """Speak every text chunk from ``text`` as one continuous utterance.
+
+        ``language`` is the call's BCP-47 tag (``es-ES``); an engine that can speak it
+        should, and one that cannot keeps its own (the text is still spoken).
 
         Returns when ``text`` is closed and the provider has sent all audio for
         the context. Does not close ``out``. If cancelled, tells the provider to

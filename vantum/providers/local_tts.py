@@ -199,7 +199,10 @@ class _EspeakConnection:
         out: trio.MemorySendChannel[TTSEvent],
         *,
         voice_id: str | None = None,
+        language: str | None = None,
     ) -> None:
+        # eSpeak's voice is the engine's (or ``voice_id``): its voice names are not
+        # BCP-47 tags, and an unknown one fails the whole answer.
         eng = self.engine
         voice = voice_id or eng.voice
         chunk_bytes = max(2, eng.sample_rate * eng.chunk_ms // 1000 * 2)

@@ -48,6 +48,20 @@ log = logging.getLogger(__name__)
 
 DEFAULT_VOICE_ID = "a0e99841-438c-4a64-b679-ae501e7d6091"
 
+LANGUAGES = frozenset(
+    ["en", "fr", "de", "es", "pt", "zh", "ja", "hi", "it", "ko", "nl", "pl", "ru", "sv", "tr"]
+)
+"""What sonic-2 speaks (Cartesia's model page: the same 15 for every snapshot)."""
+
+
+def cartesia_language(tag: str | None, default: str) -> str:
+    """Cartesia's language for a call's BCP-47 tag: its primary subtag (``es-ES`` →
+    ``es``) when Cartesia speaks it, else ``default`` (the engine's configured one)."""
+    if tag is None:
+        return default
+    primary = tag.split("-", 1)[0].lower()
+    return primary if primary in LANGUAGES else default
+
 
 class CartesiaTTS:
     """Engine factory: holds settings; each ``connect()`` is one session's socket."""
@@ -164,6 +178,7 @@ class CartesiaConnection:
         out: trio.MemorySendChannel[TTSEvent],
         *,
         voice_id: str | None = None,
+        language: str | None = None,
     ) -> None:
         link = await self._ensure_link()
         inbox_tx, inbox_rx = trio.open_memory_channel[cm.Response](32)
@@ -171,8 +186,9 @@ class CartesiaConnection:
         progress = _Progress()
         try:
             async with trio.open_nursery() as nursery:
+                spoken = cartesia_language(language, self._engine.language)
                 nursery.start_soon(
-                    self._send_text, link, context_id, text, voice_id, progress, nursery
+                    self._send_text, link, context_id, text, voice_id, spoken, progress, nursery
                 )
                 await self._forward(link, inbox_rx, out, progress)
                 nursery.cancel_scope.cancel()
@@ -193,6 +209,7 @@ class CartesiaConnection:
         context_id: str,
         text: trio.MemoryReceiveChannel[str],
         voice_id: str | None,
+        language: str,
         progress: _Progress,
         nursery: trio.Nursery,
     ) -> None:
@@ -203,7 +220,7 @@ class CartesiaConnection:
             model_id=engine.model_id,
             voice_id=voice_id or engine.voice_id,
             output_format=cm.OutputFormat(sample_rate=self.sample_rate),
-            language=engine.language,
+            language=language,
             continue_=True,
             add_timestamps=engine.add_timestamps,
             max_buffer_delay_ms=engine.max_buffer_delay_ms,

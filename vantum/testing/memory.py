@@ -173,6 +173,7 @@ class ScriptedTTS:
         out: trio.MemorySendChannel[TTSEvent],
         *,
         voice_id: str | None = None,
+        language: str | None = None,
     ) -> None:
         offset = 0.0
         first = True
