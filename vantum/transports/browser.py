@@ -45,7 +45,7 @@ class BrowserTransport:
         frame = envelope.encode_fields(
             wire.event_type,
             wire.event_id or new_id(),
-            self.session_id,
+            wire.session_id or self.session_id,
             wire.payload,
             wire.request_type,
         )
