@@ -1,6 +1,7 @@
 """The ASGI application: routes and HTTP responses; every call goes through it.
 
-Routes: ``/ws`` (browser protocol), ``/health``, ``/metrics``, the browser page
+Routes: ``/ws`` (browser protocol), ``/voicechat/ws`` (the same calls in the
+original TypeScript Vantum's ``voicechat`` dialect), ``/health``, ``/metrics``, the browser page
 ``/`` and the Twilio endpoints. Who may open ``/ws`` is decided in ``admission``;
 the open calls, their cancel scopes and the graceful drain live in ``registry``.
 Each WebSocket connection runs one session in its own cancel scope, so a crash or
@@ -15,6 +16,7 @@ import logging
 from importlib import resources
 from typing import Any
 
+import attrs
 import trio
 
 from ..asgi import serve_lifespan
@@ -30,6 +32,7 @@ from ..protocol.ids import new_id
 from ..providers.reporting import reporting_to
 from ..records import CallStore, record_call
 from ..transports.browser import ASGIReceive, ASGISend, BrowserTransport
+from ..transports.voicechat import VoicechatTransport
 from .admission import AdmissionControl, HandshakeRefused
 from .auth import AuthError
 from .metrics import ServerMetrics
@@ -67,6 +70,16 @@ class VantumApp:
         """Turn spans (set by ``run_server`` when VANTUM_OTEL / an OTLP endpoint asks)."""
 
     @property
+    def voicechat_settings(self) -> CallSettings:
+        """A ``/voicechat/ws`` call's settings at admission: the server's, without idle
+        prompts or idle hang-up unless ``VANTUM_VOICECHAT_IDLE_PROMPTS`` asks for them."""
+        if self.config.voicechat_idle_prompts:
+            return self.settings
+        return attrs.evolve(
+            self.settings, turn=attrs.evolve(self.settings.turn, idle_prompt_s=None)
+        )
+
+    @property
     def auth_secret(self) -> bytes | None:
         """The ``/ws`` token secret; None only with the explicit dev flag."""
         return self.admission.auth_secret
@@ -95,6 +108,8 @@ class VantumApp:
         elif kind == "websocket":
             if scope["path"] == "/ws":
                 await self._browser_ws(scope, receive, send)
+            elif scope["path"] == "/voicechat/ws":
+                await self._browser_ws(scope, receive, send, voicechat=True)
             elif scope["path"] == "/twilio/stream":
                 from ..transports.twilio_ws import serve_twilio_stream
 
@@ -133,8 +148,10 @@ class VantumApp:
             await _respond(send, 404, b"not found\n", "text/plain")
 
     async def _browser_ws(
-        self, scope: dict[str, Any], receive: ASGIReceive, send: ASGISend
+        self, scope: dict[str, Any], receive: ASGIReceive, send: ASGISend, voicechat: bool = False
     ) -> None:
+        """``/ws``, or ``/voicechat/ws`` with ``voicechat``: the same admission, limits
+        and session; only the dialect spoken at the edge and the idle policy differ."""
         connect = await receive()
         if connect["type"] != "websocket.connect":
             return
@@ -144,7 +161,8 @@ class VantumApp:
         accept, failure = admitted
         await send(accept)
         session_id = new_id()
-        transport = BrowserTransport(session_id, receive, send, self.config.max_frame_bytes)
+        dialect = VoicechatTransport if voicechat else BrowserTransport
+        transport = dialect(session_id, receive, send, self.config.max_frame_bytes)
         if failure is not None:
             reason = failure.reason.value
             await transport.send(ErrorEvent(ev.ERR_AUTH, failure.message, "connect", reason))
@@ -157,7 +175,10 @@ class VantumApp:
             await transport.send(ErrorEvent(kind, message, "connect"))
             await transport.close(code, message)
             return
-        await self.serve_session(transport, "browser")
+        if voicechat:
+            await self.serve_session(transport, "voicechat", self.voicechat_settings)
+        else:
+            await self.serve_session(transport, "browser")
 
     async def _admit(
         self, scope: dict[str, Any], send: ASGISend
@@ -179,14 +200,20 @@ class VantumApp:
         """Why a new call must be turned away (event type, close code, message), or None."""
         return self.registry.refusal()
 
-    async def serve_session(self, transport: Transport, kind: str) -> None:
-        """Run one call on ``transport`` until it ends; every carrier comes through here."""
+    async def serve_session(
+        self, transport: Transport, kind: str, settings: CallSettings | None = None
+    ) -> None:
+        """Run one call on ``transport`` until it ends; every carrier comes through here.
+
+        ``settings``: the call's settings at admission (default: the server's)."""
         sid = transport.session_id
         # Every actor's log records carry the ids; provider failures reach the metrics.
         with bind(session_id=sid, transport=kind), reporting_to(self.metrics):
-            await self._serve_session(transport, sid, kind)
+            await self._serve_session(transport, sid, kind, settings or self.settings)
 
-    async def _serve_session(self, transport: Transport, sid: str, kind: str) -> None:
+    async def _serve_session(
+        self, transport: Transport, sid: str, kind: str, settings: CallSettings
+    ) -> None:
         code, reason = ev.CLOSE_NORMAL, "session ended"
         self.metrics.sessions_total.labels(kind).inc()
         self.metrics.sessions_active.inc()
@@ -201,7 +228,7 @@ class VantumApp:
                     if self.tracing is not None:
                         observer = self.tracing.observer(sid, kind, also=observer)
                     await run_session(
-                        transport, self.engines, self.settings, observer, meter=self.metrics
+                        transport, self.engines, settings, observer, meter=self.metrics
                     )
             except Exception:
                 log.exception("session %s crashed", sid)
