@@ -219,3 +219,17 @@ async def test_refusals_say_why_in_the_dialect_and_a_query_token_admits() -> Non
         )
         async with VoicechatClient.connect(f"{stack.voicechat_url}?token={token}") as client:
             assert_uuid7(client.session_id)
+
+
+async def test_capacity_refusal_in_the_dialect() -> None:
+    async with open_stack(
+        deepgram=FAST_DG, openai=FAST_OA, cartesia=FAST_CA, max_sessions=1
+    ) as stack:
+        async with VoicechatClient.connect(stack.voicechat_url):
+            with pytest.raises(ServerRefused) as refused:
+                async with VoicechatClient.connect(stack.voicechat_url):
+                    pass
+        event = refused.value.event
+        assert (event["eventType"], event["requestType"]) == ("voicechat.error", "connect")
+        assert event["payload"]["code"] == "connection.error.capacity"
+        assert refused.value.close_code == 1013
