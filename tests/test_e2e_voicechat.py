@@ -142,8 +142,10 @@ async def test_chunks_before_start_and_a_stale_session_id_are_accepted() -> None
             first = await client.next_answer()
             assert first.sample_rate == RATE and first.audio_seconds > 0.5
             # The frontend keeps the id of a previous connection while recording.
-            client.session_id = new_id()
+            client.session_id = stale = new_id()
             answer = await turn(client, sampling_rate=None)
+            acks = [e for e in client.events if e["eventType"] in (AUDIO_START, AUDIO_END)]
+            assert [a["sessionId"] for a in acks[-2:]] == [stale, stale]  # echoed
             assert answer.ended_by is not None and answer.audio_seconds > 0.5
             kinds = [e["eventType"] for e in client.events]
             assert not [k for k in kinds if is_error(k)]

@@ -8,7 +8,7 @@ Everything here happens at the edge; the session cannot tell the dialects apart:
   transport hands the session a start of its own first (and drops its ACK, which
   the client never asked for);
 - a frame's ``sessionId`` is not checked (the original ignores it; its frontend
-  keeps a stale id after reconnecting while recording).
+  keeps a stale id after reconnecting while recording); its ACK or error echoes it.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from ..errors import ProtocolError
 from ..pipeline.events import InputAcknowledged, ServerEvent
 from ..protocol import client_events
 from ..protocol import events as ev
-from ..protocol.client_events import ClientEvent, InputChunk, InputStart
+from ..protocol.client_events import ClientEvent, InputChunk, InputEnd, InputStart
 from ..protocol.envelope import Envelope
 from ..protocol.ids import new_id
 from .asgi_ws import ASGIReceive, ASGISend
@@ -45,6 +45,8 @@ class VoicechatTransport(BrowserTransport):
         self._started = False
         self._pending: list[ClientEvent] = []
         self._unasked_acks: set[str] = set()
+        self._foreign_ids: dict[str, str] = {}
+        """eventId -> the other sessionId a start or end carried (its ACK echoes it)."""
 
     async def receive(self) -> ClientEvent | ProtocolError:
         if self._pending:
@@ -59,6 +61,8 @@ class VoicechatTransport(BrowserTransport):
             event = client_events.parse(lenient, self.session_id)
         except ProtocolError as exc:
             raise exc.of_request(frame.event_id, frame.session_id) from None
+        if isinstance(event, InputStart | InputEnd) and frame.session_id != self.session_id:
+            self._foreign_ids[frame.event_id] = frame.session_id
         if isinstance(event, InputStart):
             self._started = True
         elif isinstance(event, InputChunk) and not self._started:
@@ -73,4 +77,7 @@ class VoicechatTransport(BrowserTransport):
         if isinstance(event, InputAcknowledged) and event.event_id in self._unasked_acks:
             self._unasked_acks.discard(event.event_id)
             return None
-        return to_wire(event, time.time() * 1000.0)
+        wire = to_wire(event, time.time() * 1000.0)
+        if isinstance(event, InputAcknowledged) and event.event_id in self._foreign_ids:
+            return attrs.evolve(wire, session_id=self._foreign_ids.pop(event.event_id))
+        return wire
