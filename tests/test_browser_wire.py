@@ -30,20 +30,20 @@ def documented(event: e.ServerEvent) -> tuple[str, dict[str, Any], str | None]:
     match event:
         case e.SessionReady():
             return "connection.lifecycle.ack", {"success": True}, None
-        case e.InputAcknowledged(of=of):
-            return of, {"success": True}, None
+        case e.InputAcknowledged(of=of, name=name):
+            return name or of, {"success": True}, None  # the name the client used
         case e.TranscriptInterim(text, confidence, at, language):
-            body = {"transcript": text, "confidence": confidence, "timestamp": at}
+            body = {"transcript": text, "confidence": confidence, "timestamp": float(at)}
             return "transcript.interim", {**body, "language": language}, None
         case e.TranscriptFinal(text, confidence, at, language):
-            body = {"transcript": text, "confidence": confidence, "timestamp": at}
+            body = {"transcript": text, "confidence": confidence, "timestamp": float(at)}
             return "transcript.final", {**body, "language": language}, None
         case e.ResponseStarted(uid, at):
-            return "conversation.response.start", {"utteranceId": uid, "timestamp": at}, None
+            return "conversation.response.start", {"utteranceId": uid, "timestamp": float(at)}, None
         case e.ResponseText(uid, text):
             return "conversation.response.text", {"utteranceId": uid, "text": text}, None
         case e.OutputStarted(uid, at):
-            return "audio.output.start", {"utteranceId": uid, "timestamp": at}, None
+            return "audio.output.start", {"utteranceId": uid, "timestamp": float(at)}, None
         case e.OutputChunk(uid, pcm, rate):
             payload = {"audio": pcm, "utteranceId": uid, "sampleRate": rate}
             return "audio.output.chunk", payload, None
@@ -70,7 +70,7 @@ def documented(event: e.ServerEvent) -> tuple[str, dict[str, Any], str | None]:
             return "conversation.dtmf", {"digit": digit}, None
         case e.CallEnded(reason, message):
             return f"connection.lifecycle.{reason}", {"message": message}, None
-        case e.ErrorEvent(code, message, request, reason):
+        case e.ErrorEvent(code, message, request, reason, _, _):
             payload = (
                 {"message": message} if reason is None else {"message": message, "reason": reason}
             )
@@ -95,7 +95,12 @@ error_codes = st.sampled_from(
 
 server_events: st.SearchStrategy[e.ServerEvent] = st.one_of(
     st.just(e.SessionReady()),
-    st.builds(e.InputAcknowledged, st.sampled_from(["audio.input.start", "audio.input.end"]), uids),
+    st.builds(
+        e.InputAcknowledged,
+        st.sampled_from(["audio.input.start", "audio.input.end"]),
+        uids,
+        st.none() | st.sampled_from(["voicechat.audio.start", "voicechat.audio.end"]),
+    ),
     st.builds(e.TranscriptInterim, texts, st.floats(0, 1), ms, st.sampled_from(["en-US", "es"])),
     st.builds(e.TranscriptFinal, texts, st.floats(0, 1), ms, st.sampled_from(["en-US", "es"])),
     st.builds(e.ResponseStarted, uids, ms),
@@ -125,6 +130,8 @@ server_events: st.SearchStrategy[e.ServerEvent] = st.one_of(
         texts,
         st.sampled_from(["unknown", "turn", "connect", ev.INPUT_CHUNK]),
         st.none() | st.sampled_from(["missing", "expired"]),
+        st.none() | uids,
+        st.none() | uids,
     ),
 )
 
@@ -150,14 +157,19 @@ async def test_every_server_event_is_sent_as_documented(event: e.ServerEvent) ->
     frame = await sent_frame(event)
     event_type, payload, request_type = documented(event)
     event_id = msgpack.unpackb(frame)["eventId"]
+    session_id = SID
+    if isinstance(event, e.ErrorEvent):
+        session_id = event.session_id or SID  # an error echoes the causing frame's sessionId
     if isinstance(event, e.InputAcknowledged):
         assert event_id == event.event_id  # an ACK repeats the client's eventId
+    elif isinstance(event, e.ErrorEvent) and event.event_id is not None:
+        assert event_id == event.event_id  # so does an error a client frame caused
     else:
         assert len(event_id) == 36 and event_id[14] == "7"  # a fresh UUIDv7
     expected: dict[str, Any] = {
         "eventType": event_type,
         "eventId": event_id,
-        "sessionId": SID,
+        "sessionId": session_id,
         "payload": payload,
     }
     if request_type is not None:

@@ -17,11 +17,19 @@ from vantum.testing.browser_client import BrowserClient
 from vantum.testing.stack import open_stack
 
 
-async def next_error(client: BrowserClient) -> dict[str, Any]:
+async def next_error(
+    client: BrowserClient, event_id: str | None = None, session_id: str | None = None
+) -> dict[str, Any]:
+    """The next frame, an error; one caused by a readable frame echoes its
+    ``event_id`` and ``session_id`` (docs/protocol.md, Errors)."""
     event = await client.next_event()
     assert ev.is_error(event["eventType"]), event
     assert event["payload"]["message"]
-    assert event["sessionId"] == client.session_id
+    assert event["sessionId"] == (session_id or client.session_id)
+    if event_id is not None:
+        assert event["eventId"] == event_id
+    else:
+        assert len(event["eventId"]) == 36 and event["eventId"][14] == "7"  # a fresh UUIDv7
     return event
 
 
@@ -37,26 +45,34 @@ async def test_each_bad_frame_gets_its_error_and_session_survives() -> None:
             await client.send_raw("a text frame")
             assert (await next_error(client))["eventType"] == ev.ERR_MALFORMED
 
-            await client.send("no.such.event", {})
-            err = await next_error(client)
+            unknown = await client.send("no.such.event", {})
+            err = await next_error(client, unknown)
             assert (err["eventType"], err["requestType"]) == (ev.ERR_UNKNOWN_EVENT, "no.such.event")
 
-            await client.send(ev.INPUT_START, {"samplingRate": 16000}, session_id=new_id())
-            assert (await next_error(client))["eventType"] == ev.ERR_SESSION_MISMATCH
+            foreign = new_id()
+            sent = await client.send(ev.INPUT_START, {"samplingRate": 16000}, session_id=foreign)
+            err = await next_error(client, sent, foreign)
+            assert err["eventType"] == ev.ERR_SESSION_MISMATCH
 
-            await client.send(ev.INPUT_CHUNK, {"audio": b"\x00\x00" * 160})
-            err = await next_error(client)
+            early = await client.send(ev.INPUT_CHUNK, {"audio": b"\x00\x00" * 160})
+            err = await next_error(client, early)
             assert (err["eventType"], err["requestType"]) == (ev.ERR_NOT_STARTED, ev.INPUT_CHUNK)
 
-            await client.send(ev.INPUT_START, {"samplingRate": 5000})
-            err = await next_error(client)
+            slow = await client.send(ev.INPUT_START, {"samplingRate": 5000})
+            err = await next_error(client, slow)
             assert (err["eventType"], err["requestType"]) == (ev.ERR_INVALID_RATE, ev.INPUT_START)
             assert "5000" in err["payload"]["message"]
 
             await client.send(ev.INPUT_START, {"samplingRate": 16000})
             await client.expect(ev.INPUT_START)
-            await client.send(ev.INPUT_CHUNK, {"audio": b"\x00"})
-            assert (await next_error(client))["eventType"] == ev.ERR_INVALID_FORMAT
+            odd = await client.send(ev.INPUT_CHUNK, {"audio": b"\x00"})
+            assert (await next_error(client, odd))["eventType"] == ev.ERR_INVALID_FORMAT
+
+            # An ACK echoes the eventType the client used, alias or canonical.
+            alias = await client.send("voicechat.audio.start", {"samplingRate": 16000})
+            ack = await client.next_event()
+            assert (ack["eventType"], ack["eventId"]) == ("voicechat.audio.start", alias)
+            assert ack["payload"] == {"success": True}
 
             # After all that, the session still holds a normal conversation.
             turn = await speak_turn(client, 16_000)

@@ -335,21 +335,23 @@ def tiny_answers(messages: list[dict[str, Any]]) -> str:
 CHAOS_OA = FakeOpenAIConfig(first_token_latency=0.0, tokens_per_second=5000, responder=tiny_answers)
 
 
-def expected_reply(data: bytes | str, session_id: str) -> tuple[str, str] | None:
-    """(event type, eventId or "") the server must send for a frame that starts no turn.
+def expected_reply(data: bytes | str, session_id: str) -> tuple[str, str, str] | None:
+    """(event type, eventId or "" for a fresh one, sessionId) the server must send for
+    a frame that starts no turn: errors and ACKs echo the frame's ids where readable.
 
     None for frames that are valid and would start or feed a conversation.
     """
     if isinstance(data, str):
-        return ev.ERR_MALFORMED, ""
+        return ev.ERR_MALFORMED, "", session_id
     try:
         event = decode_and_parse(data, session_id)
     except ProtocolError as exc:
-        return exc.event_type, ""
+        return exc.event_type, exc.event_id or "", exc.session_id or session_id
     if isinstance(event, InputChunk):
-        return ev.ERR_NOT_STARTED, ""  # no audio.input.start is ever sent in this phase
+        # no audio.input.start is ever sent in this phase
+        return ev.ERR_NOT_STARTED, event.event_id, session_id
     if isinstance(event, InputEnd):
-        return ev.INPUT_END, event.event_id  # ACK; nothing to finish
+        return event.name, event.event_id, session_id  # ACK; nothing to finish
     return None
 
 
@@ -429,13 +431,13 @@ async def fuzz_live_session(strict: list[bytes | str], chaos: list[bytes | str])
                     if expected_reply(data, sid) is not None:
                         await client.send_raw(data)
                 with trio.fail_after(10):
-                    for kind, event_id in expected:
+                    for kind, event_id, session_id in expected:
                         reply = await client.next_event()
                         assert reply["eventType"] == kind, (reply, kind)
-                        assert reply["sessionId"] == sid
+                        assert reply["sessionId"] == session_id
                         if event_id:
                             assert reply["eventId"] == event_id
-                        else:
+                        if ev.is_error(kind):
                             assert reply["payload"]["message"] and "requestType" in reply
                 # Nothing extra was sent: the next events belong to this answer.
                 first = await ask(client, f"{PROBE} one")
@@ -446,7 +448,10 @@ async def fuzz_live_session(strict: list[bytes | str], chaos: list[bytes | str])
                     await client.send_raw(with_session(data, sid))
                 second = await ask(client, f"{PROBE} two")
                 assert second.audio_seconds > 0
-            known_prefixes = tuple(f"{d}." for d in ("audio", "conversation", "transcript"))
+            # (an ACK echoes the client's name: voicechat.audio.* for the alias)
+            known_prefixes = tuple(
+                f"{d}." for d in ("audio", "conversation", "transcript", "voicechat.audio")
+            )
             for event in client.events:
                 kind = event["eventType"]
                 assert (

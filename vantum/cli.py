@@ -67,9 +67,11 @@ def main(argv: list[str] | None = None) -> int:
     p_tok.add_argument("--subject", default="cli", help="who the token is for (in logs)")
     p_tok.add_argument(
         "--ttl",
-        type=int,
+        type=parse_duration,
         default=300,
-        help="lifetime in seconds, at most VANTUM_TOKEN_MAX_TTL_S (default 14400)",
+        help="lifetime: seconds, or a number with s, m, h, d or w (e.g. 30d for a "
+        "frontend's VITE_WS_URL); at most VANTUM_TOKEN_MAX_TTL_S (default 14400 s); "
+        "default 300",
     )
     p_tok.add_argument(
         "--audience",
@@ -154,6 +156,22 @@ def _bench(argv: list[str]) -> int:
         file=sys.stderr,
     )
     return 2
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 7 * 86_400}
+
+
+def parse_duration(text: str) -> int:
+    """Seconds in ``300``, ``90s``, ``15m``, ``12h``, ``30d`` or ``2w`` (argparse type)."""
+    value = text.strip().lower()
+    unit = _UNITS.get(value[-1:], 0)
+    number = value[:-1] if unit else value
+    if not number.isdigit() or int(number) <= 0:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a duration: use a positive whole number of seconds, "
+            "or one with s, m, h, d or w (e.g. 30d)"
+        )
+    return int(number) * (unit or 1)
 
 
 def _local_token(subject: str, audience: str, ttl_s: int, *, required: bool) -> str | None:

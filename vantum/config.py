@@ -116,6 +116,10 @@ class Config:
     Larger chunks mean fewer messages per call, hence less CPU; the lead, not the chunk,
     bounds how much audio a barge-in has to cut."""
     request_queue: int = 10
+    voicechat_idle_prompts: bool = False
+    """Whether calls on ``/voicechat/ws`` get idle prompts and the idle hang-up
+    (``VANTUM_VOICECHAT_IDLE_PROMPTS=1``); off by default: the original Vantum never
+    speaks unasked, and its frontend shows a bare "Disconnected" after a hang-up."""
     graceful_timeout: float = 10.0
     """Seconds sessions get to finish on SIGINT/SIGTERM before they are closed (1001)."""
     write_timeout_ms: int = 2000
@@ -173,6 +177,7 @@ class Config:
                 e, "VANTUM_PLAYBACK_LEAD_MS", _default("playback_lead_ms")
             ),
             "output_chunk_ms": _env_int(e, "VANTUM_OUTPUT_CHUNK_MS", _default("output_chunk_ms")),
+            "voicechat_idle_prompts": _env_bool(e, "VANTUM_VOICECHAT_IDLE_PROMPTS"),
             "graceful_timeout": _env_float(
                 e, "VANTUM_GRACEFUL_TIMEOUT", _default("graceful_timeout")
             ),

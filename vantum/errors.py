@@ -17,14 +17,36 @@ class ProtocolError(VantumError):
     """A client frame broke the wire protocol.
 
     ``event_type`` is the error event sent back (``<domain>.error.<kind>``) and
-    ``request_type`` the eventType of the offending frame, when it could be read.
+    ``request_type`` the eventType of the offending frame, when it could be read;
+    ``event_id`` and ``session_id`` are that frame's, when it could be read (the
+    error echoes them).
     """
 
-    def __init__(self, event_type: str, message: str, request_type: str = "unknown") -> None:
+    def __init__(
+        self,
+        event_type: str,
+        message: str,
+        request_type: str = "unknown",
+        *,
+        event_id: str | None = None,
+        session_id: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.event_type = event_type
         self.message = message
         self.request_type = request_type
+        self.event_id = event_id
+        self.session_id = session_id
+
+    def of_request(self, event_id: str, session_id: str) -> ProtocolError:
+        """This error, echoing the ids of the frame that caused it."""
+        return ProtocolError(
+            self.event_type,
+            self.message,
+            self.request_type,
+            event_id=event_id,
+            session_id=session_id,
+        )
 
 
 class ProviderError(VantumError):

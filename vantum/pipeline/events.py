@@ -31,6 +31,9 @@ class InputAcknowledged:
 
     of: AckedInput
     event_id: str
+    name: str | None = None
+    """The eventType the client sent (an alias such as ``voicechat.audio.start``),
+    which the ACK echoes; None: the canonical ``of``."""
 
 
 @attrs.frozen
@@ -155,6 +158,11 @@ class ErrorEvent:
     request: str = "unknown"
     reason: str | None = None
     """A machine-readable sub-reason where documented (``connection.error.auth``)."""
+    event_id: str | None = None
+    """The ``eventId`` of the client frame that caused the error, which the error
+    echoes; None where no frame did (or it could not be read): a fresh id is sent."""
+    session_id: str | None = None
+    """The ``sessionId`` that frame carried, echoed likewise; None: the connection's."""
 
     @property
     def domain(self) -> str:

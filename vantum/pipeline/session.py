@@ -215,7 +215,14 @@ async def run_ingress(
             except PeerGone:
                 return
             if isinstance(item, ProtocolError):
-                await out.send(ErrorEvent(item.event_type, item.message, item.request_type))
+                error = ErrorEvent(
+                    item.event_type,
+                    item.message,
+                    item.request_type,
+                    event_id=item.event_id,
+                    session_id=item.session_id,
+                )
+                await out.send(error)
             elif isinstance(item, InputStart):
                 settings = settings.with_input_start(item)
                 margin = settings.audio_rate_margin
@@ -225,12 +232,12 @@ async def run_ingress(
                     guard.set_sample_rate(item.sampling_rate)
                 await audio.send(settings)
                 await inbox.send(InputStarted(settings, trio.current_time()))
-                await out.send(InputAcknowledged("audio.input.start", item.event_id))
+                await out.send(InputAcknowledged("audio.input.start", item.event_id, item.name))
             elif isinstance(item, InputChunk):
                 rate = settings.sample_rate
                 if rate is None:
                     message = "audio.input.chunk before audio.input.start"
-                    await out.send(_chunk_error(ev.ERR_NOT_STARTED, message))
+                    await out.send(_chunk_error(ev.ERR_NOT_STARTED, message, item))
                     continue
                 if guard is not None and not guard.accept(
                     len(item.audio) // 2, trio.current_time()
@@ -239,7 +246,7 @@ async def run_ingress(
                     if trio.current_time() - rate_reported_at >= 5.0:  # at most every 5 s
                         rate_reported_at = trio.current_time()
                         message = "audio arrives faster than real time; chunks dropped"
-                        await out.send(_chunk_error(ev.ERR_RATE, message))
+                        await out.send(_chunk_error(ev.ERR_RATE, message, item))
                     continue
                 pcm = bytes(len(item.audio)) if item.is_muted else item.audio
                 try:
@@ -249,12 +256,12 @@ async def run_ingress(
                         reported_backpressure = True
                         log.warning("session %s: audio path behind real time", transport.session_id)
                         message = "audio processing is behind real time; input is slowed"
-                        await out.send(_chunk_error(ev.ERR_BACKPRESSURE, message))
+                        await out.send(_chunk_error(ev.ERR_BACKPRESSURE, message, item))
                     blocked_at = trio.current_time()
                     await audio.send(pcm)
                     meter.audio_late("in", trio.current_time() - blocked_at)
             elif isinstance(item, InputEnd):
-                await out.send(InputAcknowledged("audio.input.end", item.event_id))
+                await out.send(InputAcknowledged("audio.input.end", item.event_id, item.name))
                 if settings.sample_rate is None:
                     continue
                 await inbox.send(InputEnded(trio.current_time()))
@@ -269,5 +276,6 @@ async def run_ingress(
                 await inbox.send(item)
 
 
-def _chunk_error(code: str, message: str) -> ErrorEvent:
-    return ErrorEvent(code, message, ev.INPUT_CHUNK)
+def _chunk_error(code: str, message: str, chunk: InputChunk) -> ErrorEvent:
+    """An error caused by ``chunk`` (it echoes the chunk's name and id)."""
+    return ErrorEvent(code, message, chunk.name, event_id=chunk.event_id)

@@ -30,6 +30,8 @@ class InputStart:
     encoding: str = "pcm16"
     turn_mode: TurnMode = "manual"
     silence_ms: int = 500
+    name: str = ev.INPUT_START
+    """The eventType the client used (``voicechat.audio.start`` is an alias): its ACK echoes it."""
 
 
 @attrs.frozen
@@ -37,11 +39,15 @@ class InputChunk:
     event_id: str
     audio: bytes
     is_muted: bool = False
+    name: str = ev.INPUT_CHUNK
+    """The eventType the client used: an error about this chunk names it."""
 
 
 @attrs.frozen
 class InputEnd:
     event_id: str
+    name: str = ev.INPUT_END
+    """The eventType the client used: its ACK echoes it."""
 
 
 @attrs.frozen
@@ -77,7 +83,15 @@ ClientEvent = InputStart | InputChunk | InputEnd | TextInput | DtmfInput | Playb
 
 
 def parse(envelope: Envelope, session_id: str) -> ClientEvent:
-    """Turn a decoded envelope into a client event, or raise ProtocolError."""
+    """Turn a decoded envelope into a client event, or raise ProtocolError (which
+    echoes the envelope's ``eventId`` and ``sessionId``)."""
+    try:
+        return _parse(envelope, session_id)
+    except ProtocolError as exc:
+        raise exc.of_request(envelope.event_id, envelope.session_id) from None
+
+
+def _parse(envelope: Envelope, session_id: str) -> ClientEvent:
     event_type = ev.INPUT_ALIASES.get(envelope.event_type, envelope.event_type)
     rt = envelope.event_type
     if event_type not in ev.CLIENT_EVENTS:
@@ -90,11 +104,11 @@ def parse(envelope: Envelope, session_id: str) -> ClientEvent:
         )
     p = envelope.payload
     if event_type == ev.INPUT_START:
-        return _parse_start(envelope.event_id, p, rt)
+        return attrs.evolve(_parse_start(envelope.event_id, p, rt), name=rt)
     if event_type == ev.INPUT_CHUNK:
-        return _parse_chunk(envelope.event_id, p, rt)
+        return attrs.evolve(_parse_chunk(envelope.event_id, p, rt), name=rt)
     if event_type == ev.INPUT_END:
-        return InputEnd(envelope.event_id)
+        return InputEnd(envelope.event_id, rt)
     return _parse_text(envelope.event_id, p, rt)
 
 

@@ -83,12 +83,20 @@ def decode(data: bytes) -> Envelope:
         raise ProtocolError(ev.ERR_MALFORMED, "frame has no string eventId", request_type)
     session_id = obj.get("sessionId", "")
     if not isinstance(session_id, str):
-        raise ProtocolError(ev.ERR_MALFORMED, "sessionId must be a string", request_type)
+        raise ProtocolError(
+            ev.ERR_MALFORMED, "sessionId must be a string", request_type, event_id=event_id
+        )
     payload = obj.get("payload", {})
     if payload is None:
         payload = {}
     if not isinstance(payload, dict):
-        raise ProtocolError(ev.ERR_MALFORMED, "payload must be a map", request_type)
+        raise ProtocolError(
+            ev.ERR_MALFORMED,
+            "payload must be a map",
+            request_type,
+            event_id=event_id,
+            session_id=session_id,
+        )
     return Envelope(event_type, event_id, session_id, payload)
 
 
@@ -108,6 +116,6 @@ def error_event(session_id: str, error: ProtocolError, event_id: str | None = No
         session_id,
         error.event_type,
         {"message": error.message},
-        event_id=event_id,
+        event_id=event_id or error.event_id,
         request_type=error.request_type,
     )

@@ -1,6 +1,7 @@
 """The ASGI application: routes and HTTP responses; every call goes through it.
 
-Routes: ``/ws`` (browser protocol), ``/health``, ``/metrics``, the browser page
+Routes: ``/ws`` (browser protocol), ``/voicechat/ws`` (the same calls in the
+original TypeScript Vantum's ``voicechat`` dialect), ``/health``, ``/metrics``, the browser page
 ``/`` and the Twilio endpoints. Who may open ``/ws`` is decided in ``admission``;
 the open calls, their cancel scopes and the graceful drain live in ``registry``.
 Each WebSocket connection runs one session in its own cancel scope, so a crash or
@@ -16,6 +17,7 @@ import secrets
 from importlib import resources
 from typing import Any
 
+import attrs
 import trio
 
 from ..asgi import serve_lifespan
@@ -34,6 +36,7 @@ from ..records import CallStore, record_call
 from ..records.recorder import CallRecorder
 from ..transports.asgi_ws import ConnectionControl, current_connection
 from ..transports.browser import ASGIReceive, ASGISend, BrowserTransport
+from ..transports.voicechat import VoicechatTransport
 from .admission import AdmissionControl, HandshakeRefused
 from .auth import AuthError
 from .connections import CLOSE_GRACE_S
@@ -79,6 +82,16 @@ class VantumApp:
         """Turn spans (set by ``run_server`` when VANTUM_OTEL / an OTLP endpoint asks)."""
 
     @property
+    def voicechat_settings(self) -> CallSettings:
+        """A ``/voicechat/ws`` call's settings at admission: the server's, without idle
+        prompts or idle hang-up unless ``VANTUM_VOICECHAT_IDLE_PROMPTS`` asks for them."""
+        if self.config.voicechat_idle_prompts:
+            return self.settings
+        return attrs.evolve(
+            self.settings, turn=attrs.evolve(self.settings.turn, idle_prompt_s=None)
+        )
+
+    @property
     def auth_secret(self) -> bytes | None:
         """The ``/ws`` token secret; None only with the explicit dev flag."""
         return self.admission.auth_secret
@@ -107,6 +120,8 @@ class VantumApp:
         elif kind == "websocket":
             if scope["path"] == "/ws":
                 await self._browser_ws(scope, receive, send)
+            elif scope["path"] == "/voicechat/ws":
+                await self._browser_ws(scope, receive, send, voicechat=True)
             elif scope["path"] == "/twilio/stream":
                 await self._twilio_ws(scope, receive, send)
             else:
@@ -143,8 +158,10 @@ class VantumApp:
             await _respond(send, 404, b"not found\n", "text/plain")
 
     async def _browser_ws(
-        self, scope: dict[str, Any], receive: ASGIReceive, send: ASGISend
+        self, scope: dict[str, Any], receive: ASGIReceive, send: ASGISend, voicechat: bool = False
     ) -> None:
+        """``/ws``, or ``/voicechat/ws`` with ``voicechat``: the same admission, limits
+        and session; only the dialect spoken at the edge and the idle policy differ."""
         connect = await receive()
         if connect["type"] != "websocket.connect":
             return
@@ -154,7 +171,8 @@ class VantumApp:
         accept, failure = admitted
         await send(accept)
         session_id = new_id()
-        transport = BrowserTransport(session_id, receive, send, self.config.max_frame_bytes)
+        dialect = VoicechatTransport if voicechat else BrowserTransport
+        transport = dialect(session_id, receive, send, self.config.max_frame_bytes)
         if failure is not None:
             reason = failure.reason.value
             await transport.send(ErrorEvent(ev.ERR_AUTH, failure.message, "connect", reason))
@@ -167,7 +185,10 @@ class VantumApp:
             await transport.send(ErrorEvent(kind, message, "connect"))
             await transport.close(code, message)
             return
-        await self.serve_session(transport, "browser")
+        if voicechat:
+            await self.serve_session(transport, "voicechat", self.voicechat_settings)
+        else:
+            await self.serve_session(transport, "browser")
 
     async def _twilio_ws(self, scope: dict[str, Any], receive: ASGIReceive, send: ASGISend) -> None:
         refused = self.admission.check_twilio_stream(scope)
@@ -200,21 +221,27 @@ class VantumApp:
         """Why a new call must be turned away (event type, close code, message), or None."""
         return self.registry.refusal()
 
-    async def serve_session(self, transport: Transport, kind: str) -> None:
-        """Run one call on ``transport`` until it ends; every carrier comes through here."""
+    async def serve_session(
+        self, transport: Transport, kind: str, settings: CallSettings | None = None
+    ) -> None:
+        """Run one call on ``transport`` until it ends; every carrier comes through here.
+
+        ``settings``: the call's settings at admission (default: the server's)."""
         sid = transport.session_id
         # Every actor's log records carry the ids; provider failures reach the metrics.
         with bind(session_id=sid, transport=kind), reporting_to(self.metrics):
-            await self._serve_session(transport, sid, kind)
+            await self._serve_session(transport, sid, kind, settings or self.settings)
 
-    async def _serve_session(self, transport: Transport, sid: str, kind: str) -> None:
+    async def _serve_session(
+        self, transport: Transport, sid: str, kind: str, settings: CallSettings
+    ) -> None:
         code, reason = ev.CLOSE_NORMAL, "session ended"
         self.metrics.sessions_total.labels(kind).inc()
         self.metrics.sessions_active.inc()
         connection = current_connection.get()
-        if connection is not None and self.settings.max_call_s:
+        if connection is not None and settings.max_call_s:
             # The call ends at its limit even if a write to the peer is stuck.
-            limit = self.settings.max_call_s + CLOSE_GRACE_S
+            limit = settings.max_call_s + CLOSE_GRACE_S
             connection.cut_at(trio.current_time() + limit, "max_duration")
         with self.registry.open(sid) as scope:
             try:
@@ -230,7 +257,7 @@ class VantumApp:
                         observer = self.tracing.observer(sid, kind, also=observer)
                     try:
                         await run_session(
-                            transport, self.engines, self.settings, observer, meter=self.metrics
+                            transport, self.engines, settings, observer, meter=self.metrics
                         )
                     finally:
                         self._count_cut(connection, recorder)

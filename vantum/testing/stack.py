@@ -40,6 +40,11 @@ class Stack:
     def ws_url(self) -> str:
         return self.url.replace("http://", "ws://") + "/ws"
 
+    @property
+    def voicechat_url(self) -> str:
+        """``/voicechat/ws``: the original TypeScript Vantum's dialect."""
+        return self.url.replace("http://", "ws://") + "/voicechat/ws"
+
 
 @asynccontextmanager
 async def open_stack(

@@ -9,7 +9,7 @@ from ..protocol import events as ev
 from ..protocol.client_events import ClientEvent
 from ..protocol.ids import new_id
 from .asgi_ws import ASGIReceive, ASGISend, AsgiWebSocket
-from .browser_wire import to_wire
+from .browser_wire import WireEvent, to_wire
 
 __all__ = ["ASGIReceive", "ASGISend", "BrowserTransport"]
 
@@ -36,16 +36,26 @@ class BrowserTransport:
                 ev.ERR_MALFORMED, "text frames are not accepted; send binary MessagePack frames"
             )
         try:
-            return client_events.parse(envelope.decode(data), self.session_id)
+            return self.parse(envelope.decode(data))
         except ProtocolError as exc:
             return exc
 
+    def parse(self, frame: envelope.Envelope) -> ClientEvent:
+        """The client event of one decoded frame (a dialect may be more lenient)."""
+        return client_events.parse(frame, self.session_id)
+
+    def wire(self, event: ServerEvent) -> WireEvent | None:
+        """The dialect's form of ``event``; None sends nothing."""
+        return to_wire(event)
+
     async def send(self, event: ServerEvent) -> None:
-        wire = to_wire(event)
+        wire = self.wire(event)
+        if wire is None:
+            return
         frame = envelope.encode_fields(
             wire.event_type,
             wire.event_id or new_id(),
-            self.session_id,
+            wire.session_id or self.session_id,
             wire.payload,
             wire.request_type,
         )

@@ -5,6 +5,9 @@ camelCase payload keys for outbound browser events; the browser transport encode
 its result into a MessagePack envelope, and the call records store the same
 ``(eventType, payload)`` pairs (so a stored call reads like the protocol document).
 Key order is part of the byte-for-byte wire format and is kept as documented.
+Millisecond instants go out as MessagePack float64, never as (u)int64: JavaScript
+decoders turn a uint64 into a BigInt (msgpackr does), which breaks arithmetic and
+JSON logging in the page.
 """
 
 from __future__ import annotations
@@ -24,9 +27,13 @@ class WireEvent:
     event_type: str
     payload: dict[str, Any]
     event_id: str | None = None
-    """Set for ACKs (the client's id); otherwise the transport makes a fresh one."""
+    """Set for ACKs and for errors a client frame caused (that frame's id);
+    otherwise the transport makes a fresh one."""
     request_type: str | None = None
     """Error frames only."""
+    session_id: str | None = None
+    """Errors a client frame caused: the ``sessionId`` it carried (echoed); None: the
+    connection's."""
 
 
 def to_wire(event: e.ServerEvent) -> WireEvent:
@@ -46,17 +53,17 @@ def to_wire(event: e.ServerEvent) -> WireEvent:
         payload = {
             "transcript": event.text,
             "confidence": event.confidence,
-            "timestamp": event.at_ms,
+            "timestamp": float(event.at_ms),
             "language": event.language,
         }
         return WireEvent(name, payload)
     if isinstance(event, e.ResponseText):
         return WireEvent(ev.RESPONSE_TEXT, {"utteranceId": event.utterance_id, "text": event.text})
     if isinstance(event, e.ResponseStarted):
-        payload = {"utteranceId": event.utterance_id, "timestamp": event.at_ms}
+        payload = {"utteranceId": event.utterance_id, "timestamp": float(event.at_ms)}
         return WireEvent(ev.RESPONSE_START, payload)
     if isinstance(event, e.OutputStarted):
-        payload = {"utteranceId": event.utterance_id, "timestamp": event.at_ms}
+        payload = {"utteranceId": event.utterance_id, "timestamp": float(event.at_ms)}
         return WireEvent(ev.OUTPUT_START, payload)
     if isinstance(event, e.OutputComplete):
         return WireEvent(ev.OUTPUT_COMPLETE, {"utteranceId": event.utterance_id})
@@ -71,9 +78,11 @@ def to_wire(event: e.ServerEvent) -> WireEvent:
         payload = {"message": event.message}
         if event.reason is not None:
             payload["reason"] = event.reason
-        return WireEvent(event.code, payload, request_type=event.request)
+        return WireEvent(
+            event.code, payload, event.event_id, event.request, session_id=event.session_id
+        )
     if isinstance(event, e.InputAcknowledged):
-        return WireEvent(event.of, {"success": True}, event_id=event.event_id)
+        return WireEvent(event.name or event.of, {"success": True}, event_id=event.event_id)
     if isinstance(event, e.SessionReady):
         return WireEvent(ev.CONNECTION_ACK, {"success": True})
     if isinstance(event, e.DtmfReceived):
