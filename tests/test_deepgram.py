@@ -307,17 +307,28 @@ async def test_finalize_done_after_timeout_when_server_stays_silent() -> None:
     assert [f.text for f in got.finals()] == ["Anyone there?"]  # flushed by CloseStream
 
 
-async def _speak_pause_speak(audio: trio.MemorySendChannel[STTInput], got: Recorder) -> None:
+async def _speak_pause_speak(
+    audio: trio.MemorySendChannel[STTInput], got: Recorder, pause: float = 0.7
+) -> None:
     await send_all(speech_like(0.6, seed=5), silence(0.4))(audio, got)
     await got.wait_for(lambda e: isinstance(e, TranscriptEvent) and e.is_final)
-    await trio.sleep(0.7)  # the idle period under test: no audio flows
+    await trio.sleep(pause)  # the idle period under test: no audio flows
     await send_all(speech_like(0.6, seed=6), silence(0.4))(audio, got)
 
 
 async def test_keepalive_keeps_idle_stream_open() -> None:
-    config = fast("One.", "Two.", idle_timeout=0.3)
+    # Real time against a real socket: the idle window leaves 700 ms of slack over the
+    # 100 ms keepalive, so a loaded CI machine does not close it (it did at 300 ms once,
+    # with a soak and another suite on the same two cores).
+    config = fast("One.", "Two.", idle_timeout=0.8)
+
+    async def pause_longer_than_the_idle_window(
+        audio: trio.MemorySendChannel[STTInput], got: Recorder
+    ) -> None:
+        await _speak_pause_speak(audio, got, pause=1.2)
+
     async with serve_fake_deepgram(config) as fake:
-        got = await run_stt(client(fake, keepalive_interval=0.1), _speak_pause_speak)
+        got = await run_stt(client(fake, keepalive_interval=0.1), pause_longer_than_the_idle_window)
     assert fake.connections == 1 and fake.close_codes == [1000]
     assert fake.messages["KeepAlive"] >= 4
     assert [f.text for f in got.finals()] == ["One.", "Two."]
