@@ -40,6 +40,13 @@ def live(kind: type) -> int:
 
 
 async def use_session(url: str, i: int) -> None:
+    # Bounded: a session that never answers fails here, naming itself, instead of hanging
+    # the suite (one unexplained hang was seen once under heavy load, before this bound).
+    with trio.fail_after(60):
+        await _one_turn(url, i)
+
+
+async def _one_turn(url: str, i: int) -> None:
     async with BrowserClient.connect(url) as client:
         await client.start(16_000)
         await client.stream_audio(speech_like(0.3, 16_000, seed=i), 16_000, realtime=False)
