@@ -42,8 +42,9 @@ def live(kind: type) -> int:
 async def use_session(url: str, i: int) -> None:
     # Bounded: a session that never answers fails here, naming itself, instead of hanging
     # the suite (one unexplained hang was seen once under heavy load, before this bound).
-    with trio.fail_after(60):
+    with trio.move_on_after(60) as bound:
         await _one_turn(url, i)
+    assert not bound.cancelled_caught, f"session {i} got no answer within 60 s"
 
 
 async def _one_turn(url: str, i: int) -> None:
