@@ -15,10 +15,9 @@ from typing import Any
 import attrs
 import msgpack
 import trio
-from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
 
 from ..protocol import events as ev
-from ..protocol.ids import new_id
+from .frame_client import FrameClient, ServerRefused
 
 
 @attrs.define
@@ -41,23 +40,8 @@ class TurnResult:
         return len(self.audio) / 2 / self.sample_rate if self.sample_rate else 0.0
 
 
-class ServerRefused(RuntimeError):
-    """The server answered the connection with an error event, then closed it."""
-
-    def __init__(self, event: dict[str, Any], close_code: int | None) -> None:
-        message = event.get("payload", {}).get("message", "")
-        super().__init__(f"{event.get('eventType')}: {message} (close code {close_code})")
-        self.event = event
-        self.close_code = close_code
-
-
-class BrowserClient:
-    def __init__(self, ws: WebSocketConnection, inbox: trio.MemoryReceiveChannel[dict[str, Any]]):
-        self.ws = ws
-        self._inbox = inbox
-        self.session_id = ""
-        self.events: list[dict[str, Any]] = []
-        self.close_code: int | None = None
+class BrowserClient(FrameClient):
+    ACK = ev.CONNECTION_ACK
 
     @classmethod
     @asynccontextmanager
@@ -79,65 +63,19 @@ class BrowserClient:
             headers.append((b"Authorization", f"Bearer {token}".encode()))
         if origin is not None:
             headers.append((b"Origin", origin.encode()))
-        refused: ServerRefused | None = None
-        # The socket outlives the reader's nursery, and errors raised out here (a
-        # refused handshake, ServerRefused) reach the caller as themselves.
-        async with open_websocket_url(
-            url, max_message_size=max_message_size, extra_headers=headers
-        ) as ws:
-            async with trio.open_nursery() as nursery:
-                tx, rx = trio.open_memory_channel[dict[str, Any]](4096)
-                client = cls(ws, rx)
-                nursery.start_soon(client._reader, tx)
-                ack = await client.next_event()
-                if ack["eventType"] != ev.CONNECTION_ACK:
-                    with trio.move_on_after(5):
-                        async for _ in client._inbox:  # read on until the server closes
-                            pass
-                    refused = ServerRefused(ack, client.close_code)
-                else:
-                    client.session_id = ack["sessionId"]
-                    yield client
-                nursery.cancel_scope.cancel()
-        if refused is not None:
-            raise refused
+        async with cls._open(url, headers, max_message_size) as client:
+            yield client
 
-    async def _reader(self, tx: trio.MemorySendChannel[dict[str, Any]]) -> None:
-        async with tx:
-            while True:
-                try:
-                    data = await self.ws.get_message()
-                except ConnectionClosed as exc:
-                    self.close_code = exc.reason.code if exc.reason else None
-                    return
-                event = (
-                    msgpack.unpackb(data, raw=False)
-                    if isinstance(data, bytes)
-                    else {"eventType": "text", "payload": {"text": data}}
-                )
-                event["_receivedAt"] = trio.current_time()
-                self.events.append(event)
-                await tx.send(event)
-
-    async def next_event(self) -> dict[str, Any]:
-        """The next server event; raises trio.EndOfChannel once the socket has closed."""
-        return await self._inbox.receive()
-
-    async def send(
-        self, event_type: str, payload: dict[str, Any], *, session_id: str | None = None
-    ) -> str:
-        event_id = new_id()
-        frame = {
-            "eventType": event_type,
-            "eventId": event_id,
-            "sessionId": self.session_id if session_id is None else session_id,
-            "payload": payload,
-        }
-        await self.ws.send_message(msgpack.packb(frame, use_bin_type=True))
-        return event_id
-
-    async def send_raw(self, data: bytes | str) -> None:
-        await self.ws.send_message(data)
+    def _decode(self, data: bytes | str) -> dict[str, Any]:
+        """A text frame (which the server should never send) is kept, not fatal, so a
+        test can assert on it; every event is stamped with its arrival time."""
+        event: dict[str, Any] = (
+            msgpack.unpackb(data, raw=False)
+            if isinstance(data, bytes)
+            else {"eventType": "text", "payload": {"text": data}}
+        )
+        event["_receivedAt"] = trio.current_time()
+        return event
 
     async def expect(self, event_type: str) -> dict[str, Any]:
         """Skip events until one of ``event_type`` arrives (errors are not skipped)."""
@@ -204,3 +142,6 @@ class BrowserClient:
             elif kind == ev.METRICS_TURN:
                 result.metrics = p
                 return result
+
+
+__all__ = ["BrowserClient", "ServerRefused", "TurnResult"]

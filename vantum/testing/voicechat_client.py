@@ -17,12 +17,8 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import attrs
-import msgpack
-import trio
-from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
 
-from ..protocol.ids import new_id
-from .browser_client import ServerRefused
+from .frame_client import FrameClient, ServerRefused
 
 # The original's event names (vantum-shared: VOICECHAT_EVENTS), written out here.
 CONNECTION_ACK = "connection.ack"
@@ -65,14 +61,8 @@ class Answer:
         return len(self.audio) / 2 / self.sample_rate if self.sample_rate else 0.0
 
 
-class VoicechatClient:
-    def __init__(self, ws: WebSocketConnection, inbox: trio.MemoryReceiveChannel[dict[str, Any]]):
-        self.ws = ws
-        self._inbox = inbox
-        self.session_id = ""
-        self.events: list[dict[str, Any]] = []
-        """Every frame received, in order."""
-        self.close_code: int | None = None
+class VoicechatClient(FrameClient):
+    ACK = CONNECTION_ACK
 
     @classmethod
     @asynccontextmanager
@@ -82,64 +72,12 @@ class VoicechatClient:
         """Open ``url`` as ``new WebSocket(url)`` does (a token goes in its query) and
         wait for ``connection.ack``; raises :class:`ServerRefused` on an error instead."""
         headers = [(b"Origin", origin.encode())] if origin is not None else []
-        refused: ServerRefused | None = None
-        async with open_websocket_url(url, extra_headers=headers) as ws:
-            async with trio.open_nursery() as nursery:
-                tx, rx = trio.open_memory_channel[dict[str, Any]](4096)
-                client = cls(ws, rx)
-                nursery.start_soon(client._reader, tx)
-                ack = await client.next_event()
-                if ack["eventType"] != CONNECTION_ACK:
-                    with trio.move_on_after(5):
-                        async for _ in client._inbox:  # read on until the server closes
-                            pass
-                    refused = ServerRefused(ack, client.close_code)
-                else:
-                    assert ack["payload"] == {"success": True}, ack
-                    client.session_id = ack["sessionId"]
-                    yield client
-                nursery.cancel_scope.cancel()
-        if refused is not None:
-            raise refused
+        async with cls._open(url, headers) as client:
+            yield client
 
-    async def _reader(self, tx: trio.MemorySendChannel[dict[str, Any]]) -> None:
-        async with tx:
-            while True:
-                try:
-                    data = await self.ws.get_message()
-                except ConnectionClosed as exc:
-                    self.close_code = exc.reason.code if exc.reason else None
-                    return
-                assert isinstance(data, bytes), f"text frame from the server: {data!r}"
-                event = msgpack.unpackb(data, raw=False)
-                self.events.append(event)
-                await tx.send(event)
-
-    async def next_event(self) -> dict[str, Any]:
-        """The next frame; raises trio.EndOfChannel once the socket has closed."""
-        return await self._inbox.receive()
-
-    async def send(
-        self,
-        event_type: str,
-        payload: dict[str, Any],
-        *,
-        session_id: str | None = None,
-        event_id: str | None = None,
-    ) -> str:
-        """Send one frame (``{eventType, eventId, sessionId, payload}``); returns its eventId."""
-        event_id = event_id or new_id()
-        frame = {
-            "eventType": event_type,
-            "eventId": event_id,
-            "sessionId": self.session_id if session_id is None else session_id,
-            "payload": payload,
-        }
-        await self.ws.send_message(msgpack.packb(frame, use_bin_type=True))
-        return event_id
-
-    async def send_raw(self, data: bytes) -> None:
-        await self.ws.send_message(data)
+    def _admitted(self, ack: dict[str, Any]) -> None:
+        assert ack["payload"] == {"success": True}, ack
+        super()._admitted(ack)
 
     async def expect(self, *event_types: str) -> dict[str, Any]:
         """Skip frames until one of ``event_types`` arrives (errors are not skipped)."""
@@ -211,4 +149,4 @@ class VoicechatClient:
         return await self.play(await self.answer_started())
 
 
-__all__ = ["FRONTEND_CHUNK_MS", "Answer", "VoicechatClient", "is_error"]
+__all__ = ["FRONTEND_CHUNK_MS", "Answer", "ServerRefused", "VoicechatClient", "is_error"]
