@@ -104,9 +104,9 @@ def _parse(envelope: Envelope, session_id: str) -> ClientEvent:
         )
     p = envelope.payload
     if event_type == ev.INPUT_START:
-        return attrs.evolve(_parse_start(envelope.event_id, p, rt), name=rt)
+        return _parse_start(envelope.event_id, p, rt)
     if event_type == ev.INPUT_CHUNK:
-        return attrs.evolve(_parse_chunk(envelope.event_id, p, rt), name=rt)
+        return _parse_chunk(envelope.event_id, p, rt)
     if event_type == ev.INPUT_END:
         return InputEnd(envelope.event_id, rt)
     return _parse_text(envelope.event_id, p, rt)
@@ -141,7 +141,7 @@ def _parse_start(event_id: str, p: dict[str, Any], rt: str) -> InputStart:
         raise ProtocolError(ev.ERR_INVALID_FORMAT, "silenceMs must be an integer (ms)", rt)
     if not 100 <= silence_ms <= 5000:
         raise ProtocolError(ev.ERR_INVALID_FORMAT, "silenceMs must be within 100..5000", rt)
-    return InputStart(event_id, rate, language, voice_id, encoding, mode, silence_ms)
+    return InputStart(event_id, rate, language, voice_id, encoding, mode, silence_ms, rt)
 
 
 def _parse_chunk(event_id: str, p: dict[str, Any], rt: str) -> InputChunk:
@@ -157,7 +157,7 @@ def _parse_chunk(event_id: str, p: dict[str, Any], rt: str) -> InputChunk:
     muted = p.get("isMuted", False)
     if not isinstance(muted, bool):
         raise ProtocolError(ev.ERR_INVALID_FORMAT, "isMuted must be a boolean", rt)
-    return InputChunk(event_id, audio, muted)
+    return InputChunk(event_id, audio, muted, rt)
 
 
 def _parse_text(event_id: str, p: dict[str, Any], rt: str) -> TextInput:
