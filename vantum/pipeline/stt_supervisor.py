@@ -111,11 +111,12 @@ class _Attempt:
         self, items: trio.MemoryReceiveChannel[SttItem], inbox: trio.MemorySendChannel[TurnInput]
     ) -> _Outcome:
         feed_tx, feed_rx = trio.open_memory_channel[STTInput](0)
-        events_tx, events_rx = trio.open_memory_channel[STTEvent](64)
         outcome: _Outcome = _InputEnded()
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._engine, feed_rx, events_tx, nursery.cancel_scope)
-            nursery.start_soon(_deliver, events_rx, inbox)
+            # The engine's results go straight into the turn manager's inbox, through a
+            # clone it may close when it returns (the inbox stays open for the next one):
+            # no relay task, no extra hop between a final transcript and the turn.
+            nursery.start_soon(self._engine, feed_rx, inbox.clone(), nursery.cancel_scope)
             # BrokenResourceError: the engine died holding nothing of ours (its task
             # reports why and cancels this attempt).
             async with feed_tx:
@@ -159,14 +160,6 @@ class _Attempt:
         finally:
             await feed.aclose()
             await events.aclose()
-
-
-async def _deliver(
-    events: trio.MemoryReceiveChannel[STTEvent], inbox: trio.MemorySendChannel[TurnInput]
-) -> None:
-    async with events:
-        async for event in events:
-            await inbox.send(event)
 
 
 __all__ = ["run_stt"]
