@@ -4,6 +4,7 @@ per-call selection and the greeting decision (pure code, no sockets)."""
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 import attrs
@@ -294,3 +295,38 @@ def test_a_typed_first_turn_hears_the_greeting_first() -> None:
 def test_no_greeting_no_request() -> None:
     turns = TurnState(CallSettings())
     assert turns.handle(InputStarted(CallSettings(sample_rate=16_000), 0.0), 0.0) == []
+
+
+# --- the command line ------------------------------------------------------------------
+
+
+def test_token_command_binds_an_agent_and_variables(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from vantum.cli import main
+    from vantum.server.auth import new_secret
+
+    secret = new_secret()
+    monkeypatch.setenv("VANTUM_AUTH_SECRET", secret)
+    argv = ["token", "--agent", "support", "--var", "order=12=34", "--var", "who=Ada"]
+    assert main(argv) == 0
+    token = capsys.readouterr().out.strip()
+    claims = verify_token(secret.encode(), token, now=time.time(), audience="ws")
+    assert claims.agent == "support"
+    assert dict(claims.variables) == {"order": "12=34", "who": "Ada"}
+    with pytest.raises(SystemExit):
+        main(["token", "--var", "no-equals-sign"])
+
+
+def test_serve_with_a_bad_agents_file_stops_at_start_up(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from vantum.cli import main
+
+    bad = tmp_path / "agents.toml"
+    bad.write_text('[agents.a]\ninstructions = "Hi {nme}"\nvariables = { name = "x" }\n')
+    assert main(["serve", "--agents", str(bad), "--insecure-no-auth"]) == 2
+    err = capsys.readouterr().err
+    assert f"{bad}:2: agents.a.instructions: unknown variable {{nme}}" in err
+    assert main(["serve", "--default-agent", "other", "--insecure-no-auth"]) == 2
+    assert "needs an agents file" in capsys.readouterr().err
