@@ -73,11 +73,15 @@ async def test_browser_greeting_comes_first_without_the_llm_and_enters_the_histo
             connect_at = trio.current_time()
             async with BrowserClient.connect(stack.ws_url + "?agent=concierge") as client:
                 sid = client.session_id
+                start_at = trio.current_time()
                 await client.start(16_000)
                 greeting = await client.collect_turn()
                 assert greeting.first_audio_at is not None
-                ms = (greeting.first_audio_at - connect_at) * 1000
-                logging.getLogger("test").warning("connect -> first greeting audio: %.1f ms", ms)
+                logging.getLogger("test").warning(
+                    "browser: connect -> first greeting audio %.1f ms, start -> %.1f ms",
+                    (greeting.first_audio_at - connect_at) * 1000,
+                    (greeting.first_audio_at - start_at) * 1000,
+                )
                 assert greeting.errors == []
                 assert " ".join(greeting.text) == "Hello, Hotel Example, how can I help?"
                 assert greeting.audio_seconds > 0.5
@@ -244,8 +248,18 @@ async def test_twilio_greeting_starts_with_the_stream(tmp_path: Path) -> None:
         deepgram=FAST_DG, openai=FAST_OA, cartesia=FAST_CA, agents_file=agents_file(tmp_path)
     ) as stack:
         cfg = FakeTwilioConfig(speed=None)
+        dialled_at = trio.current_time()
         async with place_call(stack.url, cfg, voice_path="/twilio/voice?agent=support") as call:
+            started_at = trio.current_time()  # the stream's `start` has been sent
             assert call.config.custom_parameters["agent"] == "support"
+            with trio.fail_after(10):
+                await call.wait_until(lambda: len(call.received) > 0)
+            now = trio.current_time()
+            logging.getLogger("test").warning(
+                "twilio: webhook -> first greeting audio %.1f ms, stream start -> %.1f ms",
+                (now - dialled_at) * 1000,
+                (now - started_at) * 1000,
+            )
             with trio.fail_after(10):
                 await call.wait_until(
                     lambda: (
@@ -260,3 +274,18 @@ async def test_twilio_greeting_starts_with_the_stream(tmp_path: Path) -> None:
         answer = await fetch_twiml(stack.url + "/twilio/voice?agent=nobody", FakeTwilioConfig())
         assert answer.status == 200 and answer.stream_url is None
         assert "<Say>" in answer.body and "<Hangup />" in answer.body
+
+
+async def test_a_phone_call_missing_a_required_variable_is_closed(tmp_path: Path) -> None:
+    text = AGENTS + (
+        '\n[agents.orders]\ninstructions = "Order {order}"\nrequired_variables = ["order"]\n'
+    )
+    async with open_stack(cartesia=FAST_CA, agents_file=agents_file(tmp_path, text)) as stack:
+        cfg = FakeTwilioConfig(speed=None)
+        async with place_call(stack.url, cfg, voice_path="/twilio/voice?agent=orders") as call:
+            with trio.fail_after(5):
+                await call.wait_until(lambda: call.close_code is not None)
+            assert call.close_code == ev.CLOSE_POLICY
+        labels = {"reason": "agent_missing_variable"}
+        assert counter(stack, "vantum_sessions_refused_total", labels) == 1
+        assert stack.cartesia.completed == []
