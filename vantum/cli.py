@@ -125,10 +125,10 @@ def main(argv: list[str] | None = None) -> int:
                 agents_file=args.agents,
                 default_agent=args.default_agent,
             )
-            configure_logging(config.log_level, config.log_format)
             from .server.app import agent_book
 
-            agent_book(config)  # a bad agents file stops here, before any engine loads
+            agent_book(config)  # a bad agents file stops here, before anything starts
+            configure_logging(config.log_level, config.log_format)
             trio.run(run_server, config)
             # Everything is closed and flushed. Spare the interpreter's final collection
             # of every object (~0.7 s with the openai package loaded), so a drained server
