@@ -103,7 +103,7 @@ async def test_browser_greeting_comes_first_without_the_llm_and_enters_the_histo
             with trio.fail_after(5):
                 await stack.app.wait_idle()
             record = await store.get_call(sid)
-    assert record is not None and record.summary.meta.get("agent") == "concierge"
+    assert record is not None and record.summary.agent == "concierge"
     assert record.transcript()[0] == ("assistant", "Hello, Hotel Example, how can I help?")
     assert counter(stack, "vantum_agent_calls_total", {"agent": "concierge"}) == 1
 
