@@ -330,3 +330,16 @@ def test_serve_with_a_bad_agents_file_stops_at_start_up(
     assert f"{bad}:2: agents.a.instructions: unknown variable {{nme}}" in err
     assert main(["serve", "--default-agent", "other", "--insecure-no-auth"]) == 2
     assert "needs an agents file" in capsys.readouterr().err
+
+
+def test_resolver_settings_are_checked() -> None:
+    from vantum.config import Config
+    from vantum.errors import ConfigError
+
+    env = {"VANTUM_AGENT_RESOLVER_URL": "http://127.0.0.1:9/resolve"}
+    with pytest.raises(ConfigError, match="needs VANTUM_AGENT_RESOLVER_SECRET"):
+        Config.from_env(env)
+    with pytest.raises(ConfigError, match="at least 32 bytes"):
+        Config.from_env({**env, "VANTUM_AGENT_RESOLVER_SECRET": "short"})
+    ok = Config.from_env({**env, "VANTUM_AGENT_RESOLVER_SECRET": "s" * 32})
+    assert ok.agent_resolver_timeout_s == 1.5

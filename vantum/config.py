@@ -222,6 +222,8 @@ class Config:
                 "VANTUM_AGENT_RESOLVER_URL needs VANTUM_AGENT_RESOLVER_SECRET (the HMAC key "
                 "its requests are signed with; at least 32 bytes)"
             )
+        if config.agent_resolver_secret and len(config.agent_resolver_secret.encode()) < 32:
+            raise ConfigError("VANTUM_AGENT_RESOLVER_SECRET must be at least 32 bytes")
         if not 0 < config.agent_resolver_timeout_s <= 30:
             raise ConfigError(
                 f"VANTUM_AGENT_RESOLVER_TIMEOUT_S={config.agent_resolver_timeout_s}: use 0..30 s"
