@@ -63,3 +63,20 @@ def test_every_request_is_handed_over_dropped_or_refused_exactly_once(ops: list[
     waiting = [r.text for r in q.pending]
     assert sorted(handed + dropped + refused + waiting, key=int) == made
     assert handed == sorted(handed, key=int)  # handed over in the order asked
+
+
+@given(st.lists(st.tuples(st.sampled_from(["submit", "finish"]), st.booleans()), max_size=40))
+def test_interruptible_is_the_flag_of_the_answer_in_flight(
+    steps: list[tuple[str, bool]],
+) -> None:
+    """A greeting that must not be cut stays uncuttable exactly while it is in flight."""
+    q = AnswerQueue(limit=50)
+    order: list[bool] = []  # flags of the answers handed over or waiting, in order
+    for step, flag in steps:
+        if step == "submit":
+            q.submit(TurnRequest("x", TurnTimings(), interruptible=flag))
+            order.append(flag)
+        elif q.in_flight:
+            q.finished()
+            order.pop(0)
+        assert q.interruptible is (order[0] if order else True)

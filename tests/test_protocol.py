@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from vantum.errors import ProtocolError
+from vantum.pipeline.settings import CallSettings
 from vantum.protocol import client_events, envelope
 from vantum.protocol import events as ev
 from vantum.protocol.ids import is_uuid, new_id
@@ -81,7 +82,9 @@ def _env(event_type: str, payload: dict[str, Any], session_id: str = SID) -> env
 def test_start_parses_and_defaults() -> None:
     start = client_events.parse(_env(ev.INPUT_START, {"samplingRate": 48000}), SID)
     assert isinstance(start, client_events.InputStart)
-    assert (start.sampling_rate, start.language, start.turn_mode) == (48000, "en-US", "manual")
+    assert (start.sampling_rate, start.language, start.turn_mode) == (48000, None, "manual")
+    # An omitted language is the agent's, else en-US, once it becomes the call's settings.
+    assert CallSettings().with_input_start(start).language == "en-US"
 
 
 def test_voicechat_aliases_are_accepted() -> None:

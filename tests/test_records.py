@@ -254,12 +254,16 @@ async def test_postgres_round_trip_when_configured() -> None:
         pytest.skip("set VANTUM_TEST_POSTGRES_DSN=postgresql://... to test the Postgres store")
     call_id = f"pytest-{os.getpid()}-{trio.current_time()}"
     async with open_store(dsn) as store:
-        async with record_call(store, call_id, transport="browser", wall_clock=Clock()) as rec:
+        meta = {"agent": "concierge"}
+        async with record_call(
+            store, call_id, transport="browser", meta=meta, wall_clock=Clock()
+        ) as rec:
             for event in CONVERSATION:
                 rec.on_event(event)
             rec.on_event(final("nul\x00char"))
         record = await store.get_call(call_id)
         assert record is not None and record.summary.outcome == "completed"
+        assert record.summary.agent == "concierge"
         assert record.transcript()[:3] == [
             ("caller", "hello there"),
             ("assistant", "Hi!"),
@@ -270,3 +274,15 @@ async def test_postgres_round_trip_when_configured() -> None:
     async with open_store(dsn) as store:  # a new connection (a restart) sees the same
         again = await store.get_call(call_id)
         assert again is not None and again.events == record.events
+
+
+async def test_the_agent_a_call_ran_is_kept_in_sqlite(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'calls.db'}"
+    async with open_store(url) as store:
+        async with record_call(store, "a1", transport="twilio", meta={"agent": "support"}):
+            pass
+        async with record_call(store, "a2", transport="browser"):
+            pass
+    async with open_store(url) as reopened:
+        agents = {c.call_id: c.agent for c in await reopened.list_calls()}
+    assert agents == {"a1": "support", "a2": None}

@@ -36,6 +36,18 @@ def main(argv: list[str] | None = None) -> int:
         help="development only: /ws accepts calls without a token (env VANTUM_INSECURE_NO_AUTH=1)",
     )
     p_serve.add_argument(
+        "--agents",
+        metavar="FILE",
+        help="agent definitions, TOML (env VANTUM_AGENTS; docs/agents.md); without one the "
+        "only agent is 'default' (VANTUM_SYSTEM_PROMPT)",
+    )
+    p_serve.add_argument(
+        "--default-agent",
+        metavar="NAME",
+        help="agent for calls that name none (env VANTUM_DEFAULT_AGENT; default: the "
+        "file's `default`, else its first agent)",
+    )
+    p_serve.add_argument(
         "--allowed-origin",
         action="append",
         metavar="ORIGIN",
@@ -80,6 +92,18 @@ def main(argv: list[str] | None = None) -> int:
         "services sharing the secret and open nothing on this server",
     )
 
+    p_tok.add_argument(
+        "--agent", metavar="NAME", help="bind the call to this agent (docs/agents.md)"
+    )
+    p_tok.add_argument(
+        "--var",
+        action="append",
+        type=_variable,
+        default=[],
+        metavar="NAME=VALUE",
+        help="a template variable for the agent, repeatable",
+    )
+
     sub.add_parser("bench", help="replay benchmark (docs/benchmarks.md); bench --help")
 
     p_fakes = sub.add_parser("fakes", help="run the fake Deepgram/OpenAI/Cartesia servers")
@@ -98,7 +122,12 @@ def main(argv: list[str] | None = None) -> int:
                 log_format=args.log_format,
                 insecure_no_auth=args.insecure_no_auth,
                 allowed_origins=origins,
+                agents_file=args.agents,
+                default_agent=args.default_agent,
             )
+            from .server.app import agent_book
+
+            agent_book(config)  # a bad agents file stops here, before anything starts
             configure_logging(config.log_level, config.log_format)
             trio.run(run_server, config)
             # Everything is closed and flushed. Spare the interpreter's final collection
@@ -120,7 +149,17 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "say":
             _say(args.text, args.wav, args.rate)
         elif args.command == "token":
-            print(_local_token(args.subject, args.audience, args.ttl, required=True))
+            variables = dict(args.var)
+            print(
+                _local_token(
+                    args.subject,
+                    args.audience,
+                    args.ttl,
+                    required=True,
+                    agent=args.agent,
+                    variables=variables,
+                )
+            )
         elif args.command == "fakes":
             from .testing.fakes_main import run_fakes
 
@@ -174,7 +213,23 @@ def parse_duration(text: str) -> int:
     return int(number) * (unit or 1)
 
 
-def _local_token(subject: str, audience: str, ttl_s: int, *, required: bool) -> str | None:
+def _variable(text: str) -> tuple[str, str]:
+    """``NAME=VALUE`` (argparse type for ``--var``)."""
+    name, sep, value = text.partition("=")
+    if not sep or not name.isidentifier():
+        raise argparse.ArgumentTypeError(f"{text!r} is not NAME=VALUE with a plain NAME")
+    return name, value
+
+
+def _local_token(
+    subject: str,
+    audience: str,
+    ttl_s: int,
+    *,
+    required: bool,
+    agent: str | None = None,
+    variables: dict[str, str] | None = None,
+) -> str | None:
     """A token signed with the secret a ``vantum serve`` on this machine uses.
 
     Its lifetime must fit ``VANTUM_TOKEN_MAX_TTL_S`` (read from the same environment as
@@ -207,6 +262,8 @@ def _local_token(subject: str, audience: str, ttl_s: int, *, required: bool) -> 
             ttl_s=ttl_s,
             now=time.time(),
             max_ttl_s=config.token_max_ttl_s,
+            agent=agent,
+            variables=variables or None,
         )
     except ValueError as exc:
         raise ConfigError(str(exc)) from None

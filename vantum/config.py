@@ -104,6 +104,18 @@ class Config:
     (``too_long_lived``) and ``vantum token`` will not mint them."""
 
     system_prompt: str | None = None
+    """The default agent's instructions when no agents file is given (taken literally)."""
+    agents_file: str | None = None
+    """TOML agent definitions (``--agents`` / ``VANTUM_AGENTS``; docs/agents.md)."""
+    default_agent: str | None = None
+    """The agent a call runs when it names none (``--default-agent``); default: the
+    file's ``default`` key, else its first agent."""
+    agent_resolver_url: str | None = None
+    """Webhook asked for each call's agent (``VANTUM_AGENT_RESOLVER_URL``)."""
+    agent_resolver_secret: str | None = None
+    """HMAC key signing the resolver's requests (``VANTUM_AGENT_RESOLVER_SECRET``)."""
+    agent_resolver_timeout_s: float = 1.5
+    """The call waits this long for the resolver, then runs the default agent."""
     max_call_s: float = 3600.0
     """Calls end (``connection.lifecycle.max_duration``, close 1000) at this length."""
     max_frame_bytes: int = 1 << 20
@@ -170,6 +182,13 @@ class Config:
             ),
             "token_max_ttl_s": _env_int(e, "VANTUM_TOKEN_MAX_TTL_S", _default("token_max_ttl_s")),
             "system_prompt": e.get("VANTUM_SYSTEM_PROMPT") or None,
+            "agents_file": e.get("VANTUM_AGENTS") or None,
+            "default_agent": e.get("VANTUM_DEFAULT_AGENT") or None,
+            "agent_resolver_url": e.get("VANTUM_AGENT_RESOLVER_URL") or None,
+            "agent_resolver_secret": e.get("VANTUM_AGENT_RESOLVER_SECRET") or None,
+            "agent_resolver_timeout_s": _env_float(
+                e, "VANTUM_AGENT_RESOLVER_TIMEOUT_S", _default("agent_resolver_timeout_s")
+            ),
             "max_call_s": _env_float(e, "VANTUM_MAX_CALL_S", _default("max_call_s")),
             "max_frame_bytes": _env_int(e, "VANTUM_MAX_FRAME_BYTES", _default("max_frame_bytes")),
             "max_sessions": _env_int(e, "VANTUM_MAX_SESSIONS", _default("max_sessions")),
@@ -198,6 +217,17 @@ class Config:
             raise ConfigError(f"VANTUM_TOKEN_MAX_TTL_S={config.token_max_ttl_s}: use 1 or more")
         if not 10 <= config.output_chunk_ms <= 1000:
             raise ConfigError(f"VANTUM_OUTPUT_CHUNK_MS={config.output_chunk_ms}: use 10..1000")
+        if config.agent_resolver_url and not config.agent_resolver_secret:
+            raise ConfigError(
+                "VANTUM_AGENT_RESOLVER_URL needs VANTUM_AGENT_RESOLVER_SECRET (the HMAC key "
+                "its requests are signed with; at least 32 bytes)"
+            )
+        if config.agent_resolver_secret and len(config.agent_resolver_secret.encode()) < 32:
+            raise ConfigError("VANTUM_AGENT_RESOLVER_SECRET must be at least 32 bytes")
+        if not 0 < config.agent_resolver_timeout_s <= 30:
+            raise ConfigError(
+                f"VANTUM_AGENT_RESOLVER_TIMEOUT_S={config.agent_resolver_timeout_s}: use 0..30 s"
+            )
         if config.write_timeout_ms < 100:
             raise ConfigError(f"VANTUM_WRITE_TIMEOUT_MS={config.write_timeout_ms}: use 100 or more")
         return config

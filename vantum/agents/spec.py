@@ -101,6 +101,13 @@ class AgentSpec:
     max_tokens: int | None = None
     variables: Mapping[str, str] = attrs.field(factory=dict)
     """Defaults for ``{variable}`` placeholders; a call may override them."""
+    required_variables: tuple[str, ...] = ()
+    """Placeholders with no default that every call must supply (token claims or the
+    resolver); a call without one is refused. Any other unknown placeholder is a
+    start-up error, so a typo cannot become a silent blank."""
+    turn: Mapping[str, Any] = attrs.field(factory=dict)
+    """Overrides of the call's turn policy (``TurnPolicy`` field names: idle prompts,
+    goodbye, barge-in guards), validated by the loader."""
     tools: tuple[ToolSpec, ...] = ()
     mcp_servers: tuple[McpServer, ...] = ()
     max_tool_rounds: int = 3

@@ -29,6 +29,8 @@ class AnswerQueue:
     """The responder holds an answer (thinking, speaking or winding down)."""
     audible_since: float | None = None
     """When that answer's audio started playing (None: the bot is silent)."""
+    interruptible: bool = True
+    """Whether a barge-in may cut the answer in flight (its request's flag)."""
     hangup_reason: str | None = None
     """Hang up once every queued answer has been spoken (set by an idle goodbye)."""
     _hung_up: bool = False
@@ -48,6 +50,7 @@ class AnswerQueue:
         """
         if not self.in_flight:
             self.in_flight = True
+            self.interruptible = request.interruptible
             return request
         if len(self.pending) >= self.limit:
             raise QueueFull()
@@ -62,8 +65,11 @@ class AnswerQueue:
         """The answer in flight is over; returns the next one to hand over, if any."""
         self.audible_since = None
         if self.pending:
-            return self.pending.popleft()
+            following = self.pending.popleft()
+            self.interruptible = following.interruptible
+            return following
         self.in_flight = False
+        self.interruptible = True
         return None
 
     def drop_pending(self) -> list[TurnRequest]:

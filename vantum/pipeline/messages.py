@@ -215,14 +215,17 @@ class SpeculationGate:
 class TurnRequest:
     """Ask the responder for one spoken answer to ``text``.
 
-    ``canned`` answers (idle prompts, goodbyes) are spoken as given, without the LLM
-    and without entering the conversation as a user message.
+    ``canned`` answers (the greeting, idle prompts, goodbyes) are spoken as given,
+    without the LLM and without entering the conversation as a user message.
     """
 
     text: str
     timings: TurnTimings
     canned: bool = False
     gate: SpeculationGate | None = None
+    interruptible: bool = True
+    """False: no barge-in cuts it (a greeting with ``greeting_interruptible = false``);
+    the end of the call still does."""
 
 
 ResponderCommand = TurnRequest | CallSettings | Interrupt | PlaybackProgress

@@ -18,11 +18,15 @@ manager on its inbox, the responder on its command channel.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import attrs
 
+from ..agents.spec import AgentSpec
 from ..protocol.client_events import InputStart, TurnMode
 from .context import DEFAULT_SYSTEM_PROMPT
 
+DEFAULT_LANGUAGE = "en-US"
 DEFAULT_OUTPUT_RATE = 16_000
 """Answer audio rate before the caller said theirs (``audio.input.start``)."""
 
@@ -66,6 +70,15 @@ class CallSettings:
     silence_ms: int = 500
     """Auto mode: silence after speech that ends the caller's turn."""
 
+    # --- the agent (vantum/agents: chosen per call, templates already filled)
+    agent: AgentSpec | None = None
+    """The agent this call runs; None only for a bare pipeline (tests, benchmarks)."""
+    variables: Mapping[str, str] = attrs.field(factory=dict)
+    """The call's template variables (agent defaults, built-ins, token/resolver values)."""
+    greeting: str | None = None
+    """Spoken first, straight to TTS, at the first ``audio.input.start`` (docs/agents.md)."""
+    greeting_interruptible: bool = True
+
     # --- server defaults
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
     turn: TurnPolicy = attrs.Factory(TurnPolicy)
@@ -92,15 +105,18 @@ class CallSettings:
     def with_input_start(self, start: InputStart) -> CallSettings:
         """The settings after the caller's ``audio.input.start``: every field it
         carries replaces the current value (an omitted optional field is its
-        documented default, as docs/protocol.md says)."""
+        documented default, as docs/protocol.md says; an omitted language or voice is
+        the agent's)."""
+        agent = self.agent
         return attrs.evolve(
             self,
             sample_rate=start.sampling_rate,
-            language=start.language,
-            voice_id=start.voice_id,
+            # Omitted: the agent's default, then the server's.
+            language=start.language or (agent and agent.language) or DEFAULT_LANGUAGE,
+            voice_id=start.voice_id or (agent.voice if agent else None),
             turn_mode=start.turn_mode,
             silence_ms=start.silence_ms,
         )
 
 
-__all__ = ["DEFAULT_OUTPUT_RATE", "CallSettings", "TurnMode", "TurnPolicy"]
+__all__ = ["DEFAULT_LANGUAGE", "DEFAULT_OUTPUT_RATE", "CallSettings", "TurnMode", "TurnPolicy"]

@@ -96,6 +96,8 @@ class TurnState:
     """This turn already interrupted the bot (so it is a real turn, not a backchannel)."""
     last_interim: str = ""
     speculation: tuple[str, SpeculationGate] | None = None
+    greeted: bool = False
+    """The agent's greeting has been asked for (or the call needs none)."""
 
     @property
     def policy(self) -> TurnPolicy:
@@ -142,7 +144,8 @@ class TurnState:
         if isinstance(item, TextTurn):
             self.idle_prompts_sent = 0
             timings = TurnTimings(end_of_speech=item.at, transcript_final=item.at)
-            actions: list[Action] = []
+            # A typed turn before any audio.input.start still hears the greeting first.
+            actions: list[Action] = self._greet()
             if bot_speaking:
                 actions.append(Interrupt("text_input"))
             actions.append(Respond(TurnRequest(item.text, timings)))
@@ -150,7 +153,8 @@ class TurnState:
         if isinstance(item, InputStarted):
             self.settings = item.settings
             # A new audio.input.start over the answer: the caller is taking the floor.
-            return [Interrupt("input_start")] if bot_speaking else []
+            # The first one starts the agent's greeting: the caller's rate is known now.
+            return [Interrupt("input_start")] if bot_speaking else self._greet()
         if isinstance(item, ResponseFinished):
             self.overlap_words = self.overlap_speech_ms = 0
             return []
@@ -163,6 +167,19 @@ class TurnState:
         if isinstance(item, SpeechStarted | PlaybackProgress | CallOver):
             return []
         raise TypeError(f"unexpected turn input {item!r}")
+
+    def _greet(self) -> list[Action]:
+        """The agent's greeting, once per call: spoken as given (no LLM), before anything."""
+        if self.greeted:
+            return []
+        self.greeted = True
+        text = self.settings.greeting
+        if not text:
+            return []
+        request = TurnRequest(
+            text, TurnTimings(), canned=True, interruptible=self.settings.greeting_interruptible
+        )
+        return [Respond(request)]
 
     def idle_deadline(self, last_activity: float, busy: bool) -> float:
         """When to prompt a silent caller (inf when idle prompting is off or not due)."""

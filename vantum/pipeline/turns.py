@@ -62,7 +62,8 @@ async def run_turn_manager(
         if isinstance(action, Emit):
             await out.send(action.event)
         elif isinstance(action, Interrupt):
-            if answers.in_flight and not call_over:
+            # A greeting marked not interruptible is heard to its end.
+            if answers.in_flight and answers.interruptible and not call_over:
                 await commands.send(action)
         elif isinstance(action, EndCall):
             answers.hang_up_after_queue(action.reason)

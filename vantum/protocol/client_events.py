@@ -25,7 +25,8 @@ TurnMode = Literal["manual", "auto"]
 class InputStart:
     event_id: str
     sampling_rate: int
-    language: str = "en-US"
+    language: str | None = None
+    """None: omitted, so the agent's language (or en-US) applies."""
     voice_id: str | None = None
     encoding: str = "pcm16"
     turn_mode: TurnMode = "manual"
@@ -122,8 +123,8 @@ def _parse_start(event_id: str, p: dict[str, Any], rt: str) -> InputStart:
             f"samplingRate {rate} is outside the supported {MIN_RATE}..{MAX_RATE} Hz",
             rt,
         )
-    language = p.get("language", "en-US")
-    if not isinstance(language, str) or not 2 <= len(language) <= 16:
+    language = p.get("language")
+    if language is not None and (not isinstance(language, str) or not 2 <= len(language) <= 16):
         raise ProtocolError(ev.ERR_INVALID_FORMAT, "language must be a tag like 'en-US'", rt)
     voice_id = p.get("voiceId")
     if voice_id is not None and not isinstance(voice_id, str):

@@ -49,6 +49,9 @@ ERR_TTS = "tts.error.synthesis"
 ERR_SHUTDOWN = "connection.error.shutdown"
 ERR_AUTH = "connection.error.auth"
 ERR_CAPACITY = "connection.error.capacity"
+ERR_AGENT = "connection.error.agent"
+"""The call's agent cannot run: ``reason`` unknown_agent, agent_mismatch, bad_claims,
+missing_variable (docs/agents.md); the connection then closes with 1008."""
 
 
 def is_error(event_type: str) -> bool:

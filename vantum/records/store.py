@@ -49,6 +49,13 @@ class CallSummary:
     ended_at: float | None
     outcome: str | None
     meta: dict[str, str]
+    """Call facts: ``agent`` (the agent the call ran, docs/agents.md) and carrier ids."""
+
+    @property
+    def agent(self) -> str | None:
+        """The agent the call ran; kept in ``meta`` (a JSON column in both stores, so
+        no schema migration: PostgreSQL can index ``meta->>'agent'``)."""
+        return self.meta.get("agent")
 
 
 @attrs.frozen

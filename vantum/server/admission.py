@@ -26,7 +26,15 @@ import trio
 from ..config import Config
 from ..errors import ConfigError
 from ..limits import RateLimiter
-from .auth import WS_AUDIENCE, AuthError, admit, extract_token, load_secret, verify_token
+from .auth import (
+    WS_AUDIENCE,
+    AuthError,
+    TokenClaims,
+    admit,
+    extract_token,
+    load_secret,
+    verify_token,
+)
 from .metrics import ServerMetrics
 
 log = logging.getLogger("vantum.server")
@@ -49,6 +57,8 @@ class HandshakeAccepted:
 
     subprotocol: str | None
     token_failure: AuthError | None
+    claims: TokenClaims | None = None
+    """The valid token's claims (None without auth or after a failure)."""
 
 
 class AdmissionControl:
@@ -108,10 +118,11 @@ class AdmissionControl:
             log.warning("refused /ws from %s: %s", ip, exc.message)
             return HandshakeRefused(403, exc.message)
         failure: AuthError | None = None
+        claims: TokenClaims | None = None
         if self.auth_secret is not None:
             token = extract_token(scope.get("query_string", b""), scope.get("headers") or [])
             try:
-                verify_token(
+                claims = verify_token(
                     self.auth_secret,
                     token,
                     now=now,
@@ -122,7 +133,7 @@ class AdmissionControl:
                 self.metrics.sessions_refused.labels(f"auth_{exc.reason.value}").inc()
                 log.info("refused /ws from %s: %s", ip, exc.message)
                 failure = exc
-        return HandshakeAccepted(admission.subprotocol, failure)
+        return HandshakeAccepted(admission.subprotocol, failure, claims)
 
 
 def _limiter(rate_per_s: float, burst: int) -> RateLimiter | None:

@@ -16,10 +16,24 @@ import logging
 import secrets
 from importlib import resources
 from typing import Any
+from urllib.parse import parse_qs
 
 import attrs
 import trio
 
+from ..agents.loader import AgentBook, AgentsFileError, load_agents
+from ..agents.resolver import AgentResolver
+from ..agents.selection import (
+    AgentChoice,
+    AgentRefused,
+    CallFacts,
+    call_settings,
+    check_overrides,
+    check_variables,
+    requested_agent,
+)
+from ..agents.spec import AgentSpec
+from ..agents.template import escape
 from ..asgi import serve_lifespan
 from ..config import Config
 from ..logs import bind
@@ -38,7 +52,7 @@ from ..transports.asgi_ws import ConnectionControl, current_connection
 from ..transports.browser import ASGIReceive, ASGISend, BrowserTransport
 from ..transports.voicechat import VoicechatTransport
 from .admission import AdmissionControl, HandshakeRefused
-from .auth import AuthError
+from .auth import AuthError, TokenClaims
 from .connections import CLOSE_GRACE_S
 from .metrics import ServerMetrics
 from .registry import SessionRegistry
@@ -65,8 +79,20 @@ class VantumApp:
             audio_rate_margin=config.audio_rate_margin,
             max_call_s=config.max_call_s,
         )
+        """The server's per-call defaults; each call's agent is applied over them."""
         self.engine_names = engine_names or {}
         self.metrics = ServerMetrics()
+        self.agents = agent_book(config)
+        """Every agent a call may run (``--agents``); fails start-up if the file is bad."""
+        self.resolver: AgentResolver | None = None
+        if config.agent_resolver_url and config.agent_resolver_secret:
+            failures = self.metrics.agent_resolver_failures
+            self.resolver = AgentResolver(
+                config.agent_resolver_url,
+                config.agent_resolver_secret.encode(),
+                config.agent_resolver_timeout_s,
+                on_failure=lambda reason: failures.labels(reason).inc(),
+            )
         self.admission = AdmissionControl(config, self.metrics)
         self.registry = SessionRegistry(config.max_sessions)
         secret = self.admission.auth_secret
@@ -168,7 +194,7 @@ class VantumApp:
         admitted = await self._admit(scope, send)
         if admitted is None:
             return
-        accept, failure = admitted
+        accept, failure, claims = admitted
         await send(accept)
         session_id = new_id()
         dialect = VoicechatTransport if voicechat else BrowserTransport
@@ -185,10 +211,62 @@ class VantumApp:
             await transport.send(ErrorEvent(kind, message, "connect"))
             await transport.close(code, message)
             return
-        if voicechat:
-            await self.serve_session(transport, "voicechat", self.voicechat_settings)
-        else:
-            await self.serve_session(transport, "browser")
+        kind = "voicechat" if voicechat else "browser"
+        base = self.voicechat_settings if voicechat else self.settings
+        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+        facts = CallFacts(
+            session_id,
+            kind,
+            caller=claims.subject if claims is not None else None,
+            requested_agent=(query.get("agent") or [None])[0],
+            claims=claims.agent_claims() if claims is not None else None,
+        )
+        try:
+            settings = await self.call_settings(facts, claims, base)
+        except AgentRefused as exc:
+            log.warning("refused %s call: %s", kind, exc.message)
+            self.metrics.sessions_refused.labels(f"agent_{exc.reason}").inc()
+            await transport.send(ErrorEvent(ev.ERR_AGENT, exc.message, "connect", exc.reason))
+            await transport.close(ev.CLOSE_POLICY, exc.message)
+            return
+        await self.serve_session(transport, kind, settings)
+
+    async def call_settings(
+        self,
+        facts: CallFacts,
+        claims: TokenClaims | None = None,
+        base: CallSettings | None = None,
+    ) -> CallSettings:
+        """The settings of a call about to start: its agent (URL, token, resolver;
+        docs/agents.md) applied over ``base`` (the server's). Raises
+        :class:`AgentRefused` when the call cannot run the agent it asked for."""
+        token = AgentChoice()
+        if claims is not None:
+            try:
+                token = AgentChoice(
+                    claims.agent,
+                    check_variables(claims.variables, "token"),
+                    check_overrides(claims.overrides, "token"),
+                )
+            except ValueError as exc:
+                raise AgentRefused("bad_claims", str(exc)) from None
+        agent = requested_agent(self.agents, facts.requested_agent, token)
+        choices = [token]
+        if self.resolver is not None:
+            answer = await self.resolver.resolve(facts)
+            if answer is not None and answer.agent is not None:
+                chosen = self.agents.get(answer.agent)
+                if chosen is None:
+                    detail = f"it named unknown agent {answer.agent[:64]!r}"
+                    self.resolver.failed(facts, "unknown_agent", detail)
+                    answer = None
+                else:
+                    agent = chosen
+            if answer is not None:
+                choices.append(answer)
+        settings = call_settings(base or self.settings, agent, facts, *choices)
+        self.metrics.agent_calls.labels(agent.name).inc()
+        return settings
 
     async def _twilio_ws(self, scope: dict[str, Any], receive: ASGIReceive, send: ASGISend) -> None:
         refused = self.admission.check_twilio_stream(scope)
@@ -203,7 +281,7 @@ class VantumApp:
 
     async def _admit(
         self, scope: dict[str, Any], send: ASGISend
-    ) -> tuple[dict[str, Any], AuthError | None] | None:
+    ) -> tuple[dict[str, Any], AuthError | None, TokenClaims | None] | None:
         """The accept message for a ``/ws`` handshake and the token's failure if any, or
         None once the handshake has been refused (the rules: ``admission``)."""
         decision = self.admission.check(scope)
@@ -215,7 +293,7 @@ class VantumApp:
         accept: dict[str, Any] = {"type": "websocket.accept"}
         if decision.subprotocol is not None:
             accept["subprotocol"] = decision.subprotocol
-        return accept, decision.token_failure
+        return accept, decision.token_failure, decision.claims
 
     def refusal(self) -> tuple[str, int, str] | None:
         """Why a new call must be turned away (event type, close code, message), or None."""
@@ -249,8 +327,11 @@ class VantumApp:
                     observer: EventObserver = self.metrics
                     recorder: CallRecorder | None = None
                     if self.store is not None:
+                        meta = {"agent": settings.agent.name} if settings.agent else None
                         recorder = await stack.enter_async_context(
-                            record_call(self.store, sid, transport=kind, also=self.metrics)
+                            record_call(
+                                self.store, sid, transport=kind, meta=meta, also=self.metrics
+                            )
                         )
                         observer = recorder
                     if self.tracing is not None:
@@ -293,6 +374,21 @@ class VantumApp:
     async def drain(self, timeout: float) -> None:
         """Refuse new calls, give open ones ``timeout`` s to end, then close them (1001)."""
         await self.registry.drain(timeout)
+
+
+def agent_book(config: Config) -> AgentBook:
+    """The agents file's agents, or one ``default`` agent made of the server's own
+    settings (``VANTUM_SYSTEM_PROMPT`` taken literally: it predates templates)."""
+    if config.agents_file:
+        return load_agents(config.agents_file, config.default_agent)
+    prompt = config.system_prompt or DEFAULT_SYSTEM_PROMPT
+    book = AgentBook({"default": AgentSpec("default", escape(prompt))}, "default")
+    if config.default_agent not in (None, "default"):
+        raise AgentsFileError(
+            f"--default-agent {config.default_agent!r} needs an agents file (--agents); "
+            "without one the only agent is 'default'"
+        )
+    return book
 
 
 async def _respond(send: ASGISend, status: int, body: bytes, content_type: str) -> None:

@@ -42,8 +42,9 @@ from ..errors import ConfigError, VantumError
 
 VERSION = "v1"
 MIN_SECRET_BYTES = 32
-MAX_TOKEN_CHARS = 2048
-"""Longer tokens are rejected before any decoding (they are never ours)."""
+MAX_TOKEN_CHARS = 8192
+"""Longer tokens are rejected before any decoding (they are never ours). Room for an
+agent's per-call variables and overrides; ``issue_token`` refuses to mint longer."""
 DEFAULT_LEEWAY_S = 5.0
 """Tolerated clock skew for ``iat`` between the minting host and the server."""
 DEFAULT_MAX_TTL_S = 4 * 3600
@@ -90,6 +91,21 @@ class TokenClaims:
     issued_at: int
     expires_at: int
     nonce: str
+    agent: str | None = None
+    """The agent the call must run (docs/agents.md); None: the URL's or the default."""
+    variables: Mapping[str, Any] = attrs.field(factory=dict)
+    """Template variables for the agent (``vars``); checked when the call starts."""
+    overrides: Mapping[str, Any] = attrs.field(factory=dict)
+    """Per-call instructions/greeting/voice/language; checked when the call starts."""
+
+    def agent_claims(self) -> dict[str, Any]:
+        """What the agent resolver is shown of this token (no nonce, no times)."""
+        return {
+            "sub": self.subject,
+            "agent": self.agent,
+            "vars": dict(self.variables),
+            "overrides": dict(self.overrides),
+        }
 
 
 @attrs.frozen
@@ -126,8 +142,14 @@ def issue_token(
     ttl_s: int,
     now: float,
     max_ttl_s: int = DEFAULT_MAX_TTL_S,
+    agent: str | None = None,
+    variables: Mapping[str, str] | None = None,
+    overrides: Mapping[str, str] | None = None,
 ) -> str:
     """Mint a token for ``subject`` to open ``audience``, valid from ``now`` for ``ttl_s`` s.
+
+    ``agent``, ``variables`` and ``overrides`` bind the call to an agent and fill its
+    templates (docs/agents.md); only a signed token may carry them.
 
     Raises ValueError for a TTL that is not positive or exceeds ``max_ttl_s`` (the
     server would refuse the token), a subject over :data:`MAX_SUBJECT_CHARS`, or an
@@ -143,16 +165,28 @@ def issue_token(
     if not valid_audience(audience):
         raise ValueError(f"audience must match {_AUDIENCE.pattern}, got {audience[:80]!r}")
     iat = int(now)
-    claims = {
+    claims: dict[str, Any] = {
         "aud": audience,
         "sub": subject,
         "iat": iat,
         "exp": iat + ttl_s,
         "nonce": secrets.token_hex(8),
     }
+    if agent is not None:
+        claims["agent"] = agent
+    if variables:
+        claims["vars"] = dict(variables)
+    if overrides:
+        claims["overrides"] = dict(overrides)
     payload = _b64encode(json.dumps(claims, separators=(",", ":"), sort_keys=True).encode())
     signed = f"{VERSION}.{payload}"
-    return f"{signed}.{_sign(secret, signed)}"
+    token = f"{signed}.{_sign(secret, signed)}"
+    if len(token) > MAX_TOKEN_CHARS:
+        raise ValueError(
+            f"token would be {len(token)} characters (at most {MAX_TOKEN_CHARS}): "
+            "pass fewer or shorter variables/overrides, or use the agent resolver"
+        )
+    return token
 
 
 def valid_audience(audience: str) -> bool:
@@ -326,7 +360,14 @@ def _claims(payload: str) -> TokenClaims:
     ):
         raise AuthError(AuthFailure.MALFORMED, "authentication token malformed")
     assert isinstance(iat, int) and isinstance(exp, int)
-    return TokenClaims(sub, aud or "", iat, exp, nonce)
+    agent, variables, overrides = obj.get("agent"), obj.get("vars"), obj.get("overrides")
+    if not (
+        (agent is None or isinstance(agent, str))
+        and (variables is None or isinstance(variables, dict))
+        and (overrides is None or isinstance(overrides, dict))
+    ):
+        raise AuthError(AuthFailure.MALFORMED, "authentication token malformed")
+    return TokenClaims(sub, aud or "", iat, exp, nonce, agent, variables or {}, overrides or {})
 
 
 _DEFAULT_PORTS = {"http": "80", "https": "443", "ws": "80", "wss": "443"}

@@ -38,6 +38,15 @@ async def run_server(config: Config) -> None:
     for stage, name in names.items():
         log.info("%s engine: %s", stage.upper(), name)
     app = VantumApp(config, engines, engine_names=names)
+    book = app.agents
+    log.info(
+        "agents: %s (default %s)%s",
+        ", ".join(book.agents),
+        book.default,
+        f" from {book.source}" if book.source else "",
+    )
+    if app.resolver is not None:
+        log.info("agent resolver: %s", app.resolver.url)
     async with contextlib.AsyncExitStack() as stack:
         if config.records_url:
             app.store = await stack.enter_async_context(open_store(config.records_url))

@@ -31,6 +31,16 @@ class ServerMetrics:
             ["reason"],
             registry=r,
         )
+        self.agent_calls = Counter(
+            "vantum_agent_calls", "Calls started, by the agent they run", ["agent"], registry=r
+        )
+        self.agent_resolver_failures = Counter(
+            "vantum_agent_resolver_failures",
+            "Agent resolver requests that gave no usable answer (the call ran the "
+            "requested or default agent): timeout, error, status, bad_response, unknown_agent",
+            ["reason"],
+            registry=r,
+        )
         self.turns_total = Counter("vantum_turns", "Answers started", registry=r)
         self.errors_total = Counter(
             "vantum_error_events", "Error events sent to clients", ["event_type"], registry=r

@@ -13,7 +13,10 @@ from typing import Protocol
 
 from prometheus_client import Counter
 
+from ..agents.loader import AgentBook
+from ..agents.selection import CallFacts
 from ..config import Config
+from ..pipeline.settings import CallSettings
 from ..pipeline.transport import Transport
 from ..protocol.twilio import StreamTickets
 
@@ -41,6 +44,18 @@ class SessionHost(Protocol):
         """Why a new call must be turned away (event type, close code, message), or None."""
         ...
 
-    async def serve_session(self, transport: Transport, kind: str) -> None:
+    @property
+    def agents(self) -> AgentBook:
+        """The agents calls may run (``--agents``)."""
+        ...
+
+    async def call_settings(self, facts: CallFacts) -> CallSettings:
+        """The settings of the call ``facts`` describe (its agent chosen; may ask the
+        resolver). Raises ``AgentRefused``."""
+        ...
+
+    async def serve_session(
+        self, transport: Transport, kind: str, settings: CallSettings | None = None
+    ) -> None:
         """Run one call on ``transport`` until it ends."""
         ...

@@ -50,8 +50,11 @@ CALL_PARAMETERS = (
 )
 """Webhook fields passed on to the stream as ``customParameters``."""
 
-SESSION_PARAMETERS = ("language", "voiceId")
-"""Query parameters of the webhook URL that configure the session (per phone number)."""
+SESSION_PARAMETERS = ("language", "voiceId", "agent")
+"""Query parameters of the webhook URL that configure the session (per phone number):
+``agent`` names the agent that answers the number (docs/agents.md)."""
+APOLOGY = "Sorry, this number cannot take calls right now. Goodbye."
+"""Said (then hung up) when the webhook URL names an agent the server does not have."""
 
 _ROUTES = {VOICE_PATH: ("GET", "POST"), STATUS_PATH: ("POST",)}
 
@@ -121,6 +124,19 @@ async def _answer_call(
         app.metrics.sessions_refused.labels(refusal[0]).inc()
         await _respond(send, 200, reject_twiml("busy").encode(), "text/xml; charset=utf-8")
         return
+    agent = dict(query).get("agent")
+    if agent and app.agents.get(agent) is None:
+        # A misconfigured number: tell the caller rather than run some other agent.
+        log.error(
+            "call %s: the voice webhook URL names unknown agent %r; apologising and "
+            "hanging up (defined: %s)",
+            call_sid,
+            agent[:64],
+            ", ".join(sorted(app.agents.agents)),
+        )
+        app.metrics.sessions_refused.labels("agent_unknown_agent").inc()
+        await _respond(send, 200, apology_twiml().encode(), "text/xml; charset=utf-8")
+        return
     parameters = {k: fields[k] for k in CALL_PARAMETERS if fields.get(k)}
     parameters.update({k: v for k, v in query if k in SESSION_PARAMETERS and v})
     # The stream's handshake signature covers only its URL, the same for every call:
@@ -132,6 +148,14 @@ async def _answer_call(
     log.info("call %s from %s: streaming to %s", call_sid, fields.get("From", "?"), stream_url)
     twiml = connect_stream_twiml(stream_url, parameters)
     await _respond(send, 200, twiml.encode(), "text/xml; charset=utf-8")
+
+
+def apology_twiml(text: str = APOLOGY) -> str:
+    """``<Say>`` an apology, then ``<Hangup/>``."""
+    response = ET.Element("Response")
+    ET.SubElement(response, "Say").text = text
+    ET.SubElement(response, "Hangup")
+    return '<?xml version="1.0" encoding="UTF-8"?>' + ET.tostring(response, encoding="unicode")
 
 
 def reject_twiml(reason: str = "busy") -> str:

@@ -31,10 +31,12 @@ from typing import Any
 import attrs
 import trio
 
+from ..agents.selection import AgentRefused, CallFacts
 from ..audio.resample import StreamResampler
 from ..errors import ProtocolError, VantumError
 from ..logs import annotate, bind
 from ..pipeline.events import ErrorEvent, OutputCancelled, OutputChunk, OutputComplete, ServerEvent
+from ..pipeline.settings import CallSettings
 from ..pipeline.transport import PeerGone
 from ..protocol import events as ev
 from ..protocol.client_events import (
@@ -204,12 +206,12 @@ class MediaStreamTransport:
         self.start = start
         annotate(call_sid=start.call_id, stream_sid=start.stream_id)  # for every actor's logs
         params = start.custom_parameters
-        language = params.get("language", "en-US")
-        if not 2 <= len(language) <= 16:
+        language: str | None = params.get("language") or None
+        if language is not None and not 2 <= len(language) <= 16:
             log.warning(
                 "call %s: language %r is not a tag like 'en-US'", start.call_id, language[:20]
             )
-            language = "en-US"
+            language = None  # the agent's, else en-US
         log.info(
             "call %s: stream %s started (session %s, from %s)",
             start.call_id,
@@ -431,7 +433,31 @@ async def serve_twilio_stream(
     # the session id, and the call ids the start annotates reach the session's records.
     with bind(session_id=transport.session_id, transport="twilio"):
         if await _admit_stream(app, transport):
-            await app.serve_session(transport, "twilio")
+            settings = await _agent_settings(app, transport)
+            if settings is not None:
+                await app.serve_session(transport, "twilio", settings)
+
+
+async def _agent_settings(app: SessionHost, transport: MediaStreamTransport) -> CallSettings | None:
+    """The call's settings with its agent: the webhook URL's ``agent`` parameter (checked
+    when the webhook answered), or the resolver's choice, or the default."""
+    assert transport.start is not None
+    start = transport.start
+    params = start.custom_parameters
+    facts = CallFacts(
+        start.call_id,
+        "twilio",
+        caller=params.get("From"),
+        called=params.get("To"),
+        requested_agent=params.get("agent") or None,
+    )
+    try:
+        return await app.call_settings(facts)
+    except AgentRefused as exc:
+        log.error("call %s: cannot run its agent: %s", start.call_id, exc.message)
+        app.metrics.sessions_refused.labels(f"agent_{exc.reason}").inc()
+        await transport.close(ev.CLOSE_POLICY, f"agent refused: {exc.reason}")
+        return None
 
 
 async def _admit_stream(app: SessionHost, transport: MediaStreamTransport) -> bool:

@@ -10,7 +10,7 @@ export const CLOSE_MEANINGS = {
   1000: "normal end of the session",
   1001: "server shutting down",
   1006: "connection lost (no close frame)",
-  1008: "refused: missing or invalid token, or unknown WebSocket path",
+  1008: "refused: missing or invalid token, unknown agent, or unknown WebSocket path",
   1009: "frame too large for the server",
   1011: "internal server error in this session",
   1013: "server at capacity, try again later",
@@ -34,12 +34,16 @@ export function isErrorEvent(eventType) {
 
 /**
  * The default endpoint: the page's own host, ws or wss to match http or https.
- * A `?token=` on the page's URL is passed on (browsers cannot set WebSocket headers).
+ * A `?token=` and an `?agent=` (docs/agents.md) on the page's URL are passed on
+ * (browsers cannot set WebSocket headers).
  */
 export function defaultWsUrl(loc = window.location) {
   const scheme = loc.protocol === "https:" ? "wss:" : "ws:";
-  const token = new URLSearchParams(loc.search).get("token");
-  const query = token ? `?token=${encodeURIComponent(token)}` : "";
+  const page = new URLSearchParams(loc.search);
+  const parts = ["token", "agent"]
+    .filter((key) => page.get(key))
+    .map((key) => `${key}=${encodeURIComponent(page.get(key))}`);
+  const query = parts.length ? `?${parts.join("&")}` : "";
   return `${scheme}//${loc.host}/ws${query}`;
 }
 
