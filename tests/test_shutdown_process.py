@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 import trio
 from e2e_helpers import FAST_CA, FAST_DG, LONG_OA, SMALL_RCVBUF, stop_reading_mid_answer
 
@@ -85,6 +86,11 @@ async def test_sigterm_exits_within_the_graceful_timeout_though_peers_stopped_re
                 match = re.search(r"listening on (http://\S+)", "\n".join(log))
                 assert match is not None
                 ws_url = match.group(1).replace("http://", "ws://") + "/ws"
+                async with httpx.AsyncClient() as http:
+                    metrics = (await http.get(match.group(1) + "/metrics")).text
+                # The start-up heap is frozen out of the collector's full passes.
+                frozen = re.search(r"^vantum_gc_frozen_objects (\S+)$", metrics, re.M)
+                assert frozen is not None and float(frozen.group(1)) > 10_000
                 token = issue_token(
                     load_secret(secret), subject="test", audience="ws", ttl_s=60, now=time.time()
                 )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import ipaddress
 import logging
 import time
@@ -56,7 +57,22 @@ async def run_server(config: Config) -> None:
         app.tracing = make_tracer()
         if app.tracing is not None:
             stack.push_async_callback(_flush_traces, app.tracing)
+        freeze_startup_heap()
         await _serve(app, config)
+
+
+def freeze_startup_heap() -> None:
+    """Take everything built so far out of the cyclic collector's full passes.
+
+    What exists now — the imported modules (openai, httpx, numpy, Hypercorn...), the
+    engines, the agents — lives as long as the process, yet every generation-2
+    collection walks all of it again: 180-280 ms pauses in the replay benchmark at 20
+    sessions, each one stalling every call's audio at once. Frozen, a full pass walks
+    only what calls allocate. Called once, by the server process, before it accepts.
+    """
+    gc.collect()
+    gc.freeze()
+    log.debug("%d start-up objects frozen out of the cyclic collector", gc.get_freeze_count())
 
 
 async def _flush_traces(tracing: Tracing) -> None:

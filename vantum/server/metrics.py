@@ -6,6 +6,8 @@ text format, histogram buckets and escaping right.
 
 from __future__ import annotations
 
+import gc
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from ..pipeline.events import ErrorEvent, ResponseStarted, ServerEvent, TurnMetrics
@@ -18,6 +20,12 @@ class ServerMetrics:
         self.registry = CollectorRegistry()
         r = self.registry
         self.sessions_active = Gauge("vantum_sessions_active", "Open call sessions", registry=r)
+        self.gc_frozen = Gauge(
+            "vantum_gc_frozen_objects",
+            "Objects frozen out of the cyclic collector at start-up (gc.freeze)",
+            registry=r,
+        )
+        self.gc_frozen.set_function(gc.get_freeze_count)
         self.sessions_total = Counter(
             "vantum_sessions", "Call sessions accepted", ["transport"], registry=r
         )
