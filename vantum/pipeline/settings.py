@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import attrs
 
+from ..agents.spec import AgentSpec
 from ..protocol.client_events import InputStart, TurnMode
 from .context import DEFAULT_SYSTEM_PROMPT
 
@@ -83,6 +84,8 @@ class CallSettings:
     """Answers that may wait behind the one being spoken; more are refused."""
     audio_buffer: int = 50
     """Audio chunks ingress may queue before the session reports backpressure."""
+    agent: AgentSpec | None = None
+    """The agent this call runs (its tools, call control, filler); None: no tools."""
 
     @property
     def output_rate(self) -> int:

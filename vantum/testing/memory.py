@@ -23,11 +23,15 @@ from ..pipeline.settings import CallSettings
 from ..pipeline.transport import PeerGone
 from ..protocol.client_events import ClientEvent
 from ..providers.base import (
+    NO_CALLS,
+    NO_TOOLS,
     ChatMessage,
     Finalize,
     FinalizeDone,
     STTEvent,
     STTInput,
+    ToolCall,
+    ToolSchema,
     TranscriptEvent,
     TTSAudio,
     TTSEvent,
@@ -141,12 +145,16 @@ class ScriptedLLM:
     name: str = "scripted-llm"
 
     async def stream(
-        self, messages: Sequence[ChatMessage], out: trio.MemorySendChannel[str]
-    ) -> None:
+        self,
+        messages: Sequence[ChatMessage],
+        out: trio.MemorySendChannel[str],
+        tools: Sequence[ToolSchema] = NO_TOOLS,
+    ) -> Sequence[ToolCall]:
         await trio.sleep(self.first_token)
         for word in self.reply(messages).split(" "):
             await out.send(word + " ")
             await trio.sleep(self.per_token)
+        return NO_CALLS
 
 
 @attrs.define
