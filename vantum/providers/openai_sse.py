@@ -31,7 +31,7 @@ from collections.abc import Iterator, Mapping
 
 import attrs
 
-from .tool_calls import ToolCallAccumulator
+from .tool_calls import MalformedToolCall, ToolCallAccumulator
 
 
 @attrs.frozen
@@ -142,7 +142,10 @@ class ChatStreamParser:
                 # answer pays nothing for them.
                 calls = delta.get("tool_calls") if isinstance(delta, dict) else None
                 if calls is not None:
-                    self.tool_calls.feed(calls)
+                    try:
+                        self.tool_calls.feed(calls)
+                    except MalformedToolCall as exc:
+                        raise MalformedStreamError(f"{exc}: {data[:200]!r}") from exc
                 if content is None:
                     continue
             if not isinstance(content, str):

@@ -22,6 +22,7 @@ from ..pipeline.session import Engines, run_session
 from ..pipeline.settings import CallSettings
 from ..pipeline.transport import PeerGone
 from ..protocol.client_events import ClientEvent
+from ..tools.base import ToolEnv
 from ..providers.base import (
     NO_CALLS,
     NO_TOOLS,
@@ -74,7 +75,7 @@ class MemoryClient:
 
 @asynccontextmanager
 async def open_memory_session(
-    engines: Engines, settings: CallSettings | None = None
+    engines: Engines, settings: CallSettings | None = None, tool_env: ToolEnv | None = None
 ) -> AsyncIterator[MemoryClient]:
     c2s_tx, c2s_rx = trio.open_memory_channel[ClientEvent | ProtocolError](64)
     s2c_tx, s2c_rx = trio.open_memory_channel[ServerEvent](10_000)
@@ -83,7 +84,9 @@ async def open_memory_session(
 
         async def serve() -> None:
             async with s2c_tx:
-                await run_session(transport, engines, settings or CallSettings())
+                await run_session(
+                    transport, engines, settings or CallSettings(), tool_env=tool_env
+                )
 
         nursery.start_soon(serve)
         async with c2s_tx:
