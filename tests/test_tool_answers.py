@@ -5,6 +5,7 @@ during a slow tool per its ``interruptible`` flag."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TypeVar
 
 import attrs
 import pytest
@@ -25,6 +26,8 @@ from vantum.testing.memory import (
     open_memory_session,
 )
 from vantum.tools.base import ToolEnv
+
+T = TypeVar("T")
 
 
 @attrs.define
@@ -92,15 +95,15 @@ class Events:
             self.got.append((trio.current_time(), event))
             self._changed.notify()
 
-    def of(self, kind: type) -> list[tuple[float, e.ServerEvent]]:
+    def of(self, kind: type[T]) -> list[tuple[float, T]]:
         return [(t, ev) for t, ev in self.got if isinstance(ev, kind)]
 
-    async def wait_for(self, kind: type, count: int = 1) -> float:
+    async def wait_for(self, kind: type[e.ServerEvent], count: int = 1) -> float:
         await self._changed.wait_until(lambda: len(self.of(kind)) >= count)
         return self.of(kind)[count - 1][0]
 
     def texts(self) -> list[str]:
-        return [ev.text for _, ev in self.of(e.ResponseText)]  # type: ignore[attr-defined]
+        return [ev.text for _, ev in self.of(e.ResponseText)]
 
 
 def settings(interruptible: bool = True, filler_after_ms: int = 800) -> CallSettings:
@@ -113,7 +116,6 @@ def settings(interruptible: bool = True, filler_after_ms: int = 800) -> CallSett
     )
     agent = AgentSpec("desk", "You are a desk.", tools=(tool,), filler_after_ms=filler_after_ms)
     return CallSettings(agent=agent, turn=TurnPolicy(idle_prompt_s=None))
-
 
 
 ENV = ToolEnv(b"secret", None, "call-1")
@@ -137,12 +139,12 @@ async def test_slow_tool_gets_one_filler_then_the_result_is_spoken(
             nursery.cancel_scope.cancel()
     texts = events.texts()
     assert texts == ["Let me check.", "One moment, let me check.", "Done."]
-    filler_at = next(t for t, ev in events.of(e.ResponseText) if "moment" in ev.text)  # type: ignore[attr-defined]
+    filler_at = next(t for t, ev in events.of(e.ResponseText) if "moment" in ev.text)
     assert filler_at - called_at == pytest.approx(0.8, abs=0.01)
     ((_, started),) = events.of(e.ToolCalled)
     ((_, finished),) = events.of(e.ToolFinished)
     assert started == e.ToolCalled("call_1", "lookup", '{"surname": "Smith"}')
-    assert finished.ok and finished.duration_ms == pytest.approx(5000, abs=20)  # type: ignore[attr-defined]
+    assert finished.ok and finished.duration_ms == pytest.approx(5000, abs=20)
     # The second request carries the call and its result after what was said.
     second = llm.seen[1]
     assert [m.role for m in second[-3:]] == ["user", "assistant", "tool"]
@@ -207,7 +209,7 @@ async def test_barge_in_during_a_slow_tool(
         assert finished == []
         assert "tool" not in roles  # the cancelled call is not in the history
     else:
-        assert [ev.ok for _, ev in finished] == [True]  # type: ignore[attr-defined]
+        assert [ev.ok for _, ev in finished] == [True]
         # The finished call and its result landed, between the user and what was heard.
         assert roles[:3] == ["user", "assistant", "tool"]
         assert "Friday" in next_request[3].content

@@ -91,9 +91,7 @@ def test_any_split_of_the_arguments_gives_the_same_calls(
     args: list[dict[str, Any]], cuts: list[list[int]], interleave: bool, body_cuts: list[int]
 ) -> None:
     texts = [json.dumps(a) for a in args]
-    calls = [
-        (f"call_{i}", f"tool_{i}", pieces(text, cuts[i])) for i, text in enumerate(texts)
-    ]
+    calls = [(f"call_{i}", f"tool_{i}", pieces(text, cuts[i])) for i, text in enumerate(texts)]
     body = tool_stream(calls, interleave)
     parser = ChatStreamParser()
     events = []

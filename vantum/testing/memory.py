@@ -22,7 +22,6 @@ from ..pipeline.session import Engines, run_session
 from ..pipeline.settings import CallSettings
 from ..pipeline.transport import PeerGone
 from ..protocol.client_events import ClientEvent
-from ..tools.base import ToolEnv
 from ..providers.base import (
     NO_CALLS,
     NO_TOOLS,
@@ -38,6 +37,7 @@ from ..providers.base import (
     TTSEvent,
     WordTimestamps,
 )
+from ..tools.base import ToolEnv
 
 
 class MemoryTransport:
@@ -84,9 +84,7 @@ async def open_memory_session(
 
         async def serve() -> None:
             async with s2c_tx:
-                await run_session(
-                    transport, engines, settings or CallSettings(), tool_env=tool_env
-                )
+                await run_session(transport, engines, settings or CallSettings(), tool_env=tool_env)
 
         nursery.start_soon(serve)
         async with c2s_tx:
