@@ -119,6 +119,7 @@ class Answer:
     _spoken: list[str] = attrs.Factory(list)
     _tts_ok: bool = True
     _tool_messages: list[ChatMessage] = attrs.Factory(list)
+    _started: trio.Event = attrs.Factory(trio.Event)
     _end_call: bool = False
 
     def __attrs_post_init__(self) -> None:
@@ -135,6 +136,7 @@ class Answer:
                     dropped = True  # a wrong guess: dropped before the caller saw anything
                     self.scope.cancel()
                 await self.ctx.out.send(ResponseStarted(self.utterance_id, _wall_ms()))
+                self._started.set()
                 text_tx, text_rx = trio.open_memory_channel[str](8)
                 audio_tx, audio_rx = trio.open_memory_channel[TTSEvent](32)
                 nursery.start_soon(self._produce_text, tokens_rx, text_tx)
@@ -184,8 +186,10 @@ class Answer:
             )
             if not calls:
                 return
-            if self.gate is not None and not await self.gate.wait():
-                return  # a speculative guess must not act on the world
+            # Not before the answer has started: a speculative guess must not act on
+            # the world (a rejected one is cancelled here), and the client sees the
+            # calls inside the answer, after conversation.response.start.
+            await self._started.wait()
             if rounds >= agent.max_tool_rounds:
                 log.warning(
                     "session %s: tool calls after %d rounds not run: %s",

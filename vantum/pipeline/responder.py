@@ -30,7 +30,8 @@ from ..protocol.client_events import PlaybackProgress
 from ..providers.base import ChatMessage, LLMEngine, TTSConnection, TTSEngine
 from ..providers.llm_retry import FallbackMessages
 from ..providers.reporting import report
-from ..tools.base import ToolEnv
+from ..tools.base import ToolEnv, ToolRunner
+from ..tools.mcp_tools import open_mcp_tools
 from ..tools.toolbox import NO_TOOLBOX, ToolBox
 from .answer import Answer, AnswerContext, AnswerOutcome, bot_speaking
 from .context import Conversation
@@ -74,6 +75,8 @@ class Responder:
     tool_env: ToolEnv | None = None
     """None: the call's agent gets no tools (nothing to sign or control them with)."""
     _toolbox: tuple[AgentSpec | None, ToolBox] = (None, NO_TOOLBOX)
+    _mcp: list[ToolRunner] = attrs.Factory(list)
+    """The tools of the call's MCP servers (connected once, for the whole call)."""
     _current: Answer | None = None
     _progress: dict[str, PlaybackProgress] = attrs.Factory(dict)
     _unsettled: _Unsettled | None = None
@@ -118,7 +121,8 @@ class Responder:
     async def _speak_all(self, requests: trio.MemoryReceiveChannel[TurnRequest]) -> None:
         """Answer requests in order; (re)connect the TTS lazily so a TTS outage only
         mutes, and at a new rate when the caller's changed."""
-        async with requests, AsyncExitStack() as stack:
+        async with requests, AsyncExitStack() as mcp, AsyncExitStack() as stack:
+            await self._open_mcp(mcp)
             conn: TTSConnection | None = None
             conn_rate: int | None = None
             async for request in requests:
@@ -206,6 +210,18 @@ class Responder:
         await self.out.send(metrics)
         return outcome
 
+    async def _open_mcp(self, stack: AsyncExitStack) -> None:
+        """Connect the agent's MCP servers for this call (in this task: the SDK's
+        clients are task-bound context managers). A failure is reported once; the
+        agent then answers with its other tools."""
+        agent = self.settings.agent
+        if agent is None or not agent.mcp_servers or self.tool_env is None:
+            return
+        try:
+            self._mcp = await stack.enter_async_context(open_mcp_tools(agent.mcp_servers))
+        except ConfigError as exc:
+            await self._error(ev.ERR_TOOLS, f"agent {agent.name}: {exc}")
+
     async def _toolbox_for(self, agent: AgentSpec, env: ToolEnv) -> ToolBox:
         """The agent's tools, built once per agent value; an agent whose tools cannot
         be loaded answers without them (and says why once)."""
@@ -213,7 +229,7 @@ class Responder:
         if cached_for is agent:
             return toolbox
         try:
-            toolbox = ToolBox.for_agent(agent, env.secret)
+            toolbox = ToolBox.for_agent(agent, env.secret, extra=self._mcp)
         except ConfigError as exc:
             toolbox = NO_TOOLBOX
             await self._error(ev.ERR_TOOLS, f"agent {agent.name}: tools unavailable: {exc}")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import attrs
 import httpx
@@ -34,10 +34,15 @@ class ToolBox:
 
     @classmethod
     def for_agent(
-        cls, agent: AgentSpec, secret: bytes, client: httpx.AsyncClient | None = None
+        cls,
+        agent: AgentSpec,
+        secret: bytes,
+        client: httpx.AsyncClient | None = None,
+        extra: Sequence[ToolRunner] = (),
     ) -> ToolBox:
-        """Every tool of ``agent``; raises :class:`ConfigError` for one that cannot run
-        (a Python target that does not import, an unknown built-in, a duplicate name)."""
+        """Every tool of ``agent`` and the ``extra`` ones (its MCP servers' tools);
+        raises :class:`ConfigError` for one that cannot run (a Python target that does
+        not import, an unknown built-in, a duplicate name)."""
         runners: dict[str, ToolRunner] = {}
         for spec in agent.tools:
             runner: ToolRunner
@@ -56,6 +61,11 @@ class ToolBox:
             if spec.name in runners:
                 raise ConfigError(f"agent {agent.name}: two tools named {spec.name!r}")
             runners[spec.name] = runner
+        for runner in extra:
+            name = runner.schema.name
+            if name in runners:
+                raise ConfigError(f"agent {agent.name}: two tools named {name!r} (one from MCP)")
+            runners[name] = runner
         return cls(runners, tuple(r.schema for r in runners.values()))
 
     def __bool__(self) -> bool:
