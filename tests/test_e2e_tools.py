@@ -36,6 +36,11 @@ SCRIPT = parse_llm_script(
             "then": "Found it, you are booked for Friday.",
         },
         {"when": "bye", "tool_calls": [{"name": "end_call", "arguments": {}}]},
+        {
+            "when": "transfer me",
+            "tool_calls": [{"name": "transfer_call", "arguments": {"number": "+14155550100"}}],
+            "then": "Putting you through.",
+        },
         {"when": "pressed 9", "tool_calls": [{"name": "end_call", "arguments": {}}]},
         {
             "when": "pressed 5",
@@ -161,10 +166,12 @@ async def test_http_tool_is_called_signed_and_its_result_spoken_and_recorded(
     assert oks == [True, False]
 
 
-async def test_end_call_says_goodbye_and_hangs_up_a_browser_call() -> None:
+async def test_browser_transfer_is_an_event_and_end_call_hangs_up() -> None:
     async with open_stack(openai=OA, cartesia=FAST_CA) as stack:
         use_agent(stack, agent())
         async with BrowserClient.connect(stack.ws_url) as client:
+            await client.send(ev.TEXT_INPUT, {"text": "transfer me to a person"})
+            transfer = await client.collect_turn()
             await client.send(ev.TEXT_INPUT, {"text": "that's all, bye"})
             turn = await client.collect_turn()
             with trio.fail_after(5):
@@ -174,6 +181,9 @@ async def test_end_call_says_goodbye_and_hangs_up_a_browser_call() -> None:
                         await client.next_event()
                     except trio.EndOfChannel:
                         break
+        moved = transfer.events[kinds(transfer).index(ev.TOOL_TRANSFER)]["payload"]
+        assert moved == {"target": "+14155550100"}
+        assert transfer.text == ["Putting you through."]
         assert turn.text == ["Goodbye, thanks for calling!"] and turn.audio_seconds > 0.5
         assert "end_call" in hangup["payload"]["message"]
         assert client.close_code == ev.CLOSE_NORMAL

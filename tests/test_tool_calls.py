@@ -4,8 +4,10 @@ schemas from signatures, and the toolbox's failure handling."""
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
 import json
+from pathlib import Path
 from typing import Any, Literal
 
 import pytest
@@ -15,6 +17,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from vantum.agents.spec import AgentSpec, BuiltinTool, HttpTool, PythonTool
+from vantum.asgi import serve_app
 from vantum.errors import ConfigError
 from vantum.providers.base import ChatMessage, ToolCall, ToolSchema
 from vantum.providers.llm_openai import OpenAILLM
@@ -24,6 +27,7 @@ from vantum.providers.tool_calls import ToolCallAccumulator
 from vantum.testing.fake_openai import FakeOpenAIConfig, serve_fake_openai
 from vantum.testing.llm_script import ScriptError, parse_llm_script
 from vantum.tools.base import ToolContext, ToolFailure
+from vantum.tools.http_tool import HttpRunner
 from vantum.tools.python_tool import derive_schema
 from vantum.tools.signing import sign, verify
 from vantum.tools.toolbox import ToolBox
@@ -308,3 +312,22 @@ async def test_scripted_responder_ends_the_call_on_goodbye() -> None:
     assert await responder.stream([ChatMessage("user", "hello")], tx, [end]) == ()
     tx.close()
     assert "Goodbye" in "".join([d async for d in rx])
+
+
+async def test_the_example_tool_server_answers_signed_requests_only() -> None:
+    path = Path(__file__).parent.parent / "examples" / "booking_tool_server.py"
+    spec = importlib.util.spec_from_file_location("booking_tool_server", path)
+    assert spec is not None and spec.loader is not None
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    example.SECRET = b"example-secret"
+    async with serve_app(example.app) as url:
+        tool = HttpTool("lookup_booking", "Find a booking", url + "/tools/lookup_booking")
+        ctx = ToolContext("call-1")
+        found = await HttpRunner(tool, b"example-secret").run("c1", {"surname": "Smith"}, ctx)
+        assert found.ok and found.value["found"] is True
+        forged = await HttpRunner(tool, b"not-the-secret").run("c2", {"surname": "Smith"}, ctx)
+        assert not forged.ok and "HTTP 401" in forged.error
+        gone = HttpTool("lookup_booking", "", "http://127.0.0.1:1/tools/lookup_booking")
+        unreachable = await HttpRunner(gone, b"k").run("c3", {}, ctx)
+        assert not unreachable.ok and "could not be reached" in unreachable.error
