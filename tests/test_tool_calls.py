@@ -320,7 +320,7 @@ async def test_the_example_tool_server_answers_signed_requests_only() -> None:
     assert spec is not None and spec.loader is not None
     example = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(example)
-    example.SECRET = b"example-secret"
+    vars(example)["SECRET"] = b"example-secret"  # what VANTUM_TOOL_SECRET would set
     async with serve_app(example.app) as url:
         tool = HttpTool("lookup_booking", "Find a booking", url + "/tools/lookup_booking")
         ctx = ToolContext("call-1")
