@@ -331,3 +331,18 @@ async def test_the_example_tool_server_answers_signed_requests_only() -> None:
         gone = HttpTool("lookup_booking", "", "http://127.0.0.1:1/tools/lookup_booking")
         unreachable = await HttpRunner(gone, b"k").run("c3", {}, ctx)
         assert not unreachable.ok and "could not be reached" in unreachable.error
+
+
+def test_a_history_bound_never_leaves_tool_results_without_their_call() -> None:
+    from vantum.pipeline.context import Conversation
+
+    conversation = Conversation("sys", max_messages=3)
+    call = ToolCall("c1", "lookup", "{}")
+    conversation.add_user("my booking?")
+    conversation.add(ChatMessage("assistant", "", tool_calls=(call,)))
+    conversation.add(ChatMessage("tool", "{}", tool_call_id="c1"))
+    conversation.add_assistant("Friday.")  # the bound drops the user message...
+    messages = conversation.messages()
+    # ...and with it the round's call: its result alone would be refused by the API.
+    assert [m.role for m in messages] == ["system", "assistant"]
+    assert messages[1].content == "Friday."
