@@ -346,3 +346,14 @@ def test_a_history_bound_never_leaves_tool_results_without_their_call() -> None:
     # ...and with it the round's call: its result alone would be refused by the API.
     assert [m.role for m in messages] == ["system", "assistant"]
     assert messages[1].content == "Friday."
+
+
+def test_fakes_refuses_a_bad_llm_script(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from vantum.cli import main
+
+    script = tmp_path / "script.json"
+    script.write_text('[{"when": "booking", "tool_calls": [{"arguments": {}}]}]')
+    assert main(["fakes", "--llm-script", str(script)]) == 2
+    assert "step 0: tool_calls[0] needs a 'name'" in capsys.readouterr().err
+    assert main(["fakes", "--llm-script", str(tmp_path / "missing.json")]) == 2
+    assert "No such file" in capsys.readouterr().err
