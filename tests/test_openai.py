@@ -14,7 +14,7 @@ import trio.testing
 
 from vantum.errors import LLMError, LLMErrorKind
 from vantum.pipeline.chunker import SemanticChunker
-from vantum.providers.base import ChatMessage
+from vantum.providers.base import ChatMessage, ToolCall, ToolSchema
 from vantum.providers.llm_openai import OpenAILLM, parse_retry_after
 from vantum.providers.llm_retry import (
     FallbackMessages,
@@ -270,14 +270,18 @@ class ScriptedLLM:
         self.attempts: list[float] = []
 
     async def stream(
-        self, messages: Sequence[ChatMessage], out: trio.MemorySendChannel[str]
-    ) -> None:
+        self,
+        messages: Sequence[ChatMessage],
+        out: trio.MemorySendChannel[str],
+        tools: Sequence[ToolSchema] = (),
+    ) -> Sequence[ToolCall]:
         self.attempts.append(trio.current_time())
         step = self.script.pop(0)
         if isinstance(step, LLMError):
             raise step
         for delta in step:
             await out.send(delta)
+        return ()
 
 
 def net(retry_after: float | None = None) -> LLMError:
@@ -315,8 +319,11 @@ async def test_error_after_first_delta_is_not_retried(
 ) -> None:
     class HalfAnswer(ScriptedLLM):
         async def stream(
-            self, messages: Sequence[ChatMessage], out: trio.MemorySendChannel[str]
-        ) -> None:
+            self,
+            messages: Sequence[ChatMessage],
+            out: trio.MemorySendChannel[str],
+            tools: Sequence[ToolSchema] = (),
+        ) -> Sequence[ToolCall]:
             self.attempts.append(trio.current_time())
             await out.send("Hello")
             raise net()

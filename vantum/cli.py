@@ -108,6 +108,11 @@ def main(argv: list[str] | None = None) -> int:
 
     p_fakes = sub.add_parser("fakes", help="run the fake Deepgram/OpenAI/Cartesia servers")
     p_fakes.add_argument("--host", default="127.0.0.1")
+    p_fakes.add_argument(
+        "--llm-script",
+        metavar="FILE",
+        help="JSON list of {when, tool_calls, then}: the fake OpenAI calls tools on cue",
+    )
 
     args = parser.parse_args(argv)
     try:
@@ -162,9 +167,15 @@ def main(argv: list[str] | None = None) -> int:
             )
         elif args.command == "fakes":
             from .testing.fakes_main import run_fakes
+            from .testing.llm_script import ScriptError, load_llm_script
 
+            try:
+                script = load_llm_script(args.llm_script) if args.llm_script else ()
+            except ScriptError as exc:
+                print(f"vantum fakes: {exc}", file=sys.stderr)
+                return 2
             configure_logging("INFO", "text")
-            trio.run(run_fakes, args.host)
+            trio.run(run_fakes, args.host, script)
     except VantumError as exc:
         print(f"vantum: {exc}", file=sys.stderr)
         return 2

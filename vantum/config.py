@@ -87,6 +87,9 @@ class Config:
     """HMAC secret for ``/ws`` tokens (``VANTUM_AUTH_SECRET``, at least 32 bytes). When
     unset, ``vantum serve`` keeps one in ``auth_secret_file`` (docs/hardening.md)."""
     auth_secret_file: str = "~/.config/vantum/auth-secret"
+    tool_secret: str | None = None
+    """HMAC secret signing HTTP tool requests (``VANTUM_TOOL_SECRET``); unset: the auth
+    secret signs them (docs/agents-tools.md)."""
     insecure_no_auth: bool = False
     """The explicit dev flag: ``/ws`` accepts connections without a token."""
     allowed_origins: tuple[str, ...] = ()
@@ -166,6 +169,7 @@ class Config:
             ),
             "auth_secret": e.get("VANTUM_AUTH_SECRET") or None,
             "auth_secret_file": e.get("VANTUM_AUTH_SECRET_FILE") or _default("auth_secret_file"),
+            "tool_secret": e.get("VANTUM_TOOL_SECRET") or None,
             "insecure_no_auth": _env_bool(e, "VANTUM_INSECURE_NO_AUTH"),
             "allowed_origins": tuple(
                 o.strip() for o in e.get("VANTUM_ALLOWED_ORIGINS", "").split(",") if o.strip()

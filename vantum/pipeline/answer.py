@@ -13,18 +13,38 @@ import contextlib
 import functools
 import logging
 import time
+from collections.abc import Sequence
 
 import attrs
 import trio
 
+from ..agents.spec import AgentSpec
 from ..errors import LLMError, TTSError
 from ..protocol import events as ev
 from ..protocol.ids import new_id
-from ..providers.base import ChatMessage, LLMEngine, TTSConnection, TTSEngine, TTSEvent
+from ..providers.base import (
+    ChatMessage,
+    LLMEngine,
+    ToolCall,
+    TTSConnection,
+    TTSEngine,
+    TTSEvent,
+)
 from ..providers.llm_retry import FallbackMessages, stream_with_retry
 from ..providers.reporting import report
-from .chunker import SemanticChunker
-from .events import CancelReason, ErrorEvent, ResponseStarted, ResponseText, ServerEvent
+from ..tools.base import CallControl, ToolContext, ToolResult
+from ..tools.toolbox import NO_TOOLBOX, ToolBox
+from .chunker import MARKER, SemanticChunker
+from .events import (
+    CancelReason,
+    ErrorEvent,
+    ResponseStarted,
+    ResponseText,
+    ServerEvent,
+    ToolCalled,
+    ToolFinished,
+    TransferRequested,
+)
 from .messages import AnswerAudible, BotSpeaking, SpeculationGate, TurnInput, TurnTimings
 from .meter import AudioMeter
 from .player import Playback, play
@@ -48,6 +68,11 @@ class AnswerOutcome:
     dropped: bool = False
     """A speculative answer whose guess the final transcript did not confirm:
     nothing of it reached the caller and it enters no history."""
+    tool_messages: tuple[ChatMessage, ...] = ()
+    """The tool rounds that ran (the assistant's calls, then their results), for the
+    history: a cancelled interruptible call is left out, a finished one never is."""
+    end_call: bool = False
+    """The agent called ``end_call``: hang up once this answer (its goodbye) is over."""
 
 
 @attrs.define(eq=False)
@@ -65,6 +90,13 @@ class AnswerContext:
     meter: AudioMeter
     fallbacks: FallbackMessages
     session_id: str = ""
+    agent: AgentSpec | None = None
+    toolbox: ToolBox = NO_TOOLBOX
+    """Empty: the answer streams text exactly as without agents."""
+    control: CallControl | None = None
+    """The carrier's call control (Twilio REST); None on a browser call."""
+    call_id: str = ""
+    """What tools see as the call's id (Twilio: the CallSid; else the session id)."""
 
 
 @attrs.define(eq=False)
@@ -86,6 +118,9 @@ class Answer:
     playback: Playback = attrs.field(init=False)
     _spoken: list[str] = attrs.Factory(list)
     _tts_ok: bool = True
+    _tool_messages: list[ChatMessage] = attrs.Factory(list)
+    _started: trio.Event = attrs.Factory(trio.Event)
+    _end_call: bool = False
 
     def __attrs_post_init__(self) -> None:
         self.playback = Playback(self.utterance_id, self.ctx.settings.output_rate)
@@ -101,6 +136,7 @@ class Answer:
                     dropped = True  # a wrong guess: dropped before the caller saw anything
                     self.scope.cancel()
                 await self.ctx.out.send(ResponseStarted(self.utterance_id, _wall_ms()))
+                self._started.set()
                 text_tx, text_rx = trio.open_memory_channel[str](8)
                 audio_tx, audio_rx = trio.open_memory_channel[TTSEvent](32)
                 nursery.start_soon(self._produce_text, tokens_rx, text_tx)
@@ -113,6 +149,8 @@ class Answer:
             tts_ok=self._tts_ok,
             interrupted=self.scope.cancelled_caught and not dropped,
             dropped=dropped,
+            tool_messages=tuple(self._tool_messages),
+            end_call=self._end_call and not dropped,
         )
 
     async def _call_llm(self, tokens_tx: trio.MemorySendChannel[str]) -> None:
@@ -122,12 +160,133 @@ class Answer:
                 return
             fallbacks = self.ctx.fallbacks
             try:
-                await stream_with_retry(self.ctx.llm, self.messages, tokens_tx)
+                if self.ctx.toolbox and self.ctx.agent is not None:
+                    await self._tool_rounds(self.ctx.toolbox, self.ctx.agent, tokens_tx)
+                else:
+                    await stream_with_retry(self.ctx.llm, self.messages, tokens_tx)
                 fallbacks.success()
             except LLMError as exc:
                 await self._error(ev.llm_error(exc.kind.value), exc.message)
                 if not self._spoken:
                     await tokens_tx.send(fallbacks.message_for(exc.kind))
+
+    async def _tool_rounds(
+        self, toolbox: ToolBox, agent: AgentSpec, tokens_tx: trio.MemorySendChannel[str]
+    ) -> None:
+        """Stream, run the calls the model made, give it the results, stream again:
+        at most ``agent.max_tool_rounds`` rounds of calls. What the model said before
+        a call is spoken at once (and stays said); calls a model makes after the last
+        round are not run."""
+        messages = list(self.messages)
+        rounds = 0
+        while True:
+            said: list[str] = []
+            calls = await stream_with_retry(
+                self.ctx.llm, messages, tokens_tx, tools=toolbox.schemas, said=said
+            )
+            if not calls:
+                return
+            # Not before the answer has started: a speculative guess must not act on
+            # the world (a rejected one is cancelled here), and the client sees the
+            # calls inside the answer, after conversation.response.start.
+            await self._started.wait()
+            if rounds >= agent.max_tool_rounds:
+                log.warning(
+                    "session %s: tool calls after %d rounds not run: %s",
+                    self.ctx.session_id,
+                    rounds,
+                    ", ".join(c.name for c in calls),
+                )
+                return
+            rounds += 1
+            text = " ".join("".join(said).replace(MARKER, " ").split())
+            if text:
+                await tokens_tx.send(f" {MARKER} ")  # speak it now, not after the tools
+            results = await self._run_tools(toolbox, agent, calls, tokens_tx)
+            messages.append(ChatMessage("assistant", text, tool_calls=tuple(calls)))
+            messages.extend(
+                ChatMessage("tool", r.content, tool_call_id=c.id)
+                for c, r in zip(calls, results, strict=True)
+            )
+            if any(r.action == "end_call" for r in results):
+                self._end_call = True
+                await tokens_tx.send(f" {MARKER} {agent.end_call_goodbye}")
+                return
+
+    async def _run_tools(
+        self,
+        toolbox: ToolBox,
+        agent: AgentSpec,
+        calls: Sequence[ToolCall],
+        tokens_tx: trio.MemorySendChannel[str],
+    ) -> list[ToolResult]:
+        """Run one round's calls side by side; the filler is said once if they are slow.
+
+        The round's messages enter the answer's history in ``finally``, so a barge-in
+        that cancels the round still records the non-interruptible calls it finished.
+        """
+        results: dict[int, ToolResult] = {}
+
+        async def say(text: str) -> None:
+            await tokens_tx.send(f" {MARKER} {text} {MARKER} ")
+
+        async def transfer(target: str) -> None:
+            await self.ctx.out.send(TransferRequested(target))
+
+        ctx = ToolContext(
+            self.ctx.call_id or self.ctx.session_id,
+            agent.variables,
+            say,
+            self.ctx.control,
+            agent.transfer_numbers,
+            transfer,
+        )
+
+        async def filler() -> None:
+            await trio.sleep(agent.filler_after_ms / 1000)
+            if agent.filler:
+                await say(agent.filler)
+
+        try:
+            async with trio.open_nursery() as outer:
+                outer.start_soon(filler)
+                async with trio.open_nursery() as nursery:
+                    for i, call in enumerate(calls):
+                        nursery.start_soon(self._run_tool, toolbox, ctx, i, call, results)
+                outer.cancel_scope.cancel()
+        finally:
+            done = [(c, results[i]) for i, c in enumerate(calls) if i in results]
+            if done:
+                self._tool_messages.append(
+                    ChatMessage("assistant", "", tool_calls=tuple(c for c, _ in done))
+                )
+                self._tool_messages.extend(
+                    ChatMessage("tool", r.content, tool_call_id=c.id) for c, r in done
+                )
+        return [results[i] for i in range(len(calls))]
+
+    async def _run_tool(
+        self,
+        toolbox: ToolBox,
+        ctx: ToolContext,
+        index: int,
+        call: ToolCall,
+        results: dict[int, ToolResult],
+    ) -> None:
+        name = call.name if call.name in toolbox.runners else "unknown"
+        await self.ctx.out.send(ToolCalled(call.id, call.name, call.arguments))
+        started = trio.current_time()
+        # A non-interruptible tool finishes (within its timeout) and is reported even
+        # if the caller barges in meanwhile; the answer's cancel lands right after.
+        with trio.CancelScope(shield=not toolbox.interruptible(call.name)):
+            result = await toolbox.run(call, ctx)
+            results[index] = result
+            duration = round((trio.current_time() - started) * 1000.0, 1)
+            if not result.ok:
+                log.info(
+                    "session %s: tool %s failed: %s", self.ctx.session_id, call.name, result.error
+                )
+            await self.ctx.out.send(ToolFinished(call.id, name, result.ok, duration))
 
     async def _produce_text(
         self, tokens_rx: trio.MemoryReceiveChannel[str], text_tx: trio.MemorySendChannel[str]

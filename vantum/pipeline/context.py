@@ -37,6 +37,10 @@ class Conversation:
     def add_user(self, text: str) -> None:
         self._history.append(ChatMessage("user", text))
 
+    def add(self, message: ChatMessage) -> None:
+        """Any message (a tool round: the assistant's calls and their results)."""
+        self._history.append(message)
+
     def add_assistant(self, text: str) -> None:
         """Record what the assistant said (after barge-in: only what was heard)."""
         self._history.append(ChatMessage("assistant", text))
@@ -44,7 +48,15 @@ class Conversation:
     def messages(self) -> list[ChatMessage]:
         """What to send to the model: the system prompt first, then the history."""
         system = [ChatMessage("system", self.system_prompt)] if self.system_prompt else []
-        return [*system, *self._history]
+        history = self._history
+        if history and (history[0].role == "tool" or history[0].tool_calls):
+            # The bound cut a tool round in two: results without their call are
+            # refused by the API, so the remains of that round go too.
+            rest = list(history)
+            while rest and (rest[0].role == "tool" or rest[0].tool_calls):
+                rest.pop(0)
+            return [*system, *rest]
+        return [*system, *history]
 
     def clear(self) -> None:
         self._history.clear()

@@ -133,6 +133,36 @@ class DtmfReceived:
     digit: str
 
 
+@attrs.frozen
+class ToolCalled:
+    """The model called a tool (``conversation.tool.call``); it runs now."""
+
+    call_id: str
+    name: str
+    arguments: str
+    """The JSON text the model wrote (it may not be valid JSON: the result says so)."""
+
+
+@attrs.frozen
+class ToolFinished:
+    """A tool call ended (``conversation.tool.result``): ``ok`` false for any failure
+    the model was told about (error, timeout, refusal); ``duration_ms`` on the server's
+    clock."""
+
+    call_id: str
+    name: str
+    ok: bool
+    duration_ms: float
+
+
+@attrs.frozen
+class TransferRequested:
+    """``transfer_call`` ran (``conversation.tool.transfer``): the caller should be put
+    through to ``target`` (a browser page acts on it; Twilio is redirected by Vantum)."""
+
+    target: str
+
+
 CallEndReason = Literal["hangup", "max_duration"]
 
 
@@ -189,6 +219,9 @@ ServerEvent = (
     | ResponseComplete
     | TurnMetrics
     | DtmfReceived
+    | ToolCalled
+    | ToolFinished
+    | TransferRequested
     | CallEnded
     | ErrorEvent
 )
@@ -212,7 +245,10 @@ __all__ = [
     "ResponseText",
     "ServerEvent",
     "SessionReady",
+    "ToolCalled",
+    "ToolFinished",
     "TranscriptFinal",
     "TranscriptInterim",
+    "TransferRequested",
     "TurnMetrics",
 ]

@@ -90,6 +90,14 @@ class AnswerAudible:
     at: float
 
 
+@attrs.frozen
+class EndCallRequested:
+    """Responder → turn manager: the agent ended the call (the ``end_call`` tool); hang
+    up once the answers queued, its goodbye included, have been spoken."""
+
+    reason: str = "end_call"
+
+
 CallOverReason = Literal["peer_gone", "hangup", "max_duration"]
 
 
@@ -116,6 +124,7 @@ ControlEvent = (
     | IdleTimeout
     | PlaybackProgress
     | CallOver
+    | EndCallRequested
 )
 TurnInput = STTEvent | ControlEvent
 
@@ -242,6 +251,7 @@ __all__ = [
     "CallOverReason",
     "ClientEvent",
     "ControlEvent",
+    "EndCallRequested",
     "HangUp",
     "IdleTimeout",
     "InputEnded",

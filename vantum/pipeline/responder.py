@@ -23,17 +23,22 @@ from contextlib import AsyncExitStack
 import attrs
 import trio
 
-from ..errors import TTSError
+from ..agents.spec import AgentSpec
+from ..errors import ConfigError, TTSError
 from ..protocol import events as ev
 from ..protocol.client_events import PlaybackProgress
 from ..providers.base import ChatMessage, LLMEngine, TTSConnection, TTSEngine
 from ..providers.llm_retry import FallbackMessages
 from ..providers.reporting import report
+from ..tools.base import ToolEnv, ToolRunner
+from ..tools.mcp_tools import open_mcp_tools
+from ..tools.toolbox import NO_TOOLBOX, ToolBox
 from .answer import Answer, AnswerContext, AnswerOutcome, bot_speaking
 from .context import Conversation
 from .events import ErrorEvent, OutputCancelled, ResponseComplete, ServerEvent
 from .messages import (
     BotSpeaking,
+    EndCallRequested,
     Interrupt,
     ResponderCommand,
     ResponseFinished,
@@ -67,6 +72,11 @@ class Responder:
     meter: AudioMeter = NO_METER
     session_id: str = ""
     fallbacks: FallbackMessages = attrs.Factory(FallbackMessages)
+    tool_env: ToolEnv | None = None
+    """None: the call's agent gets no tools (nothing to sign or control them with)."""
+    _toolbox: tuple[AgentSpec | None, ToolBox] = (None, NO_TOOLBOX)
+    _mcp: list[ToolRunner] = attrs.Factory(list)
+    """The tools of the call's MCP servers (connected once, for the whole call)."""
     _current: Answer | None = None
     _progress: dict[str, PlaybackProgress] = attrs.Factory(dict)
     _unsettled: _Unsettled | None = None
@@ -111,7 +121,8 @@ class Responder:
     async def _speak_all(self, requests: trio.MemoryReceiveChannel[TurnRequest]) -> None:
         """Answer requests in order; (re)connect the TTS lazily so a TTS outage only
         mutes, and at a new rate when the caller's changed."""
-        async with requests, AsyncExitStack() as stack:
+        async with requests, AsyncExitStack() as mcp, AsyncExitStack() as stack:
+            await self._open_mcp(mcp)
             conn: TTSConnection | None = None
             conn_rate: int | None = None
             async for request in requests:
@@ -128,6 +139,8 @@ class Responder:
                         report(self.tts.name, "connect")
                         await self._error(ev.ERR_TTS, f"TTS unavailable: {exc}")
                 outcome = await self._answer(conn, request, settings)
+                if outcome.end_call:
+                    await self.inbox.send(EndCallRequested())
                 await self.inbox.send(ResponseFinished(trio.current_time(), outcome.interrupted))
                 if not outcome.tts_ok:
                     await stack.aclose()
@@ -151,6 +164,11 @@ class Responder:
             self.fallbacks,
             self.session_id,
         )
+        if settings.agent is not None and self.tool_env is not None:
+            ctx.agent = settings.agent
+            ctx.toolbox = await self._toolbox_for(settings.agent, self.tool_env)
+            ctx.control = self.tool_env.control
+            ctx.call_id = self.tool_env.call_id
         answer = Answer(
             ctx,
             conn,
@@ -171,6 +189,8 @@ class Responder:
             return outcome
         if not request.canned:
             self.conversation.add_user(request.text)
+        for message in outcome.tool_messages:
+            self.conversation.add(message)
         if outcome.interrupted:
             heard = playback.heard_seconds(trio.current_time())
             unplayed = playback.sent_seconds - heard
@@ -189,6 +209,32 @@ class Responder:
         )
         await self.out.send(metrics)
         return outcome
+
+    async def _open_mcp(self, stack: AsyncExitStack) -> None:
+        """Connect the agent's MCP servers for this call (in this task: the SDK's
+        clients are task-bound context managers). A failure is reported once; the
+        agent then answers with its other tools."""
+        agent = self.settings.agent
+        if agent is None or not agent.mcp_servers or self.tool_env is None:
+            return
+        try:
+            self._mcp = await stack.enter_async_context(open_mcp_tools(agent.mcp_servers))
+        except ConfigError as exc:
+            await self._error(ev.ERR_TOOLS, f"agent {agent.name}: {exc}")
+
+    async def _toolbox_for(self, agent: AgentSpec, env: ToolEnv) -> ToolBox:
+        """The agent's tools, built once per agent value; an agent whose tools cannot
+        be loaded answers without them (and says why once)."""
+        cached_for, toolbox = self._toolbox
+        if cached_for is agent:
+            return toolbox
+        try:
+            toolbox = ToolBox.for_agent(agent, env.secret, extra=self._mcp)
+        except ConfigError as exc:
+            toolbox = NO_TOOLBOX
+            await self._error(ev.ERR_TOOLS, f"agent {agent.name}: tools unavailable: {exc}")
+        self._toolbox = (agent, toolbox)
+        return toolbox
 
     def _settle(self) -> None:
         """Enter the last interrupted answer's heard part into the history."""

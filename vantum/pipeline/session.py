@@ -27,7 +27,7 @@ from typing import Protocol
 import attrs
 import trio
 
-from ..errors import ProtocolError
+from ..errors import ProtocolError, VantumError
 from ..limits import AudioRateGuard
 from ..protocol import events as ev
 from ..protocol.client_events import (
@@ -39,6 +39,7 @@ from ..protocol.client_events import (
     TextInput,
 )
 from ..providers.base import Finalize, LLMEngine, STTEngine, TTSEngine
+from ..tools.base import CallControl, ToolEnv
 from .audio_path import run_audio_path
 from .context import Conversation
 from .events import (
@@ -87,6 +88,9 @@ class EventObserver(Protocol):
 DRAIN_S = 5.0
 """How long the output side may take to send what is queued once the call is over."""
 
+HANG_UP_S = 5.0
+"""How long the carrier's hang-up request (after ``end_call``) may take."""
+
 DEFAULT_SETTINGS = CallSettings()
 
 
@@ -98,11 +102,14 @@ async def run_session(
     meter: AudioMeter = NO_METER,
     *,
     drain_s: float = DRAIN_S,
+    tool_env: ToolEnv | None = None,
 ) -> None:
     """Serve one connected caller until they leave; returns when every actor is done.
 
     ``settings`` are the call's settings at admission; the caller's
-    ``audio.input.start`` replaces them as the call goes on.
+    ``audio.input.start`` replaces them as the call goes on. ``tool_env``: what the
+    agent's tools run with (None: no tools); its call control, when the carrier has
+    one, also completes the call after the agent's ``end_call``.
     """
     out_tx, out_rx = trio.open_memory_channel[ServerEvent](32)
     audio_tx, audio_rx = trio.open_memory_channel[AudioItem](settings.audio_buffer)
@@ -120,6 +127,7 @@ async def run_session(
         audio_tx.clone(),
         meter,
         transport.session_id,
+        tool_env=tool_env,
     )
     hung_up: list[HangUp] = []
 
@@ -163,6 +171,21 @@ async def run_session(
         await _say_bye(transport, CallEnded("max_duration", "maximum call duration reached"))
     elif hung_up:
         await _say_bye(transport, CallEnded("hangup", f"call ended: {hung_up[0].reason}"))
+        control = tool_env.control if tool_env is not None else None
+        if control is not None and hung_up[0].reason == "end_call":
+            await _hang_up_carrier(control, transport.session_id)
+
+
+async def _hang_up_carrier(control: CallControl, session_id: str) -> None:
+    """Closing a phone stream does not end the phone call: the carrier must be told.
+    A failure is logged, never raised: the session is over either way."""
+    with trio.move_on_after(HANG_UP_S) as timer:
+        try:
+            await control.hang_up()
+        except VantumError as exc:
+            log.warning("session %s: carrier hang-up failed: %s", session_id, exc)
+    if timer.cancelled_caught:
+        log.warning("session %s: carrier hang-up timed out", session_id)
 
 
 async def _say_bye(transport: Transport, event: CallEnded) -> None:

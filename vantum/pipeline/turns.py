@@ -26,6 +26,7 @@ from .events import ErrorEvent, ServerEvent
 from .messages import (
     AnswerAudible,
     CallOver,
+    EndCallRequested,
     HangUp,
     IdleTimeout,
     InputStarted,
@@ -124,6 +125,11 @@ async def run_turn_manager(
             elif isinstance(item, PlaybackProgress):
                 if not call_over:
                     await commands.send(item)
+                continue
+            elif isinstance(item, EndCallRequested):
+                # The agent's decision, after the answer that made it (and before its
+                # ResponseFinished, on the same channel): hang up once it has played.
+                answers.hang_up_after_queue(item.reason)
                 continue
             elif isinstance(item, InputStarted) and not call_over:
                 await commands.send(item.settings)

@@ -11,9 +11,9 @@ produces into a send channel, returning when its input is exhausted. Cancellatio
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
-from typing import Protocol
+from typing import Any, Literal, Protocol
 
 import attrs
 import trio
@@ -98,9 +98,42 @@ class STTEngine(Protocol):
 
 
 @attrs.frozen
+class ToolCall:
+    """One function call the model asked for, complete (its arguments fully streamed).
+
+    ``arguments`` is the JSON text as the model wrote it: the model may write
+    invalid JSON, and that is the tool runtime's to report back, not the client's.
+    """
+
+    id: str
+    name: str
+    arguments: str
+
+
+@attrs.frozen
+class ToolSchema:
+    """A function the model may call: OpenAI's ``{"type": "function", "function": ...}``."""
+
+    name: str
+    description: str
+    parameters: Mapping[str, Any]
+
+
+Role = Literal["system", "user", "assistant", "tool"]
+
+
+@attrs.frozen
 class ChatMessage:
-    role: str  # "system" | "user" | "assistant"
+    role: str  # Role: "system" | "user" | "assistant" | "tool"
     content: str
+    tool_calls: tuple[ToolCall, ...] = ()
+    """An assistant message that called tools (its ``content`` may be empty)."""
+    tool_call_id: str | None = None
+    """A ``tool`` message: the result of the call with this id."""
+
+
+NO_TOOLS: tuple[ToolSchema, ...] = ()
+NO_CALLS: tuple[ToolCall, ...] = ()
 
 
 class LLMEngine(Protocol):
@@ -109,9 +142,17 @@ class LLMEngine(Protocol):
     name: str
 
     async def stream(
-        self, messages: Sequence[ChatMessage], out: trio.MemorySendChannel[str]
-    ) -> None:
-        """Send the answer's text deltas to ``out`` as they arrive.
+        self,
+        messages: Sequence[ChatMessage],
+        out: trio.MemorySendChannel[str],
+        tools: Sequence[ToolSchema] = NO_TOOLS,
+    ) -> Sequence[ToolCall]:
+        """Send the answer's text deltas to ``out`` as they arrive; return the tool
+        calls the model made (empty when it only talked, always without ``tools``).
+
+        Tool calls are returned, not sent down ``out``: a call can only run once its
+        arguments are complete, and the text channel stays ``str`` so an answer
+        without tools does no per-token type dispatch it did not do before.
 
         Does not close ``out`` (the caller may retry into the same channel).
         Raises :class:`vantum.errors.LLMError` with a kind that tells whether a

@@ -29,7 +29,7 @@ import openai
 import trio
 
 from ..errors import LLMError, LLMErrorKind
-from .base import ChatMessage
+from .base import NO_CALLS, NO_TOOLS, ChatMessage, ToolCall, ToolSchema
 from .openai_sse import ChatStreamParser, StreamError, TokenUsage
 
 # What the SDK's own stream maps to APITimeoutError / APIConnectionError mid-body.
@@ -63,9 +63,12 @@ class OpenAILLM:
         )
 
     async def stream(
-        self, messages: Sequence[ChatMessage], out: trio.MemorySendChannel[str]
-    ) -> None:
-        """Send content deltas to ``out``; see :meth:`LLMEngine.stream`.
+        self,
+        messages: Sequence[ChatMessage],
+        out: trio.MemorySendChannel[str],
+        tools: Sequence[ToolSchema] = NO_TOOLS,
+    ) -> Sequence[ToolCall]:
+        """Send content deltas to ``out``, return the tool calls; see :meth:`LLMEngine.stream`.
 
         The response is closed on every exit, including cancellation, so a
         barge-in frees the connection at once and the server stops generating.
@@ -75,12 +78,12 @@ class OpenAILLM:
             response = await self._client.post(
                 "/chat/completions",
                 cast_to=httpx2.Response,
-                body=self.request_body(messages),
+                body=self.request_body(messages, tools),
                 options=_BEARER,
                 stream=True,
             )
             try:
-                await self._read(response, out)
+                return await self._read(response, out)
             finally:
                 await response.aclose()
         except openai.OpenAIError as exc:
@@ -90,21 +93,44 @@ class OpenAILLM:
                 LLMErrorKind.NETWORK, f"malformed stream from the server: {exc}"
             ) from exc
 
-    def request_body(self, messages: Sequence[ChatMessage]) -> dict[str, Any]:
+    def request_body(
+        self, messages: Sequence[ChatMessage], tools: Sequence[ToolSchema] = NO_TOOLS
+    ) -> dict[str, Any]:
         """The JSON the SDK would send for these parameters, built without its transform."""
         body: dict[str, Any] = {
             "model": self.model,
             "stream": True,
-            "messages": [{"role": m.role, "content": m.content} for m in messages],
+            "messages": [
+                {"role": m.role, "content": m.content}
+                if not m.tool_calls and m.tool_call_id is None
+                else wire_message(m)
+                for m in messages
+            ],
         }
+        if tools:
+            body["tools"] = [
+                {
+                    "type": "function",
+                    "function": {
+                        "name": t.name,
+                        "description": t.description,
+                        "parameters": dict(t.parameters),
+                    },
+                }
+                for t in tools
+            ]
         if self.max_completion_tokens is not None:
             body["max_completion_tokens"] = self.max_completion_tokens
         body["stream_options"] = {"include_usage": True}
         body["temperature"] = self.temperature
         return body
 
-    async def _read(self, response: httpx2.Response, out: trio.MemorySendChannel[str]) -> None:
-        """Parse the body into ``out``; after ``[DONE]``, drain briefly for connection reuse."""
+    async def _read(
+        self, response: httpx2.Response, out: trio.MemorySendChannel[str]
+    ) -> Sequence[ToolCall]:
+        """Parse the body into ``out``; after ``[DONE]``, drain briefly for connection reuse.
+
+        Returns the tool calls the stream made."""
         parser = ChatStreamParser()
         try:
             with trio.CancelScope() as drain:
@@ -121,13 +147,12 @@ class OpenAILLM:
                             break  # HTTP/2 closes the stream and keeps the connection
                         drain.deadline = trio.current_time() + _DRAIN_SECONDS
         except _TIMEOUTS as exc:
-            if parser.done:
-                return
-            raise openai.APITimeoutError(request=response.request) from exc
+            if not parser.done:
+                raise openai.APITimeoutError(request=response.request) from exc
         except _TRANSPORT_ERRORS as exc:
-            if parser.done:
-                return  # cleanup after [DONE] must not fail a complete answer
-            raise openai.APIConnectionError(request=response.request) from exc
+            if not parser.done:  # cleanup after [DONE] must not fail a complete answer
+                raise openai.APIConnectionError(request=response.request) from exc
+        return parser.tool_calls.calls() if parser.tool_calls else NO_CALLS
 
     async def aclose(self) -> None:
         """Close the connection pool."""
@@ -143,6 +168,21 @@ class OpenAILLM:
         tb: TracebackType | None,
     ) -> None:
         await self.aclose()
+
+
+def wire_message(message: ChatMessage) -> dict[str, Any]:
+    """A message of a tool round in OpenAI's shape: an assistant message that called
+    tools (``content`` null when it said nothing), or a ``tool`` result."""
+    if message.tool_call_id is not None:
+        return {"role": "tool", "tool_call_id": message.tool_call_id, "content": message.content}
+    return {
+        "role": message.role,
+        "content": message.content or None,
+        "tool_calls": [
+            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+            for c in message.tool_calls
+        ],
+    }
 
 
 def llm_error_from(exc: openai.OpenAIError) -> LLMError:
@@ -195,4 +235,5 @@ __all__ = [
     "TokenUsage",
     "llm_error_from",
     "parse_retry_after",
+    "wire_message",
 ]

@@ -19,7 +19,7 @@ import attrs
 import trio
 
 from ..errors import LLMError, LLMErrorKind
-from .base import ChatMessage, LLMEngine
+from .base import NO_CALLS, NO_TOOLS, ChatMessage, LLMEngine, ToolCall, ToolSchema
 from .reporting import report
 
 log = logging.getLogger("vantum.llm")
@@ -33,8 +33,14 @@ async def stream_with_retry(
     max_attempts: int = 3,
     base_delay: float = 0.25,
     max_delay: float = 4.0,
-) -> None:
+    tools: Sequence[ToolSchema] = NO_TOOLS,
+    said: list[str] | None = None,
+) -> Sequence[ToolCall]:
     """Stream ``engine``'s answer into ``out``, retrying transient failures before any text.
+
+    Returns the tool calls of the attempt that succeeded. ``said``, when given,
+    collects the deltas too (a tool round records what was said before its calls);
+    without it the relay loop is exactly the one a plain answer always ran.
 
     The delay before attempt ``n + 1`` is ``base_delay * 2 ** (n - 1)``, or the
     server's ``retry_after`` when it gave one, capped at ``max_delay`` either way:
@@ -44,9 +50,9 @@ async def stream_with_retry(
     if max_attempts < 1:
         raise ValueError("max_attempts must be at least 1")
     for attempt in range(1, max_attempts + 1):
-        emitted, error = await _attempt(engine, messages, out)
+        emitted, error, calls = await _attempt(engine, messages, out, tools, said)
         if error is None:
-            return
+            return calls
         if emitted or not error.kind.retryable or attempt == max_attempts:
             raise error
         delay = retry_delay(attempt, error.retry_after, base_delay=base_delay, max_delay=max_delay)
@@ -59,6 +65,7 @@ async def stream_with_retry(
             delay,
         )
         await trio.sleep(delay)
+    raise AssertionError("unreachable: the last attempt returns or raises")
 
 
 def retry_delay(
@@ -70,23 +77,29 @@ def retry_delay(
 
 
 async def _attempt(
-    engine: LLMEngine, messages: Sequence[ChatMessage], out: trio.MemorySendChannel[str]
-) -> tuple[bool, LLMError | None]:
-    """Run one stream; return whether any delta went to ``out`` and the LLMError, if any.
+    engine: LLMEngine,
+    messages: Sequence[ChatMessage],
+    out: trio.MemorySendChannel[str],
+    tools: Sequence[ToolSchema],
+    said: list[str] | None = None,
+) -> tuple[bool, LLMError | None, Sequence[ToolCall]]:
+    """Run one stream; return whether any delta went to ``out``, the LLMError, if any,
+    and the tool calls.
 
     Errors are caught inside the tasks that raise them so the caller sees a plain
     LLMError (or a plain channel error from ``out``), not an exception group.
     """
     emitted = False
     error: LLMError | None = None
+    calls: Sequence[ToolCall] = NO_CALLS
     broken: trio.BrokenResourceError | trio.ClosedResourceError | None = None
     relay_tx, relay_rx = trio.open_memory_channel[str](0)
 
     async def produce() -> None:
-        nonlocal error
+        nonlocal error, calls
         async with relay_tx:
             try:
-                await engine.stream(messages, relay_tx)
+                calls = await engine.stream(messages, relay_tx, tools)
             except LLMError as exc:
                 report(engine.name, exc.kind.value)
                 error = exc
@@ -96,6 +109,8 @@ async def _attempt(
         async with relay_rx:
             async for delta in relay_rx:
                 emitted = True
+                if said is not None:
+                    said.append(delta)
                 try:
                     await out.send(delta)
                 except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
@@ -104,7 +119,7 @@ async def _attempt(
                     break
     if broken is not None:
         raise broken
-    return emitted, error
+    return emitted, error, calls
 
 
 def fallback_tier(kind: LLMErrorKind, consecutive_failures: int) -> int:

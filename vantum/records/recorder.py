@@ -38,6 +38,9 @@ RECORDED: tuple[type[e.ServerEvent], ...] = (
     e.OutputCancelled,
     e.TurnMetrics,
     e.DtmfReceived,
+    e.ToolCalled,
+    e.ToolFinished,
+    e.TransferRequested,
     e.ErrorEvent,
 )
 """What a call record keeps: what was said, how fast, and what went wrong. Interim

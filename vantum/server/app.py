@@ -36,6 +36,7 @@ from ..agents.spec import AgentSpec
 from ..agents.template import escape
 from ..asgi import serve_lifespan
 from ..config import Config
+from ..errors import ConfigError
 from ..logs import bind
 from ..pipeline.context import DEFAULT_SYSTEM_PROMPT
 from ..pipeline.events import ErrorEvent
@@ -48,6 +49,7 @@ from ..protocol.twilio import StreamTickets, derive_key
 from ..providers.reporting import reporting_to
 from ..records import CallStore, record_call
 from ..records.recorder import CallRecorder
+from ..tools.base import CallControl, ToolEnv
 from ..transports.asgi_ws import ConnectionControl, current_connection
 from ..transports.browser import ASGIReceive, ASGISend, BrowserTransport
 from ..transports.voicechat import VoicechatTransport
@@ -106,6 +108,9 @@ class VantumApp:
         """Call records (set by ``run_server``); None records nothing."""
         self.tracing: Tracing | None = None
         """Turn spans (set by ``run_server`` when VANTUM_OTEL / an OTLP endpoint asks)."""
+        tool_secret = config.tool_secret or config.auth_secret
+        self.tool_secret = tool_secret.encode() if tool_secret else secrets.token_bytes(32)
+        """Signs HTTP tool requests; without a configured secret, one of this process."""
 
     @property
     def voicechat_settings(self) -> CallSettings:
@@ -338,7 +343,12 @@ class VantumApp:
                         observer = self.tracing.observer(sid, kind, also=observer)
                     try:
                         await run_session(
-                            transport, self.engines, settings, observer, meter=self.metrics
+                            transport,
+                            self.engines,
+                            settings,
+                            observer,
+                            meter=self.metrics,
+                            tool_env=self.tool_env(transport, kind),
                         )
                     finally:
                         self._count_cut(connection, recorder)
@@ -352,6 +362,22 @@ class VantumApp:
         with trio.CancelScope(shield=True):
             with trio.move_on_after(2):
                 await transport.close(code, reason)
+
+    def tool_env(self, transport: Transport, kind: str) -> ToolEnv:
+        """What a call's tools run with: Twilio calls get REST call control when the
+        account is configured (``TWILIO_ACCOUNT_SID``/``TWILIO_AUTH_TOKEN``)."""
+        call_id = getattr(transport, "call_id", transport.session_id)
+        control: CallControl | None = None
+        config = self.config
+        if kind == "twilio" and config.twilio_account_sid and config.twilio_auth_token:
+            from ..tools.twilio_control import TwilioCallControl
+            from ..transports.twilio_rest import TwilioREST
+
+            try:
+                control = TwilioCallControl(TwilioREST.from_config(config), call_id)
+            except ConfigError as exc:
+                log.warning("call %s: no call control for tools: %s", call_id, exc)
+        return ToolEnv(self.tool_secret, control, call_id)
 
     def _count_cut(
         self, connection: ConnectionControl | None, recorder: CallRecorder | None

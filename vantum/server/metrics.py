@@ -10,7 +10,7 @@ import gc
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from ..pipeline.events import ErrorEvent, ResponseStarted, ServerEvent, TurnMetrics
+from ..pipeline.events import ErrorEvent, ResponseStarted, ServerEvent, ToolFinished, TurnMetrics
 
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0)
 
@@ -50,6 +50,19 @@ class ServerMetrics:
             registry=r,
         )
         self.turns_total = Counter("vantum_turns", "Answers started", registry=r)
+        self.tool_latency = Histogram(
+            "vantum_tool_latency_seconds",
+            "Tool call duration (model asked to result), by tool",
+            ["tool"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.tool_failures = Counter(
+            "vantum_tool_failures",
+            "Tool calls that failed (error, timeout, refusal), by tool",
+            ["tool"],
+            registry=r,
+        )
         self.errors_total = Counter(
             "vantum_error_events", "Error events sent to clients", ["event_type"], registry=r
         )
@@ -110,7 +123,11 @@ class ServerMetrics:
 
     def on_event(self, event: ServerEvent) -> None:
         """Session observer hook: count errors and turns, record latencies."""
-        if isinstance(event, ErrorEvent):
+        if isinstance(event, ToolFinished):
+            self.tool_latency.labels(event.name).observe(event.duration_ms / 1000.0)
+            if not event.ok:
+                self.tool_failures.labels(event.name).inc()
+        elif isinstance(event, ErrorEvent):
             self.errors_total.labels(event.code).inc()
         elif isinstance(event, ResponseStarted):
             self.turns_total.inc()

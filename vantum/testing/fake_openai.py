@@ -31,6 +31,16 @@ More faults, for fault matrices (each applies to the next streamed answer):
   ``data:`` that is not JSON, or a chunk whose ``choices`` is not a list.
 
 ``fake.injected`` counts the faults actually served, by name.
+
+Tool calls: with ``FakeOpenAIConfig(script=...)`` (``vantum fakes --llm-script``,
+:mod:`vantum.testing.llm_script`) a matching user message is answered with
+streamed ``tool_calls`` as the service streams them — the first delta of each call
+carries ``index``, ``id``, ``type`` and the function's name with empty arguments,
+then the arguments follow in ~4-character pieces under the same ``index``, and the
+last chunk says ``finish_reason: "tool_calls"`` — and the request that brings the
+results back is answered with the step's ``then``. Like the service, the fake only
+calls tools the request offered, and refuses (400) a ``tool`` message that does not
+answer a preceding assistant ``tool_calls``.
 """
 
 from __future__ import annotations
@@ -51,6 +61,7 @@ import trio
 from ..asgi import read_body, serve_app, serve_lifespan
 from .change import ChangeSignal
 from .faults import RefusalWindow
+from .llm_script import ScriptStep, match_step
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -116,6 +127,8 @@ class FakeOpenAIConfig:
     tokens_per_second: float = 50.0
     chars_per_token: int = 4
     responder: Responder = echo_responder
+    script: tuple[ScriptStep, ...] = ()
+    """Tool calls to make on cue (see :mod:`vantum.testing.llm_script`)."""
 
 
 @attrs.define(eq=False)
@@ -221,7 +234,7 @@ class FakeOpenAI:
             await _send_json(send, status, payload, extra)
             return
         self.statuses.append(200)
-        reply = self.config.responder(payload["messages"])
+        calls, reply = _scripted(self.config, payload)
         streaming = bool(payload.get("stream"))
         stall = self._stalls.popleft() if self._stalls and streaming else None
         slow = self._slow_starts.popleft() if self._slow_starts and streaming else 0.0
@@ -233,7 +246,9 @@ class FakeOpenAI:
             fault = self._malformed.popleft()
         if not streaming:
             await trio.sleep(self.config.first_token_latency)
-            await _send_json(send, 200, _completion(payload, reply, self.config.chars_per_token))
+            await _send_json(
+                send, 200, _completion(payload, reply, self.config.chars_per_token, calls)
+            )
             self._changed.notify()
             return
         finished = False
@@ -250,7 +265,7 @@ class FakeOpenAI:
                 if slow:
                     self.injected["slow_start"] += 1
                     await trio.sleep(slow)
-                await self._stream(payload, reply, stall, send, fault)
+                await self._stream(payload, reply, stall, send, fault, calls)
                 finished = True
                 await send(_body(b"data: [DONE]\n\n", more=False))
                 nursery.cancel_scope.cancel()
@@ -296,6 +311,7 @@ class FakeOpenAI:
         stall: float | None,
         send: Send,
         fault: str | None = None,
+        calls: Sequence[dict[str, Any]] = (),
     ) -> None:
         config = self.config
         tokens = _tokens(reply, config.chars_per_token)
@@ -335,6 +351,15 @@ class FakeOpenAI:
                     self.injected["malformed"] += 1
                     await send(_body(_MALFORMED[fault]))
             await send(_body(chunk({"content": token})))
+        for index, call in enumerate(calls):
+            first = {**call, "function": {"name": call["function"]["name"], "arguments": ""}}
+            await send(_body(chunk({"tool_calls": [{"index": index, **first}]})))
+            for piece in _tokens(call["function"]["arguments"], config.chars_per_token):
+                await trio.sleep(1.0 / config.tokens_per_second)
+                fragment = {"index": index, "function": {"arguments": piece}}
+                await send(_body(chunk({"tool_calls": [fragment]})))
+        if calls:
+            finish = "tool_calls"
         await send(_body(chunk({}, finish)))
         if usage_wanted:
             usage = _usage(payload["messages"], len(tokens))
@@ -377,12 +402,60 @@ def _validate(payload: Any) -> str | None:
     if not isinstance(messages, list) or not messages:
         return "Missing required parameter: 'messages'."
     roles = {"system", "developer", "user", "assistant", "tool"}
+    open_calls: set[Any] = set()
     for i, message in enumerate(messages):
         if not isinstance(message, dict) or message.get("role") not in roles:
             return f"Invalid value for 'messages[{i}].role'."
         if not isinstance(message.get("content"), str | list | None):
             return f"Invalid type for 'messages[{i}].content'."
+        if message["role"] == "assistant":
+            calls = message.get("tool_calls") or ()
+            open_calls = {c.get("id") for c in calls if isinstance(c, dict)}
+        elif message["role"] == "tool":
+            if message.get("tool_call_id") not in open_calls:
+                return (
+                    "Invalid parameter: messages with role 'tool' must be a response to a "
+                    "preceeding message with 'tool_calls'."
+                )
+        else:
+            open_calls = set()
+    tools = payload.get("tools")
+    if tools is not None and (
+        not isinstance(tools, list)
+        or not all(
+            isinstance(t, dict)
+            and t.get("type") == "function"
+            and isinstance((t.get("function") or {}).get("name"), str)
+            for t in tools
+        )
+    ):
+        return "Invalid value for 'tools': each must be {type: 'function', function: {name,...}}."
     return None
+
+
+def _scripted(
+    config: FakeOpenAIConfig, payload: dict[str, Any]
+) -> tuple[list[dict[str, Any]], str]:
+    """The tool calls and text to answer ``payload`` with (script first, then the responder)."""
+    messages = payload["messages"]
+    if config.script:
+        user = next((m for m in reversed(messages) if m.get("role") == "user"), None)
+        step = match_step(config.script, _text_of(user.get("content"))) if user else None
+        if step is not None:
+            if messages[-1].get("role") == "tool" or not step.tool_calls:
+                return [], step.then or config.responder(messages)
+            offered = {(t.get("function") or {}).get("name") for t in payload.get("tools") or ()}
+            if all(c.name in offered for c in step.tool_calls):
+                calls = [
+                    {
+                        "id": f"call_{uuid.uuid4().hex[:24]}",
+                        "type": "function",
+                        "function": {"name": c.name, "arguments": json.dumps(dict(c.arguments))},
+                    }
+                    for c in step.tool_calls
+                ]
+                return calls, step.say
+    return [], config.responder(messages)
 
 
 def _tokens(text: str, size: int) -> list[str]:
@@ -398,14 +471,19 @@ def _usage(messages: list[dict[str, Any]], completion_tokens: int) -> dict[str, 
     }
 
 
-def _completion(payload: dict[str, Any], reply: str, chars_per_token: int) -> dict[str, Any]:
-    message = {"role": "assistant", "content": reply, "refusal": None}
+def _completion(
+    payload: dict[str, Any], reply: str, chars_per_token: int, calls: Sequence[Any] = ()
+) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": reply or None, "refusal": None}
+    if calls:
+        message["tool_calls"] = list(calls)
+    finish = "tool_calls" if calls else "stop"
     return {
         "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
         "object": "chat.completion",
         "created": int(time.time()),
         "model": payload["model"],
-        "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": "stop"}],
+        "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish}],
         "usage": _usage(payload["messages"], len(_tokens(reply, chars_per_token))),
     }
 

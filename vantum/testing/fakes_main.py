@@ -12,12 +12,14 @@ import trio
 from .fake_cartesia import FakeCartesiaConfig, serve_fake_cartesia
 from .fake_deepgram import FakeDeepgramConfig, serve_fake_deepgram
 from .fake_openai import FakeOpenAIConfig, serve_fake_openai
+from .llm_script import ScriptStep
 
 
-async def run_fakes(host: str = "127.0.0.1") -> None:
+async def run_fakes(host: str = "127.0.0.1", llm_script: tuple[ScriptStep, ...] = ()) -> None:
+    """``llm_script``: the fake OpenAI's tool calls on cue (``--llm-script``)."""
     async with (
         serve_fake_deepgram(FakeDeepgramConfig(), host=host) as dg,
-        serve_fake_openai(FakeOpenAIConfig(), host=host) as oa,
+        serve_fake_openai(FakeOpenAIConfig(script=llm_script), host=host) as oa,
         serve_fake_cartesia(FakeCartesiaConfig(), host=host) as ca,
     ):
         print("fake providers running; point the server at them with:", flush=True)

@@ -23,16 +23,21 @@ from ..pipeline.settings import CallSettings
 from ..pipeline.transport import PeerGone
 from ..protocol.client_events import ClientEvent
 from ..providers.base import (
+    NO_CALLS,
+    NO_TOOLS,
     ChatMessage,
     Finalize,
     FinalizeDone,
     STTEvent,
     STTInput,
+    ToolCall,
+    ToolSchema,
     TranscriptEvent,
     TTSAudio,
     TTSEvent,
     WordTimestamps,
 )
+from ..tools.base import ToolEnv
 
 
 class MemoryTransport:
@@ -70,7 +75,7 @@ class MemoryClient:
 
 @asynccontextmanager
 async def open_memory_session(
-    engines: Engines, settings: CallSettings | None = None
+    engines: Engines, settings: CallSettings | None = None, tool_env: ToolEnv | None = None
 ) -> AsyncIterator[MemoryClient]:
     c2s_tx, c2s_rx = trio.open_memory_channel[ClientEvent | ProtocolError](64)
     s2c_tx, s2c_rx = trio.open_memory_channel[ServerEvent](10_000)
@@ -79,7 +84,7 @@ async def open_memory_session(
 
         async def serve() -> None:
             async with s2c_tx:
-                await run_session(transport, engines, settings or CallSettings())
+                await run_session(transport, engines, settings or CallSettings(), tool_env=tool_env)
 
         nursery.start_soon(serve)
         async with c2s_tx:
@@ -141,12 +146,16 @@ class ScriptedLLM:
     name: str = "scripted-llm"
 
     async def stream(
-        self, messages: Sequence[ChatMessage], out: trio.MemorySendChannel[str]
-    ) -> None:
+        self,
+        messages: Sequence[ChatMessage],
+        out: trio.MemorySendChannel[str],
+        tools: Sequence[ToolSchema] = NO_TOOLS,
+    ) -> Sequence[ToolCall]:
         await trio.sleep(self.first_token)
         for word in self.reply(messages).split(" "):
             await out.send(word + " ")
             await trio.sleep(self.per_token)
+        return NO_CALLS
 
 
 @attrs.define

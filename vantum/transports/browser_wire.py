@@ -12,6 +12,7 @@ JSON logging in the page.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import attrs
@@ -87,10 +88,35 @@ def to_wire(event: e.ServerEvent) -> WireEvent:
         return WireEvent(ev.CONNECTION_ACK, {"success": True})
     if isinstance(event, e.DtmfReceived):
         return WireEvent(ev.DTMF, {"digit": event.digit})
+    if isinstance(event, e.ToolCalled):
+        payload = {
+            "callId": event.call_id,
+            "name": event.name,
+            "arguments": tool_arguments(event.arguments),
+        }
+        return WireEvent(ev.TOOL_CALL, payload)
+    if isinstance(event, e.ToolFinished):
+        payload = {
+            "callId": event.call_id,
+            "name": event.name,
+            "ok": event.ok,
+            "durationMs": event.duration_ms,
+        }
+        return WireEvent(ev.TOOL_RESULT, payload)
+    if isinstance(event, e.TransferRequested):
+        return WireEvent(ev.TOOL_TRANSFER, {"target": event.target})
     if isinstance(event, e.CallEnded):
         name = ev.LIFECYCLE_HANGUP if event.reason == "hangup" else ev.LIFECYCLE_MAX_DURATION
         return WireEvent(name, {"message": event.message})
     raise TypeError(f"no browser wire form for {event!r}")
+
+
+def tool_arguments(text: str) -> Any:
+    """The model's arguments as an object when they are JSON, else the text as written."""
+    try:
+        return json.loads(text) if text.strip() else {}
+    except ValueError:
+        return text
 
 
 def metrics_payload(event: e.TurnMetrics) -> dict[str, Any]:
@@ -108,4 +134,4 @@ def metrics_payload(event: e.TurnMetrics) -> dict[str, Any]:
     }
 
 
-__all__ = ["WireEvent", "metrics_payload", "to_wire"]
+__all__ = ["WireEvent", "metrics_payload", "to_wire", "tool_arguments"]
