@@ -25,7 +25,7 @@ from vantum.testing.memory import (
     ScriptedTTS,
     open_memory_session,
 )
-from vantum.tools.base import ToolEnv
+from vantum.tools.base import ToolContext, ToolEnv
 
 T = TypeVar("T")
 
@@ -51,6 +51,11 @@ async def held_lookup(surname: str) -> dict[str, str]:
         PROBE.cancelled = True
         raise
     return {"booking": f"{surname}: Friday"}
+
+
+async def whose_booking(ctx: ToolContext, surname: str) -> dict[str, str]:
+    """Answers with the call's own variables: what the caller's token or the resolver set."""
+    return {"booking": f"{surname} for {ctx.variables.get('guest', '?')}"}
 
 
 @pytest.fixture(autouse=True)
@@ -214,3 +219,25 @@ async def test_barge_in_during_a_slow_tool(
         assert roles[:3] == ["user", "assistant", "tool"]
         assert "Friday" in next_request[3].content
     assert "Done." not in events.texts()
+
+
+async def test_a_python_tool_sees_the_calls_own_variables(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Per-call variables (token claims, the resolver) override the agent's defaults."""
+    llm = ToolLLM()
+    tool = PythonTool("lookup", "Find a booking", "test_tool_answers:whose_booking")
+    agent = AgentSpec("desk", "You are a desk.", tools=(tool,), variables={"guest": "default"})
+    call = CallSettings(
+        agent=agent, variables={"guest": "Ada"}, turn=TurnPolicy(idle_prompt_s=None)
+    )
+    events = Events()
+    engines = Engines(ScriptedSTT(), llm, ScriptedTTS())
+    async with open_memory_session(engines, call, ENV) as client:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(events.run, client)
+            await client.send.send(TextInput("t1", "about my booking please"))
+            await events.wait_for(e.ResponseComplete)
+            nursery.cancel_scope.cancel()
+    result = llm.seen[1][-1]
+    assert result.role == "tool" and "Smith for Ada" in result.content

@@ -235,7 +235,7 @@ class Answer:
 
         ctx = ToolContext(
             self.ctx.call_id or self.ctx.session_id,
-            agent.variables,
+            self.ctx.settings.variables or agent.variables,
             say,
             self.ctx.control,
             agent.transfer_numbers,

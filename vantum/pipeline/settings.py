@@ -96,8 +96,6 @@ class CallSettings:
     """Answers that may wait behind the one being spoken; more are refused."""
     audio_buffer: int = 50
     """Audio chunks ingress may queue before the session reports backpressure."""
-    agent: AgentSpec | None = None
-    """The agent this call runs (its tools, call control, filler); None: no tools."""
 
     @property
     def output_rate(self) -> int:
