@@ -15,6 +15,7 @@ import attrs
 import trio
 from e2e_helpers import FAST_CA
 
+from vantum.agents.loader import AgentBook
 from vantum.agents.spec import AgentSpec, BuiltinTool, HttpTool
 from vantum.asgi import read_body, serve_app, serve_lifespan
 from vantum.protocol import events as ev
@@ -102,7 +103,8 @@ def agent(tool_url: str = "http://127.0.0.1:9/unused") -> AgentSpec:
 
 
 def use_agent(stack: Stack, spec: AgentSpec) -> None:
-    stack.app.settings = attrs.evolve(stack.app.settings, agent=spec)
+    """Every call on this server runs ``spec`` (as ``--agents`` with one agent would)."""
+    stack.app.agents = AgentBook({spec.name: spec}, spec.name)
 
 
 def kinds(turn: TurnResult) -> list[str]:
