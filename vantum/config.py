@@ -79,6 +79,15 @@ class Config:
     records_url: str | None = None
     """Where call records go: ``sqlite:///vantum-calls.db`` (the ``vantum serve`` default),
     ``postgresql://...``; None/empty disables recording."""
+    webhook_urls: tuple[str, ...] = ()
+    """Where call events are POSTed (``VANTUM_WEBHOOK_URL``, several separated by commas
+    or spaces); needs ``records_url`` (the outbox lives in the call store) and
+    ``webhook_secret``. docs/integration.md."""
+    webhook_secret: str | None = None
+    """HMAC-SHA256 key of the ``Vantum-Signature`` header (``VANTUM_WEBHOOK_SECRET``)."""
+    api_keys: tuple[str, ...] = ()
+    """``VANTUM_API_KEYS``: comma-separated ``key`` or ``key:read`` (read-only) entries
+    for the ``/v1`` calls API; none: the API is off."""
     audio_rate_margin: float | None = 1.25
     """Clients may send audio at most this much faster than real time (after a 5 s lead);
     None disables the check (the test stack does, to stream fixtures fast)."""
@@ -149,6 +158,13 @@ class Config:
             "twilio_auth_token": e.get("TWILIO_AUTH_TOKEN") or None,
             "twilio_api_base": e.get("TWILIO_API_BASE", _default("twilio_api_base")),
             "records_url": e.get("VANTUM_RECORDS_URL", "sqlite:///vantum-calls.db") or None,
+            "webhook_urls": tuple(
+                u for u in e.get("VANTUM_WEBHOOK_URL", "").replace(",", " ").split() if u
+            ),
+            "webhook_secret": e.get("VANTUM_WEBHOOK_SECRET") or None,
+            "api_keys": tuple(
+                k.strip() for k in e.get("VANTUM_API_KEYS", "").split(",") if k.strip()
+            ),
             "audio_rate_margin": _env_float(
                 e, "VANTUM_AUDIO_RATE_MARGIN", _default("audio_rate_margin")
             ),
@@ -198,6 +214,13 @@ class Config:
             raise ConfigError(f"VANTUM_TOKEN_MAX_TTL_S={config.token_max_ttl_s}: use 1 or more")
         if not 10 <= config.output_chunk_ms <= 1000:
             raise ConfigError(f"VANTUM_OUTPUT_CHUNK_MS={config.output_chunk_ms}: use 10..1000")
+        for url in config.webhook_urls:
+            if not url.startswith(("http://", "https://")):
+                raise ConfigError(f"VANTUM_WEBHOOK_URL: {url!r} is not an http(s) URL")
+        if config.webhook_urls and not config.webhook_secret:
+            raise ConfigError("VANTUM_WEBHOOK_URL is set without VANTUM_WEBHOOK_SECRET")
+        if config.webhook_secret is not None and len(config.webhook_secret) < 16:
+            raise ConfigError("VANTUM_WEBHOOK_SECRET: use at least 16 characters")
         if config.write_timeout_ms < 100:
             raise ConfigError(f"VANTUM_WRITE_TIMEOUT_MS={config.write_timeout_ms}: use 100 or more")
         return config

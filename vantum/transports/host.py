@@ -41,6 +41,12 @@ class SessionHost(Protocol):
         """Why a new call must be turned away (event type, close code, message), or None."""
         ...
 
-    async def serve_session(self, transport: Transport, kind: str) -> None:
-        """Run one call on ``transport`` until it ends."""
+    async def serve_session(
+        self, transport: Transport, kind: str, *, meta: dict[str, str] | None = None
+    ) -> None:
+        """Run one call on ``transport`` until it ends; ``meta`` goes into its record."""
+        ...
+
+    async def carrier_status(self, call_sid: str, fields: dict[str, str]) -> None:
+        """A carrier's status callback for call ``call_sid``: update its record."""
         ...

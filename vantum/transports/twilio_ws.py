@@ -431,7 +431,20 @@ async def serve_twilio_stream(
     # the session id, and the call ids the start annotates reach the session's records.
     with bind(session_id=transport.session_id, transport="twilio"):
         if await _admit_stream(app, transport):
-            await app.serve_session(transport, "twilio")
+            await app.serve_session(transport, "twilio", meta=call_meta(transport.start))
+
+
+def call_meta(start: Start | None) -> dict[str, str]:
+    """What the call record keeps of a stream's ``start``: the carrier's call id and
+    the caller and callee our voice webhook passed on as stream parameters."""
+    if start is None:
+        return {}
+    params = start.custom_parameters
+    meta = {"call_sid": start.call_id, "stream_sid": start.stream_id}
+    for key, name in (("From", "from"), ("To", "to"), ("Direction", "direction")):
+        if params.get(key):
+            meta[name] = params[key]
+    return meta
 
 
 async def _admit_stream(app: SessionHost, transport: MediaStreamTransport) -> bool:
