@@ -312,7 +312,8 @@ class VantumApp:
                 code, reason = ev.CLOSE_INTERNAL, "internal error"
             finally:
                 self.metrics.sessions_active.dec()
-        if scope.cancelled_caught and self.registry.was_hung_up(sid):
+                hung_up = self.registry.was_hung_up(sid)
+        if scope.cancelled_caught and hung_up:
             code, reason = ev.CLOSE_NORMAL, "call hung up"
         elif scope.cancelled_caught:
             code, reason = ev.CLOSE_GOING_AWAY, "server is shutting down"
