@@ -85,6 +85,13 @@ class Config:
     ``webhook_secret``. docs/integration.md."""
     webhook_secret: str | None = None
     """HMAC-SHA256 key of the ``Vantum-Signature`` header (``VANTUM_WEBHOOK_SECRET``)."""
+    recordings_dir: str | None = None
+    """Where call recordings go (``VANTUM_RECORDINGS_DIR``); None: nothing is recorded."""
+    record_calls: bool = False
+    """Record every call (``VANTUM_RECORD_CALLS=1``); otherwise only calls whose agent
+    asks (``record_audio``). Needs ``recordings_dir``."""
+    recording_max_mb: int = 512
+    recording_max_s: float = 4 * 3600.0
     api_keys: tuple[str, ...] = ()
     """``VANTUM_API_KEYS``: comma-separated ``key`` or ``key:read`` (read-only) entries
     for the ``/v1`` calls API; none: the API is off."""
@@ -162,6 +169,12 @@ class Config:
                 u for u in e.get("VANTUM_WEBHOOK_URL", "").replace(",", " ").split() if u
             ),
             "webhook_secret": e.get("VANTUM_WEBHOOK_SECRET") or None,
+            "recordings_dir": e.get("VANTUM_RECORDINGS_DIR") or None,
+            "record_calls": _env_bool(e, "VANTUM_RECORD_CALLS"),
+            "recording_max_mb": _env_int(
+                e, "VANTUM_RECORDING_MAX_MB", _default("recording_max_mb")
+            ),
+            "recording_max_s": _env_float(e, "VANTUM_RECORDING_MAX_S", _default("recording_max_s")),
             "api_keys": tuple(
                 k.strip() for k in e.get("VANTUM_API_KEYS", "").split(",") if k.strip()
             ),
@@ -214,6 +227,8 @@ class Config:
             raise ConfigError(f"VANTUM_TOKEN_MAX_TTL_S={config.token_max_ttl_s}: use 1 or more")
         if not 10 <= config.output_chunk_ms <= 1000:
             raise ConfigError(f"VANTUM_OUTPUT_CHUNK_MS={config.output_chunk_ms}: use 10..1000")
+        if config.record_calls and not config.recordings_dir:
+            raise ConfigError("VANTUM_RECORD_CALLS=1 needs VANTUM_RECORDINGS_DIR")
         for url in config.webhook_urls:
             if not url.startswith(("http://", "https://")):
                 raise ConfigError(f"VANTUM_WEBHOOK_URL: {url!r} is not an http(s) URL")

@@ -15,7 +15,9 @@ import json
 import logging
 import secrets
 import time
+from collections.abc import AsyncIterator
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -33,11 +35,13 @@ from ..protocol import events as ev
 from ..protocol.ids import new_id
 from ..protocol.twilio import StreamTickets, derive_key
 from ..providers.reporting import reporting_to
+from ..recording.tap import CallRecording, RecordingLimits, record_audio
 from ..records import CallStore, RecordError, record_call
 from ..records.recorder import CallRecorder, OutboxWaker
 from ..transports.asgi_ws import ConnectionControl, current_connection
 from ..transports.browser import ASGIReceive, ASGISend, BrowserTransport
 from ..transports.voicechat import VoicechatTransport
+from ..webhooks.payloads import RECORDING_KIND
 from .admission import AdmissionControl, HandshakeRefused
 from .auth import AuthError
 from .connections import CLOSE_GRACE_S
@@ -301,6 +305,9 @@ class VantumApp:
                         observer = recorder
                     if self.tracing is not None:
                         observer = self.tracing.observer(sid, kind, also=observer)
+                    if self.records_audio(settings):
+                        recording = await stack.enter_async_context(self._recording(sid))
+                        transport = recording.wrap(transport)
                     try:
                         await run_session(
                             transport, self.engines, settings, observer, meter=self.metrics
@@ -320,6 +327,40 @@ class VantumApp:
         with trio.CancelScope(shield=True):
             with trio.move_on_after(2):
                 await transport.close(code, reason)
+
+    def records_audio(self, settings: CallSettings) -> bool:
+        """Whether this call is recorded: the server's ``VANTUM_RECORD_CALLS`` or the
+        call's agent's ``record_audio``, and a ``VANTUM_RECORDINGS_DIR`` to put it in."""
+        if not self.config.recordings_dir:
+            return False
+        agent = getattr(settings, "agent", None)
+        return self.config.record_calls or bool(getattr(agent, "record_audio", False))
+
+    @contextlib.asynccontextmanager
+    async def _recording(self, sid: str) -> AsyncIterator[CallRecording]:
+        """The call's recording; once it is complete, its location goes into the record
+        (before the record is ended, so ``call.ended`` carries it)."""
+        assert self.config.recordings_dir
+        limits = RecordingLimits(self.config.recording_max_mb << 20, self.config.recording_max_s)
+        directory = Path(self.config.recordings_dir)
+        recording: CallRecording | None = None
+        try:
+            async with record_audio(sid, directory, limits=limits) as recording:
+                yield recording
+        finally:
+            if (
+                self.store is not None
+                and recording is not None
+                and recording.rate
+                and recording.failed is None
+            ):
+                with trio.CancelScope(shield=True), trio.move_on_after(5):
+                    try:
+                        await self.store.add_event(
+                            sid, RECORDING_KIND, recording.info(), time.time()
+                        )
+                    except RecordError as exc:
+                        log.warning("call %s: recording not noted: %s", sid, exc)
 
     def webhook_urls(self, settings: CallSettings) -> tuple[str, ...]:
         """Where this call's events go: its agent's URLs when it names any, else the

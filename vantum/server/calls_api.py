@@ -20,7 +20,11 @@ import json
 import logging
 import re
 import urllib.parse
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import attrs
+import trio
 
 from ..records.store import CallQuery, CallRecord, CallSummary, RecordError
 from ..transports.browser import ASGIReceive, ASGISend
@@ -31,6 +35,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("vantum.api")
 
+FILE_CHUNK = 64 * 1024
 DEFAULT_PAGE = 50
 MAX_PAGE = 200
 READ, WRITE = "read", "write"
@@ -57,6 +62,9 @@ async def handle_calls_api(
 ) -> None:
     try:
         status, body = await _route(app, scope)
+        if isinstance(body, RecordingFile):
+            await _send_file(body, scope, send)
+            return
     except ApiError as exc:
         status, body = exc.status, {"error": {"code": exc.code, "message": exc.message}}
     except RecordError as exc:
@@ -75,7 +83,15 @@ async def handle_calls_api(
     await send({"type": "http.response.body", "body": data})
 
 
-async def _route(app: VantumApp, scope: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+@attrs.frozen
+class RecordingFile:
+    path: Path
+    size: int
+
+
+async def _route(
+    app: VantumApp, scope: dict[str, Any]
+) -> tuple[int, dict[str, Any] | RecordingFile]:
     keys = parse_keys(app.config.api_keys)
     if not keys:
         raise ApiError(404, "api_disabled", "the calls API is off (VANTUM_API_KEYS is not set)")
@@ -96,11 +112,92 @@ async def _route(app: VantumApp, scope: dict[str, Any]) -> tuple[int, dict[str, 
     _method(method, "GET")
     record = await _record(app, call_id)
     if sub == "/recording":
-        raise ApiError(404, "no_recording", f"call {call_id} has no recording")
+        return 200, await _recording_file(record)
     events = [
         {"seq": e.seq, "type": e.kind, "at": e.at, "payload": e.payload} for e in record.events
     ]
     return 200, {"call": _detail(record), "events": events}
+
+
+async def _recording_file(record: CallRecord) -> RecordingFile:
+    saved = ended_data(record)["recording"]
+    if not saved or not saved.get("path"):
+        raise ApiError(404, "no_recording", f"call {record.call_id} has no recording")
+    path = Path(str(saved["path"]))
+    try:
+        size = (await trio.to_thread.run_sync(path.stat)).st_size
+    except OSError:
+        raise ApiError(404, "no_recording", f"call {record.call_id}: file is gone") from None
+    return RecordingFile(path, size)
+
+
+def parse_range(header: str, size: int) -> tuple[int, int] | None:
+    """``Range: bytes=a-b`` / ``a-`` / ``-n`` as (first, last) inclusive; None: the
+    whole file (no header, or a form we do not serve, such as several ranges)."""
+    unit, _, spec = header.partition("=")
+    if unit.strip().lower() != "bytes" or "," in spec:
+        return None
+    first_s, dash, last_s = spec.strip().partition("-")
+    if not dash:
+        return None
+    try:
+        if first_s == "":
+            suffix = int(last_s)
+            if suffix <= 0:
+                raise ApiError(416, "range_not_satisfiable", "empty suffix range")
+            return max(0, size - suffix), size - 1
+        first = int(first_s)
+        last = size - 1 if last_s == "" else min(int(last_s), size - 1)
+    except ValueError:
+        return None
+    if first >= size or first > last or first < 0:
+        raise ApiError(416, "range_not_satisfiable", f"the file has {size} bytes")
+    return first, last
+
+
+async def _send_file(file: RecordingFile, scope: dict[str, Any], send: ASGISend) -> None:
+    header = ""
+    for name, value in scope.get("headers") or ():
+        if name.lower() == b"range":
+            header = value.decode("latin-1")
+    try:
+        span = parse_range(header, file.size) if header else None
+    except ApiError as exc:
+        body = json.dumps({"error": {"code": exc.code, "message": exc.message}}).encode()
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"content-range", f"bytes */{file.size}".encode()),
+        ]
+        await send({"type": "http.response.start", "status": 416, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+        return
+    first, last = span if span is not None else (0, file.size - 1)
+    length = max(0, last - first + 1)
+    headers = [
+        (b"content-type", b"audio/wav"),
+        (b"content-length", str(length).encode()),
+        (b"accept-ranges", b"bytes"),
+        (b"cache-control", b"no-store"),
+    ]
+    if span is not None:
+        headers.append((b"content-range", f"bytes {first}-{last}/{file.size}".encode()))
+    status = 206 if span is not None else 200
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    if scope["method"] == "HEAD" or length == 0:
+        await send({"type": "http.response.body", "body": b""})
+        return
+    async with await trio.open_file(file.path, "rb") as f:
+        await f.seek(first)
+        left = length
+        while left > 0:
+            chunk = await f.read(min(FILE_CHUNK, left))
+            if not chunk:  # the file shrank under us: end the body short
+                break
+            left -= len(chunk)
+            await send({"type": "http.response.body", "body": chunk, "more_body": left > 0})
+    if left > 0:
+        await send({"type": "http.response.body", "body": b""})
 
 
 def _authenticate(keys: dict[str, frozenset[str]], scope: dict[str, Any]) -> frozenset[str]:
