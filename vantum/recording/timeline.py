@@ -44,7 +44,11 @@ class StereoTimeline:
         offset = start - self.taken
         end = offset + len(samples)
         if end > len(buf):
-            buf = np.concatenate([buf, np.zeros(end - len(buf), dtype="<i2")])
+            # Grow geometrically: growing by each chunk would copy the whole held
+            # audio 50 times a second. Room past the written audio is silence.
+            grown = np.zeros(max(end, 2 * len(buf), self.rate // 4), dtype="<i2")
+            grown[: len(buf)] = buf
+            buf = grown
         buf[offset:end] = samples
         return buf
 
