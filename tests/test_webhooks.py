@@ -163,6 +163,25 @@ async def test_outbox_rows_commit_with_the_record_or_not_at_all(store_url: str) 
     assert '"transcript":[{"speaker":"caller","text":"hi"' in ended[0].body
 
 
+async def test_settled_deliveries_are_pruned_pending_ones_kept(store_url: str) -> None:
+    call_id = f"prune-{random.getrandbits(48):x}"
+    async with open_store(store_url) as store:
+        await store.start_call(call_id, at=T0, transport="browser", webhooks=["http://a/"])
+        await store.end_call(call_id, "completed", at=T0 + 1)
+        mine = [
+            d
+            for d in await store.claim_deliveries(now=T0 + 2, limit=10_000, lease_s=60)
+            if d.call_id == call_id
+        ]
+        started, ended = sorted(mine, key=lambda d: d.event_type != "call.started")
+        await store.settle_delivery(started.delivery_id, state="delivered", at=T0 + 3)
+        await store.settle_delivery(ended.delivery_id, state="pending", at=T0 + 3, retry_at=T0)
+        assert await store.prune_outbox(settled_before=T0 + 3) == 0
+        assert await store.prune_outbox(settled_before=T0 + 4) >= 1
+        again = await store.claim_deliveries(now=T0 + 5, limit=10_000, lease_s=60)
+        assert [d.delivery_id for d in again if d.call_id == call_id] == [ended.delivery_id]
+
+
 async def test_calls_a_restart_closes_send_call_failed(store_url: str) -> None:
     call_id = f"orphan-{random.getrandbits(48):x}"
     async with open_store(store_url) as store:

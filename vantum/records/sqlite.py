@@ -220,6 +220,9 @@ class SQLiteCallStore:
     async def outbox_stats(self) -> tuple[int, float | None]:
         return await self._run(_outbox_stats)
 
+    async def prune_outbox(self, *, settled_before: float) -> int:
+        return await self._run(_prune, settled_before)
+
     async def get_call(self, call_id: str) -> CallRecord | None:
         return await self._run(_get_call, call_id)
 
@@ -518,3 +521,11 @@ def _outbox_stats(conn: sqlite3.Connection) -> tuple[int, float | None]:
         (DELIVERY_PENDING,),
     ).fetchone()
     return int(count), due
+
+
+def _prune(conn: Any, before: float) -> int:
+    cur = conn.execute(
+        "DELETE FROM vantum_webhook_outbox WHERE state <> ? AND settled_at < ?",
+        (DELIVERY_PENDING, before),
+    )
+    return max(0, int(cur.rowcount))

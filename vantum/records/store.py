@@ -176,6 +176,10 @@ class CallStore(RecordWriter, Protocol):
         """(pending deliveries, when the next one is due)."""
         ...
 
+    async def prune_outbox(self, *, settled_before: float) -> int:
+        """Delete deliveries delivered or failed before then; returns how many."""
+        ...
+
     async def get_call(self, call_id: str) -> CallRecord | None: ...
 
     async def list_calls(

@@ -44,6 +44,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("vantum.webhooks")
 
 USER_AGENT = "vantum-webhooks/1"
+KEEP_SETTLED_S = 7 * 24 * 3600.0
+"""Delivered and failed rows are kept this long (to inspect), then pruned."""
+PRUNE_EVERY_S = 3600.0
 ATTEMPT_HEADER = "Vantum-Delivery-Attempt"
 
 
@@ -119,8 +122,12 @@ class WebhookDispatcher:
                 await self._feed(work_tx)
 
     async def _feed(self, work: trio.MemorySendChannel[Delivery]) -> None:
+        pruned_at = -math.inf
         while True:
             try:
+                if self._wall() - pruned_at >= PRUNE_EVERY_S:
+                    pruned_at = self._wall()
+                    await self.store.prune_outbox(settled_before=pruned_at - KEEP_SETTLED_S)
                 claimed = await self.store.claim_deliveries(
                     now=self._wall(), limit=self._batch, lease_s=self.lease_s
                 )
