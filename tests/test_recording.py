@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import struct
 import wave
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -17,6 +18,7 @@ from hypothesis import given
 
 from vantum.protocol import events as ev
 from vantum.recording.timeline import StereoTimeline
+from vantum.recording.upload import RecordingUploader, S3Target, UploadReport
 from vantum.recording.wavfile import HEADER_BYTES, WavAppender, repair
 from vantum.records import open_store
 from vantum.testing.audio_fixtures import silence, speech_like
@@ -226,3 +228,69 @@ async def test_a_barge_in_is_recorded_as_heard(tmp_path: Path) -> None:
             assert beyond.status_code == 416
             assert beyond.headers["content-range"] == f"bytes */{size}"
             assert beyond.json()["error"]["code"] == "range_not_satisfiable"
+
+
+# --- upload to S3-compatible storage ----------------------------------------------------
+
+
+@pytest.fixture
+def s3_endpoint(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """moto's S3 server on a real socket, with a ``recordings`` bucket."""
+    server_mod = pytest.importorskip("moto.server")
+    boto3 = pytest.importorskip("boto3")
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "test-key",
+        "AWS_SECRET_ACCESS_KEY": "test-secret",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(name, value)
+    server = server_mod.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="recordings")
+    try:
+        yield endpoint
+    finally:
+        server.stop()
+
+
+async def test_recordings_are_uploaded_after_the_call(tmp_path: Path, s3_endpoint: str) -> None:
+    import boto3
+
+    reports_tx, reports_rx = trio.open_memory_channel[UploadReport](4)
+    async with (
+        open_stack(
+            deepgram=FakeDeepgramConfig(script=("hello there",), final_latency=0.02),
+            openai=LONG_OA,
+            cartesia=FAST_CA,
+            recordings_dir=str(tmp_path / "rec"),
+            record_calls=True,
+        ) as stack,
+        open_store(str(tmp_path / "calls.db")) as store,
+        trio.open_nursery() as nursery,
+    ):
+        target = S3Target.parse("s3://recordings/calls/", s3_endpoint)
+        uploader = RecordingUploader(target, store, reports=reports_tx)
+        await nursery.start(uploader.run)
+        stack.app.store, stack.app.uploader = store, uploader
+        async with BrowserClient.connect(stack.ws_url) as client:
+            sid = client.session_id
+            await client.start(16_000)
+            await client.stream_audio(speech_like(0.5, 16_000), 16_000)
+        with trio.fail_after(30):
+            report = await reports_rx.receive()
+        assert report == UploadReport(sid, f"s3://recordings/calls/{sid}.wav")
+        record = await store.get_call(sid)
+        assert record is not None
+        saved = next(e.payload for e in record.events if e.kind == "recording.saved")
+        uploaded = next(e.payload for e in record.events if e.kind == "recording.uploaded")
+        assert saved["url"] == uploaded["url"] == report.url  # named before the upload
+        local = await trio.Path(saved["path"]).read_bytes()
+        s3 = boto3.client("s3", endpoint_url=s3_endpoint)
+        obj = await trio.to_thread.run_sync(
+            lambda: s3.get_object(Bucket="recordings", Key=f"calls/{sid}.wav")
+        )
+        assert obj["ContentType"] == "audio/wav"
+        assert obj["Body"].read() == local and uploaded["bytes"] == len(local) > 44
+        nursery.cancel_scope.cancel()

@@ -90,6 +90,13 @@ class Config:
     record_calls: bool = False
     """Record every call (``VANTUM_RECORD_CALLS=1``); otherwise only calls whose agent
     asks (``record_audio``). Needs ``recordings_dir``."""
+    recordings_s3_url: str | None = None
+    """``s3://bucket/prefix/``: recordings are also uploaded there after each call
+    (``VANTUM_RECORDINGS_S3_URL``; credentials from the usual AWS variables)."""
+    s3_endpoint_url: str | None = None
+    """An S3-compatible store's URL (``VANTUM_S3_ENDPOINT_URL``); None: AWS."""
+    recordings_keep_local: bool = True
+    """Keep the local file after an upload (``VANTUM_RECORDINGS_KEEP_LOCAL=0``: delete)."""
     recording_max_mb: int = 512
     recording_max_s: float = 4 * 3600.0
     api_keys: tuple[str, ...] = ()
@@ -171,6 +178,10 @@ class Config:
             "webhook_secret": e.get("VANTUM_WEBHOOK_SECRET") or None,
             "recordings_dir": e.get("VANTUM_RECORDINGS_DIR") or None,
             "record_calls": _env_bool(e, "VANTUM_RECORD_CALLS"),
+            "recordings_s3_url": e.get("VANTUM_RECORDINGS_S3_URL") or None,
+            "s3_endpoint_url": e.get("VANTUM_S3_ENDPOINT_URL") or None,
+            "recordings_keep_local": e.get("VANTUM_RECORDINGS_KEEP_LOCAL", "1").strip()
+            not in ("0", "false", "no"),
             "recording_max_mb": _env_int(
                 e, "VANTUM_RECORDING_MAX_MB", _default("recording_max_mb")
             ),
@@ -229,6 +240,8 @@ class Config:
             raise ConfigError(f"VANTUM_OUTPUT_CHUNK_MS={config.output_chunk_ms}: use 10..1000")
         if config.record_calls and not config.recordings_dir:
             raise ConfigError("VANTUM_RECORD_CALLS=1 needs VANTUM_RECORDINGS_DIR")
+        if config.recordings_s3_url and not config.recordings_dir:
+            raise ConfigError("VANTUM_RECORDINGS_S3_URL needs VANTUM_RECORDINGS_DIR")
         for url in config.webhook_urls:
             if not url.startswith(("http://", "https://")):
                 raise ConfigError(f"VANTUM_WEBHOOK_URL: {url!r} is not an http(s) URL")

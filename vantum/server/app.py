@@ -36,6 +36,7 @@ from ..protocol.ids import new_id
 from ..protocol.twilio import StreamTickets, derive_key
 from ..providers.reporting import reporting_to
 from ..recording.tap import CallRecording, RecordingLimits, record_audio
+from ..recording.upload import RecordingUploader
 from ..records import CallStore, RecordError, record_call
 from ..records.recorder import CallRecorder, OutboxWaker
 from ..transports.asgi_ws import ConnectionControl, current_connection
@@ -102,6 +103,8 @@ class VantumApp:
         self.webhooks: OutboxWaker | None = None
         """The webhook dispatcher (set by ``run_server``), nudged when a record queued
         deliveries; the URLs are ``config.webhook_urls`` (or the call's agent's)."""
+        self.uploader: RecordingUploader | None = None
+        """Copies finished recordings to S3 (set by ``run_server`` when configured)."""
         self.tracing: Tracing | None = None
         """Turn spans (set by ``run_server`` when VANTUM_OTEL / an OTLP endpoint asks)."""
 
@@ -348,19 +351,18 @@ class VantumApp:
             async with record_audio(sid, directory, limits=limits) as recording:
                 yield recording
         finally:
-            if (
-                self.store is not None
-                and recording is not None
-                and recording.rate
-                and recording.failed is None
-            ):
-                with trio.CancelScope(shield=True), trio.move_on_after(5):
-                    try:
-                        await self.store.add_event(
-                            sid, RECORDING_KIND, recording.info(), time.time()
-                        )
-                    except RecordError as exc:
-                        log.warning("call %s: recording not noted: %s", sid, exc)
+            if recording is not None and recording.rate and recording.failed is None:
+                info = recording.info()
+                if self.uploader is not None:
+                    info["url"] = self.uploader.target.url(sid)  # where it will be
+                if self.store is not None:
+                    with trio.CancelScope(shield=True), trio.move_on_after(5):
+                        try:
+                            await self.store.add_event(sid, RECORDING_KIND, info, time.time())
+                        except RecordError as exc:
+                            log.warning("call %s: recording not noted: %s", sid, exc)
+                if self.uploader is not None:
+                    self.uploader.submit(sid, recording.path)
 
     def webhook_urls(self, settings: CallSettings) -> tuple[str, ...]:
         """Where this call's events go: its agent's URLs when it names any, else the

@@ -11,6 +11,7 @@ import attrs
 import trio
 
 from ..config import Config
+from ..recording.upload import RecordingUploader, S3Target
 from ..records import open_store
 from ..webhooks.dispatcher import WebhookDispatcher
 from . import local_secret
@@ -60,6 +61,14 @@ async def run_server(config: Config) -> None:
                 await nursery.start(dispatcher.run)
                 app.webhooks = dispatcher
                 log.info("webhooks: %s", ", ".join(config.webhook_urls) or "per agent only")
+            if config.recordings_s3_url:
+                target = S3Target.parse(config.recordings_s3_url, config.s3_endpoint_url)
+                uploader = RecordingUploader(
+                    target, app.store, keep_local=config.recordings_keep_local
+                )
+                await nursery.start(uploader.run)
+                app.uploader = uploader
+                log.info("recordings are uploaded to %s", target.url("<call id>"))
             await _serve(app, config)
             nursery.cancel_scope.cancel()  # undelivered events wait in the outbox
 
