@@ -3,6 +3,7 @@ and Twilio status callbacks updating the record (issue 16)."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -14,8 +15,10 @@ import pytest
 import trio
 from e2e_helpers import FAST_CA, FAST_DG, FAST_OA, speak_turn
 
+from vantum.config import Config
 from vantum.protocol import events as ev
 from vantum.records import CallStore, open_store
+from vantum.server.main import run_server
 from vantum.testing.browser_client import BrowserClient
 from vantum.testing.fake_twilio import (
     FakeTwilioConfig,
@@ -47,8 +50,12 @@ class DataStack:
         )
 
     async def events(self, n: int) -> list[Received]:
+        return await self.events_from(self.receiver, n)
+
+    @staticmethod
+    async def events_from(receiver: WebhookReceiver, n: int) -> list[Received]:
         with trio.fail_after(10):
-            return [await self.receiver.requests.receive() for _ in range(n)]
+            return [await receiver.requests.receive() for _ in range(n)]
 
 
 @asynccontextmanager
@@ -220,3 +227,57 @@ async def test_twilio_status_callbacks_update_the_record(tmp_path: Path) -> None
         assert kinds["call.failed"]["end_reason"] == "busy"
         assert kinds["call.failed"]["carrier_call_id"] == busy_cfg.call_sid
         assert kinds["call.ended"]["call_id"] == sid
+
+
+class _Lines(logging.Handler):
+    """Start-up log lines; ``listening`` is set once the server says where it is."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.lines: list[str] = []
+        self.listening = trio.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+        if record.getMessage().startswith("Vantum listening on "):
+            self.listening.set()
+
+
+async def test_vantum_serve_runs_the_dispatcher_and_says_the_api_is_off(tmp_path: Path) -> None:
+    """The whole start-up path (run_server): store, dispatcher, calls, webhooks out."""
+    handler = _Lines()
+    logger = logging.getLogger("vantum")
+    logger.addHandler(handler)
+    old_level = logger.level
+    logger.setLevel(logging.INFO)
+    try:
+        async with (
+            open_webhook_receiver(SECRET.encode()) as receiver,
+            trio.open_nursery() as nursery,
+        ):
+            config = Config(
+                host="127.0.0.1",
+                port=0,
+                insecure_no_auth=True,
+                graceful_timeout=1.0,
+                records_url=f"sqlite:///{tmp_path / 'calls.db'}",
+                webhook_urls=(receiver.url,),
+                webhook_secret=SECRET,
+            )
+            nursery.start_soon(run_server, config)
+            with trio.fail_after(30):
+                await handler.listening.wait()
+            line = next(x for x in handler.lines if x.startswith("Vantum listening on "))
+            url = line.split()[3]
+            async with BrowserClient.connect(url.replace("http://", "ws://") + "/ws") as client:
+                sid = client.session_id
+            got = {r.event_type: r for r in await DataStack.events_from(receiver, 2)}
+            assert set(got) == {"call.started", "call.ended"}
+            assert got["call.ended"].body["data"]["call_id"] == sid
+            assert all(r.signature_error is None for r in got.values())
+            assert "calls API (/v1) is OFF: set VANTUM_API_KEYS to enable it" in handler.lines
+            assert f"webhooks: {receiver.url}" in handler.lines
+            nursery.cancel_scope.cancel()
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
