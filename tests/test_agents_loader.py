@@ -72,6 +72,8 @@ command = "python -m my_mcp_server --root /tmp"
 
 [agents.plain]
 instructions = "Be brief. {{braces}} stay."
+webhook_urls = ["https://hooks.example.com/vantum"]
+record_audio = true
 """
 
 
@@ -90,6 +92,9 @@ def test_a_good_file_parses_into_specs() -> None:
         McpServer("files", ("python", "-m", "my_mcp_server", "--root", "/tmp")),
     )
     assert book.with_default("plain").default == "plain"
+    plain = book.agents["plain"]
+    assert plain.webhook_urls == ("https://hooks.example.com/vantum",) and plain.record_audio
+    assert a.webhook_urls == () and a.record_audio is False
 
 
 def test_the_shipped_example_file_loads() -> None:
@@ -117,6 +122,8 @@ def test_the_shipped_example_file_loads() -> None:
         ),
         (('goodbye = "Bye for now."', "goodbye = 3"), "goodbye = 3", "concierge.turn.goodbye"),
         (('default = "concierge"', 'default = "nobody"'), "nobody", "'nobody' is not defined"),
+        (("record_audio = true", 'record_audio = "yes"'), "record_audio", "true or false"),
+        (('"https://hooks.example.com', '"hooks.example.com'), "hooks.example", "not an http"),
     ],
 )
 def test_a_bad_file_names_file_line_and_problem(

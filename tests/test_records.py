@@ -248,10 +248,8 @@ async def test_recorder_is_an_event_observer() -> None:
     assert isinstance(SQLiteCallStore, type)
 
 
-async def test_postgres_round_trip_when_configured() -> None:
-    dsn = os.environ.get("VANTUM_TEST_POSTGRES_DSN")
-    if not dsn:
-        pytest.skip("set VANTUM_TEST_POSTGRES_DSN=postgresql://... to test the Postgres store")
+async def test_postgres_round_trip(postgres_dsn: str) -> None:
+    dsn = postgres_dsn
     call_id = f"pytest-{os.getpid()}-{trio.current_time()}"
     async with open_store(dsn) as store:
         meta = {"agent": "concierge"}

@@ -79,6 +79,29 @@ class Config:
     records_url: str | None = None
     """Where call records go: ``sqlite:///vantum-calls.db`` (the ``vantum serve`` default),
     ``postgresql://...``; None/empty disables recording."""
+    webhook_urls: tuple[str, ...] = ()
+    """Where call events are POSTed (``VANTUM_WEBHOOK_URL``, several separated by commas
+    or spaces); needs ``records_url`` (the outbox lives in the call store) and
+    ``webhook_secret``. docs/integration.md."""
+    webhook_secret: str | None = None
+    """HMAC-SHA256 key of the ``Vantum-Signature`` header (``VANTUM_WEBHOOK_SECRET``)."""
+    recordings_dir: str | None = None
+    """Where call recordings go (``VANTUM_RECORDINGS_DIR``); None: nothing is recorded."""
+    record_calls: bool = False
+    """Record every call (``VANTUM_RECORD_CALLS=1``); otherwise only calls whose agent
+    asks (``record_audio``). Needs ``recordings_dir``."""
+    recordings_s3_url: str | None = None
+    """``s3://bucket/prefix/``: recordings are also uploaded there after each call
+    (``VANTUM_RECORDINGS_S3_URL``; credentials from the usual AWS variables)."""
+    s3_endpoint_url: str | None = None
+    """An S3-compatible store's URL (``VANTUM_S3_ENDPOINT_URL``); None: AWS."""
+    recordings_keep_local: bool = True
+    """Keep the local file after an upload (``VANTUM_RECORDINGS_KEEP_LOCAL=0``: delete)."""
+    recording_max_mb: int = 512
+    recording_max_s: float = 4 * 3600.0
+    api_keys: tuple[str, ...] = ()
+    """``VANTUM_API_KEYS``: comma-separated ``key`` or ``key:read`` (read-only) entries
+    for the ``/v1`` calls API; none: the API is off."""
     audio_rate_margin: float | None = 1.25
     """Clients may send audio at most this much faster than real time (after a 5 s lead);
     None disables the check (the test stack does, to stream fixtures fast)."""
@@ -164,6 +187,23 @@ class Config:
             "twilio_auth_token": e.get("TWILIO_AUTH_TOKEN") or None,
             "twilio_api_base": e.get("TWILIO_API_BASE", _default("twilio_api_base")),
             "records_url": e.get("VANTUM_RECORDS_URL", "sqlite:///vantum-calls.db") or None,
+            "webhook_urls": tuple(
+                u for u in e.get("VANTUM_WEBHOOK_URL", "").replace(",", " ").split() if u
+            ),
+            "webhook_secret": e.get("VANTUM_WEBHOOK_SECRET") or None,
+            "recordings_dir": e.get("VANTUM_RECORDINGS_DIR") or None,
+            "record_calls": _env_bool(e, "VANTUM_RECORD_CALLS"),
+            "recordings_s3_url": e.get("VANTUM_RECORDINGS_S3_URL") or None,
+            "s3_endpoint_url": e.get("VANTUM_S3_ENDPOINT_URL") or None,
+            "recordings_keep_local": e.get("VANTUM_RECORDINGS_KEEP_LOCAL", "1").strip()
+            not in ("0", "false", "no"),
+            "recording_max_mb": _env_int(
+                e, "VANTUM_RECORDING_MAX_MB", _default("recording_max_mb")
+            ),
+            "recording_max_s": _env_float(e, "VANTUM_RECORDING_MAX_S", _default("recording_max_s")),
+            "api_keys": tuple(
+                k.strip() for k in e.get("VANTUM_API_KEYS", "").split(",") if k.strip()
+            ),
             "audio_rate_margin": _env_float(
                 e, "VANTUM_AUDIO_RATE_MARGIN", _default("audio_rate_margin")
             ),
@@ -232,6 +272,17 @@ class Config:
             raise ConfigError(
                 f"VANTUM_AGENT_RESOLVER_TIMEOUT_S={config.agent_resolver_timeout_s}: use 0..30 s"
             )
+        if config.record_calls and not config.recordings_dir:
+            raise ConfigError("VANTUM_RECORD_CALLS=1 needs VANTUM_RECORDINGS_DIR")
+        if config.recordings_s3_url and not config.recordings_dir:
+            raise ConfigError("VANTUM_RECORDINGS_S3_URL needs VANTUM_RECORDINGS_DIR")
+        for url in config.webhook_urls:
+            if not url.startswith(("http://", "https://")):
+                raise ConfigError(f"VANTUM_WEBHOOK_URL: {url!r} is not an http(s) URL")
+        if config.webhook_urls and not config.webhook_secret:
+            raise ConfigError("VANTUM_WEBHOOK_URL is set without VANTUM_WEBHOOK_SECRET")
+        if config.webhook_secret is not None and len(config.webhook_secret) < 16:
+            raise ConfigError("VANTUM_WEBHOOK_SECRET: use at least 16 characters")
         if config.write_timeout_ms < 100:
             raise ConfigError(f"VANTUM_WRITE_TIMEOUT_MS={config.write_timeout_ms}: use 100 or more")
         return config

@@ -60,6 +60,8 @@ _AGENT_KEYS = {
     "filler_after_ms",
     "transfer_numbers",
     "end_call_goodbye",
+    "webhook_urls",
+    "record_audio",
 }
 _TOOL_KEYS = {
     "name",
@@ -245,6 +247,8 @@ class _Parser:
             filler_after_ms=_or(at.integer("filler_after_ms", 0, 60_000), 800),
             transfer_numbers=at.numbers("transfer_numbers"),
             end_call_goodbye=at.string("end_call_goodbye") or "Goodbye!",
+            webhook_urls=at.urls("webhook_urls"),
+            record_audio=at.boolean("record_audio", False),
         )
         names = spec.tool_names()
         for tool in spec.tools:
@@ -511,6 +515,17 @@ class _Table:
         for v in value:
             if not E164_RE.fullmatch(v):
                 raise self.fail(key, f'{v!r} is not an E.164 number ("+15551234567")')
+        return tuple(value)
+
+    def urls(self, key: str) -> tuple[str, ...]:
+        value = self.table.get(key)
+        if value is None:
+            return ()
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise self.fail(key, 'must be a list of URLs ("https://...")')
+        for v in value:
+            if not v.startswith(("http://", "https://")):
+                raise self.fail(key, f"{v!r} is not an http(s) URL")
         return tuple(value)
 
     def schema(self, key: str) -> Mapping[str, Any] | None:

@@ -118,6 +118,10 @@ class AgentSpec:
     transfer_numbers: tuple[str, ...] = ()
     """The only numbers ``transfer_call`` may dial (E.164)."""
     end_call_goodbye: str = "Goodbye!"
+    webhook_urls: tuple[str, ...] = ()
+    """Where this agent's call events go instead of ``VANTUM_WEBHOOK_URL`` (issue 16)."""
+    record_audio: bool = False
+    """Keep a stereo WAV of each call (issue 16; not built yet)."""
 
     def tool_names(self) -> tuple[str, ...]:
         return tuple(t.name for t in self.tools)

@@ -11,7 +11,17 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from .recorder import CallRecorder, record_call
-from .store import CallEvent, CallRecord, CallStore, CallSummary, NewEvent, RecordError
+from .store import (
+    CallEvent,
+    CallQuery,
+    CallRecord,
+    CallStore,
+    CallSummary,
+    Delivery,
+    NewEvent,
+    RecordError,
+    RecordWriter,
+)
 
 
 @asynccontextmanager
@@ -35,12 +45,15 @@ async def open_store(url: str) -> AsyncIterator[CallStore]:
 
 __all__ = [
     "CallEvent",
+    "CallQuery",
     "CallRecord",
     "CallRecorder",
     "CallStore",
     "CallSummary",
+    "Delivery",
     "NewEvent",
     "RecordError",
+    "RecordWriter",
     "open_store",
     "record_call",
 ]

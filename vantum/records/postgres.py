@@ -18,11 +18,15 @@ from typing import Any, TypeVar
 
 import trio
 
+from .outbox import OUTBOX_COLUMNS, OutboxRow, started_rows, terminal_rows
 from .store import (
+    DELIVERY_PENDING,
     OPEN_OUTCOME_ON_RESTART,
     CallEvent,
+    CallQuery,
     CallRecord,
     CallSummary,
+    Delivery,
     NewEvent,
     RecordError,
     dump_payload,
@@ -48,6 +52,23 @@ CREATE TABLE IF NOT EXISTS vantum_call_events (
     payload JSONB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS vantum_call_events_call ON vantum_call_events (call_id, seq);
+CREATE TABLE IF NOT EXISTS vantum_webhook_outbox (
+    delivery_id     BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    event_id        TEXT NOT NULL,
+    event_type      TEXT NOT NULL,
+    call_id         TEXT NOT NULL,
+    url             TEXT NOT NULL,
+    body            TEXT NOT NULL,
+    created_at      DOUBLE PRECISION NOT NULL,
+    next_attempt_at DOUBLE PRECISION NOT NULL,
+    state           TEXT NOT NULL DEFAULT 'pending',
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    last_error      TEXT,
+    settled_at      DOUBLE PRECISION
+);
+CREATE INDEX IF NOT EXISTS vantum_webhook_outbox_due
+    ON vantum_webhook_outbox (state, next_attempt_at);
+CREATE INDEX IF NOT EXISTS vantum_webhook_outbox_call ON vantum_webhook_outbox (call_id);
 """
 
 _CALL_COLUMNS = "call_id, transport, started_at, ended_at, outcome, meta"
@@ -68,13 +89,16 @@ class PostgresCallStore:
         return store
 
     async def start_call(
-        self, call_id: str, *, at: float, transport: str, meta: Mapping[str, str] | None = None
+        self,
+        call_id: str,
+        *,
+        at: float,
+        transport: str,
+        meta: Mapping[str, str] | None = None,
+        webhooks: Sequence[str] = (),
     ) -> None:
-        sql = (
-            "INSERT INTO vantum_calls (call_id, transport, started_at, meta) "
-            "VALUES (%s, %s, %s, %s::jsonb)"
-        )
-        await self._run(_write, sql, [(call_id, transport, at, _json(dict(meta or {})))])
+        summary = CallSummary(call_id, transport, at, None, None, dict(meta or {}))
+        await self._run(_start_call, summary, started_rows(summary, webhooks, at))
 
     async def add_events(self, events: Sequence[NewEvent]) -> None:
         if not events:
@@ -91,9 +115,38 @@ class PostgresCallStore:
         await self.add_events([NewEvent(call_id, kind, payload, at)])
 
     async def end_call(self, call_id: str, outcome: str, *, at: float) -> None:
-        sql = "UPDATE vantum_calls SET ended_at = %s, outcome = %s WHERE call_id = %s"
-        if await self._run(_write, sql, [(at, outcome, call_id)]) == 0:
+        if await self._run(_end_calls, [call_id], outcome, at) == 0:
             raise RecordError(f"no call {call_id!r} to end")
+
+    async def update_meta(self, call_id: str, meta: Mapping[str, str]) -> bool:
+        sql = "UPDATE vantum_calls SET meta = meta || %s::jsonb WHERE call_id = %s"
+        return await self._run(_write, sql, [(_json(dict(meta)), call_id)]) > 0
+
+    async def find_call(self, key: str, value: str) -> str | None:
+        return await self._run(_find_call, key, value)
+
+    async def query_calls(self, query: CallQuery) -> list[CallSummary]:
+        return await self._run(_query_calls, query)
+
+    async def claim_deliveries(self, *, now: float, limit: int, lease_s: float) -> list[Delivery]:
+        return await self._run(_claim, now, limit, lease_s)
+
+    async def settle_delivery(
+        self,
+        delivery_id: int,
+        *,
+        state: str,
+        at: float,
+        retry_at: float | None = None,
+        error: str | None = None,
+    ) -> None:
+        await self._run(_settle, delivery_id, state, at, retry_at, error)
+
+    async def outbox_stats(self) -> tuple[int, float | None]:
+        return await self._run(_outbox_stats)
+
+    async def prune_outbox(self, *, settled_before: float) -> int:
+        return await self._run(_prune, settled_before)
 
     async def get_call(self, call_id: str) -> CallRecord | None:
         return await self._run(_get_call, call_id)
@@ -104,8 +157,7 @@ class PostgresCallStore:
         return await self._run(_list_calls, limit, before)
 
     async def close_orphans(self, outcome: str = OPEN_OUTCOME_ON_RESTART, *, at: float) -> int:
-        sql = "UPDATE vantum_calls SET ended_at = %s, outcome = %s WHERE ended_at IS NULL"
-        return await self._run(_write, sql, [(at, outcome)])
+        return await self._run(_end_calls, None, outcome, at)
 
     async def aclose(self) -> None:
         async with self._lock:
@@ -186,3 +238,129 @@ def _list_calls(conn: Any, limit: int, before: float | None) -> list[CallSummary
         [*args, max(0, limit)],
     ).fetchall()
     return [_summary(r) for r in rows]
+
+
+def _insert_outbox(cur: Any, rows: Sequence[OutboxRow]) -> None:
+    values = ", ".join(["%s"] * 7)
+    sql = f"INSERT INTO vantum_webhook_outbox ({OUTBOX_COLUMNS}) VALUES ({values})"
+    for row in rows:
+        cur.execute(sql, row.values())
+
+
+def _start_call(conn: Any, summary: CallSummary, outbox: Sequence[OutboxRow]) -> None:
+    with conn.transaction(), conn.cursor() as cur:
+        cur.execute(
+            "INSERT INTO vantum_calls (call_id, transport, started_at, meta) "
+            "VALUES (%s, %s, %s, %s::jsonb)",
+            (summary.call_id, summary.transport, summary.started_at, _json(summary.meta)),
+        )
+        _insert_outbox(cur, outbox)
+
+
+def _end_calls(conn: Any, call_ids: Sequence[str] | None, outcome: str, at: float) -> int:
+    """End ``call_ids`` (None: every open call) and queue their terminal events for
+    the URLs their ``call.started`` went to, all in one transaction."""
+    with conn.transaction(), conn.cursor() as cur:
+        if call_ids is None:
+            cur.execute(
+                "UPDATE vantum_calls SET ended_at = %s, outcome = %s WHERE ended_at IS NULL "
+                "RETURNING call_id",
+                (at, outcome),
+            )
+        else:
+            cur.execute(
+                "UPDATE vantum_calls SET ended_at = %s, outcome = %s WHERE call_id = ANY(%s) "
+                "RETURNING call_id",
+                (at, outcome, list(call_ids)),
+            )
+        ended = [str(r[0]) for r in cur.fetchall()]
+        for call_id in ended:
+            cur.execute(
+                "SELECT DISTINCT url FROM vantum_webhook_outbox "
+                "WHERE call_id = %s AND event_type = 'call.started' ORDER BY url",
+                (call_id,),
+            )
+            urls = [str(u) for (u,) in cur.fetchall()]
+            if urls:
+                record = _get_call(conn, call_id)
+                if record is not None:
+                    _insert_outbox(cur, terminal_rows(record, urls, at))
+        return len(ended)
+
+
+def _find_call(conn: Any, key: str, value: str) -> str | None:
+    row = conn.execute(
+        "SELECT call_id FROM vantum_calls WHERE meta ->> %s = %s ORDER BY started_at DESC LIMIT 1",
+        (key, value),
+    ).fetchone()
+    return None if row is None else str(row[0])
+
+
+def _query_calls(conn: Any, q: CallQuery) -> list[CallSummary]:
+    where: list[str] = []
+    args: list[Any] = []
+    if q.since is not None:
+        where.append("started_at >= %s")
+        args.append(q.since)
+    if q.until is not None:
+        where.append("started_at < %s")
+        args.append(q.until)
+    if q.transport is not None:
+        where.append("transport = %s")
+        args.append(q.transport)
+    if q.agent is not None:
+        where.append("meta ->> 'agent' = %s")
+        args.append(q.agent)
+    if q.after is not None:
+        where.append("(started_at, call_id) < (%s, %s)")
+        args.extend(q.after)
+    clause = f"WHERE {' AND '.join(where)}" if where else ""
+    rows = conn.execute(
+        f"SELECT {_CALL_COLUMNS} FROM vantum_calls {clause} "
+        "ORDER BY started_at DESC, call_id DESC LIMIT %s",
+        [*args, max(0, q.limit)],
+    ).fetchall()
+    return [_summary(r) for r in rows]
+
+
+def _claim(conn: Any, now: float, limit: int, lease_s: float) -> list[Delivery]:
+    """SKIP LOCKED: servers sharing the database each take different deliveries."""
+    with conn.transaction():
+        rows = conn.execute(
+            "WITH due AS (SELECT delivery_id FROM vantum_webhook_outbox "
+            "WHERE state = %s AND next_attempt_at <= %s "
+            "ORDER BY next_attempt_at, delivery_id LIMIT %s FOR UPDATE SKIP LOCKED) "
+            "UPDATE vantum_webhook_outbox o SET next_attempt_at = %s FROM due "
+            "WHERE o.delivery_id = due.delivery_id RETURNING o.delivery_id, o.event_id, "
+            "o.event_type, o.call_id, o.url, o.body, o.created_at, o.attempts",
+            (DELIVERY_PENDING, now, limit, now + lease_s),
+        ).fetchall()
+    return sorted((Delivery(*r) for r in rows), key=lambda d: d.delivery_id)
+
+
+def _settle(
+    conn: Any, delivery_id: int, state: str, at: float, retry_at: float | None, error: str | None
+) -> None:
+    conn.execute(
+        "UPDATE vantum_webhook_outbox SET state = %s, attempts = attempts + 1, last_error = %s, "
+        "next_attempt_at = COALESCE(%s::double precision, next_attempt_at), "
+        "settled_at = CASE WHEN %s::text = 'pending' THEN NULL ELSE %s::double precision END "
+        "WHERE delivery_id = %s",
+        (state, error, retry_at, state, at, delivery_id),
+    )
+
+
+def _outbox_stats(conn: Any) -> tuple[int, float | None]:
+    count, due = conn.execute(
+        "SELECT COUNT(*), MIN(next_attempt_at) FROM vantum_webhook_outbox WHERE state = %s",
+        (DELIVERY_PENDING,),
+    ).fetchone()
+    return int(count), due
+
+
+def _prune(conn: Any, before: float) -> int:
+    cur = conn.execute(
+        "DELETE FROM vantum_webhook_outbox WHERE state <> %s AND settled_at < %s",
+        (DELIVERY_PENDING, before),
+    )
+    return max(0, int(cur.rowcount))

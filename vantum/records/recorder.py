@@ -17,16 +17,16 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Protocol
 
 import trio
 
 from ..pipeline import events as e
 from ..pipeline.session import EventObserver
 from ..transports.browser_wire import to_wire
-from .store import CallStore, NewEvent
+from .store import NewEvent, RecordWriter
 
 log = logging.getLogger("vantum.records")
 
@@ -50,6 +50,12 @@ reads like the protocol and older records stay comparable."""
 
 DROPPED_KIND = "records.dropped"
 BATCH = 64
+
+
+class OutboxWaker(Protocol):
+    """The webhook dispatcher, as the recorder sees it: told when rows were queued."""
+
+    def nudge(self) -> None: ...
 
 
 def is_recorded(event: e.ServerEvent) -> bool:
@@ -97,7 +103,7 @@ class CallRecorder:
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             self.dropped += 1  # the call is over, or the store failed: cannot be stored
 
-    async def run_writer(self, store: CallStore) -> None:
+    async def run_writer(self, store: RecordWriter) -> None:
         """Write batches until :meth:`finish` closes the channel and it is drained."""
         batch: list[NewEvent] = []
         try:
@@ -127,7 +133,7 @@ class CallRecorder:
 
 @asynccontextmanager
 async def record_call(
-    store: CallStore,
+    store: RecordWriter,
     call_id: str,
     *,
     transport: str,
@@ -136,11 +142,15 @@ async def record_call(
     queue_size: int = 256,
     flush_timeout: float = 5.0,
     wall_clock: Callable[[], float] = time.time,
+    webhooks: Sequence[str] = (),
+    waker: OutboxWaker | None = None,
 ) -> AsyncIterator[CallRecorder]:
     """Record the call run inside the block; a store failure never fails the call.
 
     The writer is shielded so a server drain (which cancels sessions) still
     flushes what was said; ``flush_timeout`` bounds how long that may take.
+    ``webhooks``: URLs the store queues ``call.started`` and the terminal event for,
+    in the transactions that start and end the record; ``waker`` is told when it did.
     """
     recorder = CallRecorder(call_id, queue_size=queue_size, also=also, wall_clock=wall_clock)
     writer_scope = trio.CancelScope(shield=True)
@@ -148,12 +158,18 @@ async def record_call(
     async def writer() -> None:
         with writer_scope:
             try:
-                await store.start_call(call_id, at=wall_clock(), transport=transport, meta=meta)
+                await store.start_call(
+                    call_id, at=wall_clock(), transport=transport, meta=meta, webhooks=webhooks
+                )
+                if webhooks and waker is not None:
+                    waker.nudge()
                 await recorder.run_writer(store)
                 if recorder.dropped:
                     kind, payload = DROPPED_KIND, {"count": recorder.dropped}
                     await store.add_event(call_id, kind, payload, wall_clock())
                 await store.end_call(call_id, recorder.outcome or "completed", at=wall_clock())
+                if webhooks and waker is not None:
+                    waker.nudge()
             except Exception:
                 log.exception("call %s: recording failed; the call goes on unrecorded", call_id)
                 recorder.abandon()

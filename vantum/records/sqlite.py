@@ -24,11 +24,15 @@ import outcome
 import trio
 
 from .group_commit import CLOSED, GroupCommit
+from .outbox import OUTBOX_COLUMNS, started_rows, terminal_rows
 from .store import (
+    DELIVERY_PENDING,
     OPEN_OUTCOME_ON_RESTART,
     CallEvent,
+    CallQuery,
     CallRecord,
     CallSummary,
+    Delivery,
     NewEvent,
     RecordError,
     dump_payload,
@@ -40,8 +44,9 @@ GATHER_S = 0.005
 """How long a write waits for others to share its transaction. Recording is off the
 call's path (the recorder queues), so a few ms cost nothing audible, and with 30
 calls writing they cut the store's own CPU by half: far fewer thread round trips."""
-Write = tuple[str, Sequence[tuple[Any, ...]]]
-"""One job: a statement and its parameter rows, applied atomically."""
+Write = tuple[str, Sequence[tuple[Any, ...]]] | Callable[[sqlite3.Connection], int]
+"""One job, applied atomically: a statement and its parameter rows, or a function of
+the connection (run inside the group's transaction) returning the rows it changed."""
 
 SCHEMA_VERSION = 1
 SCHEMA = """
@@ -62,6 +67,23 @@ CREATE TABLE IF NOT EXISTS vantum_call_events (
     payload TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS vantum_call_events_call ON vantum_call_events (call_id, seq);
+CREATE TABLE IF NOT EXISTS vantum_webhook_outbox (
+    delivery_id     INTEGER PRIMARY KEY,
+    event_id        TEXT NOT NULL,
+    event_type      TEXT NOT NULL,
+    call_id         TEXT NOT NULL,
+    url             TEXT NOT NULL,
+    body            TEXT NOT NULL,
+    created_at      REAL NOT NULL,
+    next_attempt_at REAL NOT NULL,
+    state           TEXT NOT NULL DEFAULT 'pending',
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    last_error      TEXT,
+    settled_at      REAL
+);
+CREATE INDEX IF NOT EXISTS vantum_webhook_outbox_due
+    ON vantum_webhook_outbox (state, next_attempt_at);
+CREATE INDEX IF NOT EXISTS vantum_webhook_outbox_call ON vantum_webhook_outbox (call_id);
 """
 
 
@@ -121,13 +143,25 @@ class SQLiteCallStore:
         )
 
     async def start_call(
-        self, call_id: str, *, at: float, transport: str, meta: Mapping[str, str] | None = None
+        self,
+        call_id: str,
+        *,
+        at: float,
+        transport: str,
+        meta: Mapping[str, str] | None = None,
+        webhooks: Sequence[str] = (),
     ) -> None:
-        meta_json = dump_payload(dict(meta or {}))
-        await self._write(
-            "INSERT INTO vantum_calls (call_id, transport, started_at, meta) VALUES (?, ?, ?, ?)",
-            [(call_id, transport, at, meta_json)],
-        )
+        summary = CallSummary(call_id, transport, at, None, None, dict(meta or {}))
+        if not webhooks:
+            await self._write(_INSERT_CALL, [_call_row(summary)])
+            return
+
+        def job(conn: sqlite3.Connection) -> int:
+            changed = conn.execute(_INSERT_CALL, _call_row(summary)).rowcount
+            _insert_outbox(conn, started_rows(summary, webhooks, at))
+            return changed
+
+        await self._write_job(job)
 
     async def add_events(self, events: Sequence[NewEvent]) -> None:
         if not events:
@@ -144,12 +178,50 @@ class SQLiteCallStore:
         await self.add_events([NewEvent(call_id, kind, payload, at)])
 
     async def end_call(self, call_id: str, outcome: str, *, at: float) -> None:
-        changed = await self._write(
-            "UPDATE vantum_calls SET ended_at = ?, outcome = ? WHERE call_id = ?",
-            [(at, outcome, call_id)],
-        )
-        if changed == 0:
+        def job(conn: sqlite3.Connection) -> int:
+            changed = conn.execute(
+                "UPDATE vantum_calls SET ended_at = ?, outcome = ? WHERE call_id = ?",
+                (at, outcome, call_id),
+            ).rowcount
+            if changed:
+                _queue_terminal(conn, call_id, at)
+            return changed
+
+        if await self._write_job(job) == 0:
             raise RecordError(f"no call {call_id!r} to end")
+
+    async def update_meta(self, call_id: str, meta: Mapping[str, str]) -> bool:
+        changed = await self._write(
+            "UPDATE vantum_calls SET meta = json_patch(meta, ?) WHERE call_id = ?",
+            [(dump_payload(dict(meta)), call_id)],
+        )
+        return changed > 0
+
+    async def find_call(self, key: str, value: str) -> str | None:
+        return await self._run(_find_call, key, value)
+
+    async def query_calls(self, query: CallQuery) -> list[CallSummary]:
+        return await self._run(_query_calls, query)
+
+    async def claim_deliveries(self, *, now: float, limit: int, lease_s: float) -> list[Delivery]:
+        return await self._run(_claim, now, limit, lease_s)
+
+    async def settle_delivery(
+        self,
+        delivery_id: int,
+        *,
+        state: str,
+        at: float,
+        retry_at: float | None = None,
+        error: str | None = None,
+    ) -> None:
+        await self._run(_settle, delivery_id, state, at, retry_at, error)
+
+    async def outbox_stats(self) -> tuple[int, float | None]:
+        return await self._run(_outbox_stats)
+
+    async def prune_outbox(self, *, settled_before: float) -> int:
+        return await self._run(_prune, settled_before)
 
     async def get_call(self, call_id: str) -> CallRecord | None:
         return await self._run(_get_call, call_id)
@@ -160,10 +232,18 @@ class SQLiteCallStore:
         return await self._run(_list_calls, limit, before)
 
     async def close_orphans(self, outcome: str = OPEN_OUTCOME_ON_RESTART, *, at: float) -> int:
-        return await self._write(
-            "UPDATE vantum_calls SET ended_at = ?, outcome = ? WHERE ended_at IS NULL",
-            [(at, outcome)],
-        )
+        def job(conn: sqlite3.Connection) -> int:
+            rows = conn.execute("SELECT call_id FROM vantum_calls WHERE ended_at IS NULL")
+            orphans = [call_id for (call_id,) in rows.fetchall()]
+            for call_id in orphans:
+                conn.execute(
+                    "UPDATE vantum_calls SET ended_at = ?, outcome = ? WHERE call_id = ?",
+                    (at, outcome, call_id),
+                )
+                _queue_terminal(conn, call_id, at)
+            return len(orphans)
+
+        return await self._write_job(job)
 
     async def aclose(self) -> None:
         """Refuse new calls, let writes already accepted commit, then close."""
@@ -177,6 +257,11 @@ class SQLiteCallStore:
         if self._conn is None:
             raise RecordError(CLOSED)
         return await self._writes.submit((sql, rows), len(rows))
+
+    async def _write_job(self, job: Callable[[sqlite3.Connection], int]) -> int:
+        if self._conn is None:
+            raise RecordError(CLOSED)
+        return await self._writes.submit(job, 1)
 
     async def _write_group(self, jobs: list[Write]) -> list[outcome.Outcome[int]]:
         if self._conn is None:
@@ -255,11 +340,15 @@ def _write_group(conn: sqlite3.Connection, jobs: list[Write]) -> list[outcome.Ou
         try:
             conn.execute("BEGIN IMMEDIATE")
             for current in todo:
-                sql, rows = jobs[current]
-                counts.append(conn.executemany(sql, rows).rowcount)
+                job = jobs[current]
+                if callable(job):
+                    counts.append(job(conn))
+                else:
+                    sql, rows = job
+                    counts.append(conn.executemany(sql, rows).rowcount)
             current = None
             conn.execute("COMMIT")
-        except sqlite3.Error as exc:
+        except Exception as exc:  # a job's own failure (SQL or building its rows)
             _rollback(conn)
             failed = todo if current is None else [current]
             for i in failed:
@@ -317,3 +406,126 @@ def _list_calls(conn: sqlite3.Connection, limit: int, before: float | None) -> l
         [*args, max(0, limit)],
     ).fetchall()
     return [_summary(r) for r in rows]
+
+
+_INSERT_CALL = "INSERT INTO vantum_calls (call_id, transport, started_at, meta) VALUES (?, ?, ?, ?)"
+
+
+def _call_row(summary: CallSummary) -> tuple[str, str, float, str]:
+    return (summary.call_id, summary.transport, summary.started_at, dump_payload(summary.meta))
+
+
+def _insert_outbox(conn: sqlite3.Connection, rows: Sequence[Any]) -> None:
+    if rows:
+        conn.executemany(
+            f"INSERT INTO vantum_webhook_outbox ({OUTBOX_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [r.values() for r in rows],
+        )
+
+
+def _queue_terminal(conn: sqlite3.Connection, call_id: str, now: float) -> None:
+    """Queue the ended call's terminal event for the URLs its start was sent to."""
+    urls = [
+        u
+        for (u,) in conn.execute(
+            "SELECT DISTINCT url FROM vantum_webhook_outbox "
+            "WHERE call_id = ? AND event_type = 'call.started' ORDER BY url",
+            (call_id,),
+        )
+    ]
+    if not urls:
+        return
+    record = _get_call(conn, call_id)
+    if record is not None:
+        _insert_outbox(conn, terminal_rows(record, urls, now))
+
+
+def _find_call(conn: sqlite3.Connection, key: str, value: str) -> str | None:
+    row = conn.execute(
+        "SELECT call_id FROM vantum_calls WHERE json_extract(meta, ?) = ? "
+        "ORDER BY started_at DESC LIMIT 1",
+        (f'$."{key}"', value),
+    ).fetchone()
+    return None if row is None else str(row[0])
+
+
+def _query_calls(conn: sqlite3.Connection, q: CallQuery) -> list[CallSummary]:
+    where: list[str] = []
+    args: list[Any] = []
+    if q.since is not None:
+        where.append("started_at >= ?")
+        args.append(q.since)
+    if q.until is not None:
+        where.append("started_at < ?")
+        args.append(q.until)
+    if q.transport is not None:
+        where.append("transport = ?")
+        args.append(q.transport)
+    if q.agent is not None:
+        where.append("json_extract(meta, '$.agent') = ?")
+        args.append(q.agent)
+    if q.after is not None:
+        where.append("(started_at < ? OR (started_at = ? AND call_id < ?))")
+        args.extend([q.after[0], q.after[0], q.after[1]])
+    clause = f"WHERE {' AND '.join(where)}" if where else ""
+    rows = conn.execute(
+        f"SELECT {_CALL_COLUMNS} FROM vantum_calls {clause} "
+        "ORDER BY started_at DESC, call_id DESC LIMIT ?",
+        [*args, max(0, q.limit)],
+    ).fetchall()
+    return [_summary(r) for r in rows]
+
+
+_DELIVERY_COLUMNS = "delivery_id, event_id, event_type, call_id, url, body, created_at, attempts"
+
+
+def _claim(conn: sqlite3.Connection, now: float, limit: int, lease_s: float) -> list[Delivery]:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        rows = conn.execute(
+            f"SELECT {_DELIVERY_COLUMNS} FROM vantum_webhook_outbox "
+            "WHERE state = ? AND next_attempt_at <= ? ORDER BY next_attempt_at, delivery_id "
+            "LIMIT ?",
+            (DELIVERY_PENDING, now, limit),
+        ).fetchall()
+        conn.executemany(
+            "UPDATE vantum_webhook_outbox SET next_attempt_at = ? WHERE delivery_id = ?",
+            [(now + lease_s, r[0]) for r in rows],
+        )
+        conn.execute("COMMIT")
+    except BaseException:
+        _rollback(conn)
+        raise
+    return [Delivery(*r) for r in rows]
+
+
+def _settle(
+    conn: sqlite3.Connection,
+    delivery_id: int,
+    state: str,
+    at: float,
+    retry_at: float | None,
+    error: str | None,
+) -> None:
+    conn.execute(
+        "UPDATE vantum_webhook_outbox SET state = ?, attempts = attempts + 1, last_error = ?, "
+        "next_attempt_at = COALESCE(?, next_attempt_at), "
+        "settled_at = CASE WHEN ? = 'pending' THEN NULL ELSE ? END WHERE delivery_id = ?",
+        (state, error, retry_at, state, at, delivery_id),
+    )
+
+
+def _outbox_stats(conn: sqlite3.Connection) -> tuple[int, float | None]:
+    count, due = conn.execute(
+        "SELECT COUNT(*), MIN(next_attempt_at) FROM vantum_webhook_outbox WHERE state = ?",
+        (DELIVERY_PENDING,),
+    ).fetchone()
+    return int(count), due
+
+
+def _prune(conn: Any, before: float) -> int:
+    cur = conn.execute(
+        "DELETE FROM vantum_webhook_outbox WHERE state <> ? AND settled_at < ?",
+        (DELIVERY_PENDING, before),
+    )
+    return max(0, int(cur.rowcount))

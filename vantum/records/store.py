@@ -78,12 +78,59 @@ class CallRecord:
         return lines
 
 
-class CallStore(Protocol):
-    """What the server needs from a record store. Every method may block on I/O."""
+DELIVERY_PENDING = "pending"
+DELIVERY_DELIVERED = "delivered"
+DELIVERY_FAILED = "failed"
+
+
+@attrs.frozen
+class Delivery:
+    """One webhook delivery in the outbox: an event for one URL.
+
+    The same event sent to two URLs is two deliveries with one ``event_id``."""
+
+    delivery_id: int
+    event_id: str
+    event_type: str
+    call_id: str
+    url: str
+    body: str
+    """The exact JSON body; every attempt sends these bytes."""
+    created_at: float
+    attempts: int
+    """Attempts made before this one."""
+
+
+@attrs.frozen
+class CallQuery:
+    """A page of ``/v1/calls``: newest first, keyset-paginated on (started_at, call_id)."""
+
+    limit: int = 50
+    since: float | None = None
+    """Calls started at or after (Unix seconds)."""
+    until: float | None = None
+    """Calls started before."""
+    agent: str | None = None
+    transport: str | None = None
+    after: tuple[float, str] | None = None
+    """The (started_at, call_id) of the last call of the previous page."""
+
+
+class RecordWriter(Protocol):
+    """What a call's recorder writes through (a part of :class:`CallStore`)."""
 
     async def start_call(
-        self, call_id: str, *, at: float, transport: str, meta: Mapping[str, str] | None = None
-    ) -> None: ...
+        self,
+        call_id: str,
+        *,
+        at: float,
+        transport: str,
+        meta: Mapping[str, str] | None = None,
+        webhooks: Sequence[str] = (),
+    ) -> None:
+        """Open the call's record; with ``webhooks``, queue ``call.started`` for each
+        URL in the same transaction. The call's terminal event goes to the same URLs."""
+        ...
 
     async def add_events(self, events: Sequence[NewEvent]) -> None:
         """Append many events in one transaction (the recorder batches)."""
@@ -93,7 +140,52 @@ class CallStore(Protocol):
         self, call_id: str, kind: str, payload: Mapping[str, Any], at: float
     ) -> None: ...
 
-    async def end_call(self, call_id: str, outcome: str, *, at: float) -> None: ...
+    async def end_call(self, call_id: str, outcome: str, *, at: float) -> None:
+        """Close the record; queue ``call.ended``/``call.failed`` for the call's
+        webhook URLs in the same transaction."""
+        ...
+
+
+class CallStore(RecordWriter, Protocol):
+    """What the server needs from a record store. Every method may block on I/O."""
+
+    async def update_meta(self, call_id: str, meta: Mapping[str, str]) -> bool:
+        """Merge ``meta`` into the call's; False if there is no such call."""
+        ...
+
+    async def find_call(self, key: str, value: str) -> str | None:
+        """The id of the most recent call whose meta has ``key`` = ``value``."""
+        ...
+
+    async def query_calls(self, query: CallQuery) -> list[CallSummary]: ...
+
+    # --- the webhook outbox ---------------------------------------------------------
+
+    async def claim_deliveries(self, *, now: float, limit: int, lease_s: float) -> list[Delivery]:
+        """Up to ``limit`` pending deliveries due by ``now``, oldest first, each leased
+        for ``lease_s`` (not handed out again meanwhile, by this or another server;
+        if this process dies, the lease lapses and they are delivered again)."""
+        ...
+
+    async def settle_delivery(
+        self,
+        delivery_id: int,
+        *,
+        state: str,
+        at: float,
+        retry_at: float | None = None,
+        error: str | None = None,
+    ) -> None:
+        """Record an attempt's outcome: delivered, failed, or pending again at ``retry_at``."""
+        ...
+
+    async def outbox_stats(self) -> tuple[int, float | None]:
+        """(pending deliveries, when the next one is due)."""
+        ...
+
+    async def prune_outbox(self, *, settled_before: float) -> int:
+        """Delete deliveries delivered or failed before then; returns how many."""
+        ...
 
     async def get_call(self, call_id: str) -> CallRecord | None: ...
 

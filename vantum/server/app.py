@@ -14,7 +14,10 @@ import contextlib
 import json
 import logging
 import secrets
+import time
+from collections.abc import AsyncIterator
 from importlib import resources
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -47,12 +50,15 @@ from ..protocol import events as ev
 from ..protocol.ids import new_id
 from ..protocol.twilio import StreamTickets, derive_key
 from ..providers.reporting import reporting_to
-from ..records import CallStore, record_call
-from ..records.recorder import CallRecorder
+from ..recording.tap import CallRecording, RecordingLimits, record_audio
+from ..recording.upload import RecordingUploader
+from ..records import CallStore, RecordError, record_call
+from ..records.recorder import CallRecorder, OutboxWaker
 from ..tools.base import CallControl, ToolEnv
 from ..transports.asgi_ws import ConnectionControl, current_connection
 from ..transports.browser import ASGIReceive, ASGISend, BrowserTransport
 from ..transports.voicechat import VoicechatTransport
+from ..webhooks.payloads import RECORDING_KIND
 from .admission import AdmissionControl, HandshakeRefused
 from .auth import AuthError, TokenClaims
 from .connections import CLOSE_GRACE_S
@@ -61,6 +67,22 @@ from .registry import SessionRegistry
 from .tracing import Tracing
 
 log = logging.getLogger("vantum.server")
+
+HANGUP_OUTCOME = "api_hangup"
+"""A call's end reason when ``POST /v1/calls/{id}/hangup`` ended it."""
+CARRIER_STATUS_KIND = "carrier.status"
+CARRIER_STATUS_FIELDS = (
+    "CallStatus",
+    "CallDuration",
+    "Duration",
+    "Timestamp",
+    "SequenceNumber",
+    "SipResponseCode",
+    "AnsweredBy",
+    "Direction",
+)
+"""What a Twilio status callback adds to the record (docs: Twilio's StatusCallback)."""
+NEVER_CONNECTED = frozenset({"busy", "no-answer", "failed", "canceled"})
 
 
 class VantumApp:
@@ -106,6 +128,11 @@ class VantumApp:
         without one (the dev flag) by a key of this process only."""
         self.store: CallStore | None = None
         """Call records (set by ``run_server``); None records nothing."""
+        self.webhooks: OutboxWaker | None = None
+        """The webhook dispatcher (set by ``run_server``), nudged when a record queued
+        deliveries; the URLs are ``config.webhook_urls`` (or the call's agent's)."""
+        self.uploader: RecordingUploader | None = None
+        """Copies finished recordings to S3 (set by ``run_server`` when configured)."""
         self.tracing: Tracing | None = None
         """Turn spans (set by ``run_server`` when VANTUM_OTEL / an OTLP endpoint asks)."""
         tool_secret = config.tool_secret or config.auth_secret
@@ -142,7 +169,11 @@ class VantumApp:
         if kind == "lifespan":
             await serve_lifespan(receive, send)
         elif kind == "http":
-            if scope["path"].startswith("/twilio/"):
+            if scope["path"].startswith("/v1/"):
+                from .calls_api import handle_calls_api
+
+                await handle_calls_api(self, scope, receive, send)
+            elif scope["path"].startswith("/twilio/"):
                 from ..transports.twilio_http import handle_twilio_http
 
                 await handle_twilio_http(self, scope, receive, send)
@@ -305,20 +336,34 @@ class VantumApp:
         return self.registry.refusal()
 
     async def serve_session(
-        self, transport: Transport, kind: str, settings: CallSettings | None = None
+        self,
+        transport: Transport,
+        kind: str,
+        settings: CallSettings | None = None,
+        meta: dict[str, str] | None = None,
     ) -> None:
         """Run one call on ``transport`` until it ends; every carrier comes through here.
 
-        ``settings``: the call's settings at admission (default: the server's)."""
+        ``settings``: the call's settings at admission (default: the server's);
+        ``meta``: what the carrier says about the call (``from``, ``to``, ``call_sid``),
+        kept in its record."""
         sid = transport.session_id
         # Every actor's log records carry the ids; provider failures reach the metrics.
         with bind(session_id=sid, transport=kind), reporting_to(self.metrics):
-            await self._serve_session(transport, sid, kind, settings or self.settings)
+            await self._serve_session(transport, sid, kind, settings or self.settings, meta)
 
     async def _serve_session(
-        self, transport: Transport, sid: str, kind: str, settings: CallSettings
+        self,
+        transport: Transport,
+        sid: str,
+        kind: str,
+        settings: CallSettings,
+        meta: dict[str, str] | None = None,
     ) -> None:
         code, reason = ev.CLOSE_NORMAL, "session ended"
+        agent_name = getattr(getattr(settings, "agent", None), "name", None)
+        if agent_name:
+            meta = {**(meta or {}), "agent": str(agent_name)}
         self.metrics.sessions_total.labels(kind).inc()
         self.metrics.sessions_active.inc()
         connection = current_connection.get()
@@ -335,12 +380,21 @@ class VantumApp:
                         meta = {"agent": settings.agent.name} if settings.agent else None
                         recorder = await stack.enter_async_context(
                             record_call(
-                                self.store, sid, transport=kind, meta=meta, also=self.metrics
+                                self.store,
+                                sid,
+                                transport=kind,
+                                meta=meta,
+                                also=self.metrics,
+                                webhooks=self.webhook_urls(settings),
+                                waker=self.webhooks,
                             )
                         )
                         observer = recorder
                     if self.tracing is not None:
                         observer = self.tracing.observer(sid, kind, also=observer)
+                    if self.records_audio(settings):
+                        recording = await stack.enter_async_context(self._recording(sid))
+                        transport = recording.wrap(transport)
                     try:
                         await run_session(
                             transport,
@@ -357,7 +411,10 @@ class VantumApp:
                 code, reason = ev.CLOSE_INTERNAL, "internal error"
             finally:
                 self.metrics.sessions_active.dec()
-        if scope.cancelled_caught:
+                hung_up = self.registry.was_hung_up(sid)
+        if scope.cancelled_caught and hung_up:
+            code, reason = ev.CLOSE_NORMAL, "call hung up"
+        elif scope.cancelled_caught:
             code, reason = ev.CLOSE_GOING_AWAY, "server is shutting down"
         with trio.CancelScope(shield=True):
             with trio.move_on_after(2):
@@ -379,10 +436,93 @@ class VantumApp:
                 log.warning("call %s: no call control for tools: %s", call_id, exc)
         return ToolEnv(self.tool_secret, control, call_id)
 
+    def records_audio(self, settings: CallSettings) -> bool:
+        """Whether this call is recorded: the server's ``VANTUM_RECORD_CALLS`` or the
+        call's agent's ``record_audio``, and a ``VANTUM_RECORDINGS_DIR`` to put it in."""
+        if not self.config.recordings_dir:
+            return False
+        agent = settings.agent
+        return self.config.record_calls or (agent is not None and agent.record_audio)
+
+    @contextlib.asynccontextmanager
+    async def _recording(self, sid: str) -> AsyncIterator[CallRecording]:
+        """The call's recording; once it is complete, its location goes into the record
+        (before the record is ended, so ``call.ended`` carries it)."""
+        assert self.config.recordings_dir
+        limits = RecordingLimits(self.config.recording_max_mb << 20, self.config.recording_max_s)
+        directory = Path(self.config.recordings_dir)
+        recording: CallRecording | None = None
+        try:
+            async with record_audio(sid, directory, limits=limits) as recording:
+                yield recording
+        finally:
+            if recording is not None and recording.rate and recording.failed is None:
+                info = recording.info()
+                if self.uploader is not None:
+                    info["url"] = self.uploader.target.url(sid)  # where it will be
+                if self.store is not None:
+                    with trio.CancelScope(shield=True), trio.move_on_after(5):
+                        try:
+                            await self.store.add_event(sid, RECORDING_KIND, info, time.time())
+                        except RecordError as exc:
+                            log.warning("call %s: recording not noted: %s", sid, exc)
+                if self.uploader is not None:
+                    self.uploader.submit(sid, recording.path)
+
+    def webhook_urls(self, settings: CallSettings) -> tuple[str, ...]:
+        """Where this call's events go: its agent's URLs when it names any, else the
+        server's (``VANTUM_WEBHOOK_URL``). Without a secret nothing is sent."""
+        if not self.config.webhook_secret:
+            return ()
+        own = settings.agent.webhook_urls if settings.agent is not None else ()
+        return own or self.config.webhook_urls
+
+    async def carrier_status(self, call_sid: str, fields: dict[str, str]) -> None:
+        """A Twilio status callback: added to the call's record (an event, and the
+        status and duration in its meta). A call that never reached a stream (busy,
+        no answer, failed, canceled) gets a record of its own, ended with that status,
+        so its ``call.failed`` webhook goes out. Store failures are logged only:
+        Twilio does not retry status callbacks anyway."""
+        if self.store is None:
+            return
+        kept = {k: fields[k] for k in CARRIER_STATUS_FIELDS if fields.get(k)}
+        status = fields.get("CallStatus", "")
+        now = time.time()
+        try:
+            call_id = await self.store.find_call("call_sid", call_sid)
+            if call_id is None:
+                if status not in NEVER_CONNECTED:
+                    return  # ringing etc. before the stream: its record does not exist yet
+                call_id = new_id()
+                meta = {"call_sid": call_sid, "carrier_status": status}
+                meta.update({k.lower(): fields[k] for k in ("From", "To") if fields.get(k)})
+                await self.store.start_call(
+                    call_id,
+                    at=now,
+                    transport="twilio",
+                    meta=meta,
+                    webhooks=self.webhook_urls(self.settings),
+                )
+                await self.store.add_event(call_id, CARRIER_STATUS_KIND, kept, now)
+                await self.store.end_call(call_id, status, at=now)
+            else:
+                await self.store.add_event(call_id, CARRIER_STATUS_KIND, kept, now)
+                meta = {"carrier_status": status}
+                if fields.get("CallDuration"):
+                    meta["carrier_duration_s"] = fields["CallDuration"]
+                await self.store.update_meta(call_id, meta)
+        except RecordError as exc:
+            log.warning("call %s: status %s not recorded: %s", call_sid, status, exc)
+            return
+        if self.webhooks is not None:
+            self.webhooks.nudge()
+
     def _count_cut(
         self, connection: ConnectionControl | None, recorder: CallRecorder | None
     ) -> None:
         """A session whose connection the server cut says why in metrics and its record."""
+        if recorder is not None and self.registry.was_hung_up(recorder.call_id):
+            recorder.outcome = HANGUP_OUTCOME
         cut = connection.cut_reason if connection is not None else None
         if cut is not None:
             self.metrics.sessions_cut.labels(cut).inc()

@@ -12,7 +12,9 @@ import attrs
 import trio
 
 from ..config import Config
+from ..recording.upload import RecordingUploader, S3Target
 from ..records import open_store
+from ..webhooks.dispatcher import WebhookDispatcher
 from . import local_secret
 from .app import VantumApp
 from .auth import WS_AUDIENCE, issue_token, load_secret
@@ -54,11 +56,32 @@ async def run_server(config: Config) -> None:
             if not config.records_url.startswith("postgres"):
                 await app.store.close_orphans(at=time.time())
             log.info("call records: %s", config.records_url)
+        elif config.webhook_urls:
+            log.warning("webhooks are OFF: they need the call store (VANTUM_RECORDS_URL)")
+        if not config.api_keys:
+            log.info("calls API (/v1) is OFF: set VANTUM_API_KEYS to enable it")
         app.tracing = make_tracer()
         if app.tracing is not None:
             stack.push_async_callback(_flush_traces, app.tracing)
         freeze_startup_heap()
-        await _serve(app, config)
+        async with trio.open_nursery() as nursery:
+            if app.store is not None and config.webhook_secret:
+                dispatcher = WebhookDispatcher(
+                    app.store, config.webhook_secret.encode(), metrics=app.metrics
+                )
+                await nursery.start(dispatcher.run)
+                app.webhooks = dispatcher
+                log.info("webhooks: %s", ", ".join(config.webhook_urls) or "per agent only")
+            if config.recordings_s3_url:
+                target = S3Target.parse(config.recordings_s3_url, config.s3_endpoint_url)
+                uploader = RecordingUploader(
+                    target, app.store, keep_local=config.recordings_keep_local
+                )
+                await nursery.start(uploader.run)
+                app.uploader = uploader
+                log.info("recordings are uploaded to %s", target.url("<call id>"))
+            await _serve(app, config)
+            nursery.cancel_scope.cancel()  # undelivered events wait in the outbox
 
 
 def freeze_startup_heap() -> None:

@@ -107,6 +107,30 @@ class ServerMetrics:
             registry=r,
         )
 
+        self.webhook_deliveries = Counter(
+            "vantum_webhook_deliveries",
+            "Webhook deliveries settled: delivered, or failed (a 4xx, or retries exhausted)",
+            ["event", "result"],
+            registry=r,
+        )
+        self.webhook_attempt_failures = Counter(
+            "vantum_webhook_attempt_failures",
+            "Webhook attempts that did not deliver: timeout, connection, http_4xx, http_5xx",
+            ["reason"],
+            registry=r,
+        )
+        self.webhook_outbox_depth = Gauge(
+            "vantum_webhook_outbox_depth",
+            "Webhook deliveries pending in the outbox (all servers sharing the store)",
+            registry=r,
+        )
+        self.webhook_delivery_latency = Histogram(
+            "vantum_webhook_delivery_seconds",
+            "From the event's creation to its successful delivery",
+            buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0, 7200.0),
+            registry=r,
+        )
+
     def provider_error(self, provider: str, kind: str) -> None:
         """:class:`~vantum.providers.reporting.ProviderErrorSink` hook."""
         self.provider_errors.labels(provider, kind).inc()

@@ -25,6 +25,7 @@ class SessionRegistry:
         self.sessions: dict[str, trio.CancelScope] = {}
         """Open calls by session id; each runs inside its scope (cancelled by a drain)."""
         self.draining = False
+        self._hung_up: set[str] = set()
         self._idle = trio.Event()
         self._idle.set()
         self._opened = trio.Event()
@@ -56,8 +57,22 @@ class SessionRegistry:
                 yield scope
             finally:
                 del self.sessions[sid]
+                self._hung_up.discard(sid)
                 if not self.sessions:
                     self._idle.set()
+
+    def hang_up(self, sid: str) -> bool:
+        """End live call ``sid`` now (the calls API); False if it is not open here."""
+        scope = self.sessions.get(sid)
+        if scope is None:
+            return False
+        self._hung_up.add(sid)
+        scope.cancel()
+        return True
+
+    def was_hung_up(self, sid: str) -> bool:
+        """Whether open call ``sid`` is ending because :meth:`hang_up` asked."""
+        return sid in self._hung_up
 
     async def wait_idle(self) -> None:
         """Return once no session is open (tests and the drain use it)."""

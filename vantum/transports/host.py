@@ -55,7 +55,16 @@ class SessionHost(Protocol):
         ...
 
     async def serve_session(
-        self, transport: Transport, kind: str, settings: CallSettings | None = None
+        self,
+        transport: Transport,
+        kind: str,
+        settings: CallSettings | None = None,
+        *,
+        meta: dict[str, str] | None = None,
     ) -> None:
-        """Run one call on ``transport`` until it ends."""
+        """Run one call on ``transport`` until it ends; ``meta`` goes into its record."""
+        ...
+
+    async def carrier_status(self, call_sid: str, fields: dict[str, str]) -> None:
+        """A carrier's status callback for call ``call_sid``: update its record."""
         ...

@@ -5,7 +5,9 @@ answer TwiML ``<Connect><Stream>`` pointing Twilio at ``/twilio/stream`` on our
 public host, passing the call's details as stream parameters so the session
 knows who is calling without a REST lookup, and a one-time stream ticket
 (``vantum.protocol.twilio.ticket``) without which the stream is not served.
-``POST /twilio/status`` receives call progress callbacks, which we only log.
+``POST /twilio/status`` receives call progress callbacks: each is added to the
+call's record (status, durations), and a call that never connected (busy, no
+answer, failed) gets a record of its own, so its ``call.failed`` webhook goes out.
 
 Every request is checked against ``X-Twilio-Signature`` when an auth token is
 configured: an unsigned webhook would let anyone on the internet start
@@ -104,6 +106,8 @@ async def handle_twilio_http(
             fields.get("CallStatus", "?"),
             fields.get("CallDuration", "-"),
         )
+        if fields.get("CallSid"):
+            await app.carrier_status(fields["CallSid"], dict(fields))
         await _respond(send, 204, b"", "text/plain")
         return
     await _answer_call(app, scope, send, fields, query)

@@ -435,7 +435,9 @@ async def serve_twilio_stream(
         if await _admit_stream(app, transport):
             settings = await _agent_settings(app, transport)
             if settings is not None:
-                await app.serve_session(transport, "twilio", settings)
+                await app.serve_session(
+                    transport, "twilio", settings, meta=call_meta(transport.start)
+                )
 
 
 async def _agent_settings(app: SessionHost, transport: MediaStreamTransport) -> CallSettings | None:
@@ -458,6 +460,19 @@ async def _agent_settings(app: SessionHost, transport: MediaStreamTransport) -> 
         app.metrics.sessions_refused.labels(f"agent_{exc.reason}").inc()
         await transport.close(ev.CLOSE_POLICY, f"agent refused: {exc.reason}")
         return None
+
+
+def call_meta(start: Start | None) -> dict[str, str]:
+    """What the call record keeps of a stream's ``start``: the carrier's call id and
+    the caller and callee our voice webhook passed on as stream parameters."""
+    if start is None:
+        return {}
+    params = start.custom_parameters
+    meta = {"call_sid": start.call_id, "stream_sid": start.stream_id}
+    for key, name in (("From", "from"), ("To", "to"), ("Direction", "direction")):
+        if params.get(key):
+            meta[name] = params[key]
+    return meta
 
 
 async def _admit_stream(app: SessionHost, transport: MediaStreamTransport) -> bool:
