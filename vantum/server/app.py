@@ -361,9 +361,8 @@ class VantumApp:
         meta: dict[str, str] | None = None,
     ) -> None:
         code, reason = ev.CLOSE_NORMAL, "session ended"
-        agent_name = getattr(getattr(settings, "agent", None), "name", None)
-        if agent_name:
-            meta = {**(meta or {}), "agent": str(agent_name)}
+        if settings.agent is not None:
+            meta = {**(meta or {}), "agent": settings.agent.name}
         self.metrics.sessions_total.labels(kind).inc()
         self.metrics.sessions_active.inc()
         connection = current_connection.get()
@@ -377,7 +376,6 @@ class VantumApp:
                     observer: EventObserver = self.metrics
                     recorder: CallRecorder | None = None
                     if self.store is not None:
-                        meta = {"agent": settings.agent.name} if settings.agent else None
                         recorder = await stack.enter_async_context(
                             record_call(
                                 self.store,
