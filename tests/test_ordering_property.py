@@ -17,7 +17,14 @@ from vantum.testing.audio_fixtures import silence, speech_like
 from vantum.testing.memory import ScriptedLLM, ScriptedSTT, ScriptedTTS, open_memory_session
 from vantum.transports.browser_wire import WireEvent
 
-AUDIO = {ev.OUTPUT_START, ev.OUTPUT_CHUNK, ev.OUTPUT_COMPLETE, ev.OUTPUT_CANCEL}
+AUDIO = {
+    ev.OUTPUT_START,
+    ev.OUTPUT_CHUNK,
+    ev.OUTPUT_COMPLETE,
+    ev.OUTPUT_CANCEL,
+    ev.OUTPUT_PAUSE,
+    ev.OUTPUT_RESUME,
+}
 
 
 def check_ordering(events: list[WireEvent]) -> None:
@@ -25,6 +32,7 @@ def check_ordering(events: list[WireEvent]) -> None:
     audio_open: str | None = None  # the answer currently audible
     finished: set[str | None] = set()  # answers whose audio completed or was cancelled
     responding: str | None = None
+    paused = False  # the open answer's audio is paused (no chunk until resume/cancel)
     for e in events:
         kind, uid = e.event_type, e.payload.get("utteranceId")
         if kind == ev.RESPONSE_START:
@@ -46,9 +54,18 @@ def check_ordering(events: list[WireEvent]) -> None:
             audio_open = uid
         else:
             assert audio_open == uid, f"{kind} before audio.output.start"
+            if kind == ev.OUTPUT_PAUSE:
+                assert not paused, "paused twice"
+                paused = True
+            elif kind == ev.OUTPUT_RESUME:
+                assert paused, "resumed without a pause"
+                paused = False
+            elif kind in (ev.OUTPUT_CHUNK, ev.OUTPUT_COMPLETE):
+                assert not paused, f"{kind} while paused"
             if kind in (ev.OUTPUT_COMPLETE, ev.OUTPUT_CANCEL):
                 finished.add(uid)
                 audio_open = None
+                paused = False
 
 
 segments = st.lists(st.tuples(st.floats(0.1, 1.5), st.floats(0.05, 1.2)), min_size=1, max_size=5)
@@ -91,5 +108,6 @@ def test_client_event_stream_obeys_ordering_rules(
     # Every answer that began also ended, and the caller was answered at least once
     # whenever they said something that was not a backchannel over the bot.
     event(f"barge-ins: {min(sum(e.event_type == ev.OUTPUT_CANCEL for e in events), 2)}")
+    event(f"pauses: {min(sum(e.event_type == ev.OUTPUT_PAUSE for e in events), 2)}")
     starts = sum(e.event_type == ev.RESPONSE_START for e in events)
     assert starts == sum(e.event_type == ev.RESPONSE_COMPLETE for e in events)

@@ -47,7 +47,7 @@ from .events import (
 )
 from .messages import AnswerAudible, BotSpeaking, SpeculationGate, TurnInput, TurnTimings
 from .meter import AudioMeter
-from .player import Playback, play
+from .player import Playback, PlayerControl, play
 from .settings import CallSettings
 
 log = logging.getLogger("vantum.responder")
@@ -101,7 +101,7 @@ class AnswerContext:
 
 @attrs.define(eq=False)
 class Answer:
-    """Speaks one answer; ``scope`` is its barge-in switch."""
+    """Speaks one answer; ``scope`` is its barge-in switch, ``control`` its pause."""
 
     ctx: AnswerContext
     conn: TTSConnection | None
@@ -112,6 +112,8 @@ class Answer:
     """Spoken as is, without the LLM (idle prompts, goodbyes)."""
     gate: SpeculationGate | None = None
     scope: trio.CancelScope = attrs.Factory(trio.CancelScope)
+    control: PlayerControl = attrs.Factory(PlayerControl)
+    """Its pause switch: caller speech holds the audio until confirmed or not."""
     cancel_reason: CancelReason = "barge_in"
     """What ``audio.output.cancel`` says if ``scope`` is cancelled."""
     utterance_id: str = attrs.Factory(new_id)
@@ -342,6 +344,7 @@ class Answer:
             on_first_audio=self._first_audio,
             on_tts_audio=self._first_tts_audio,
             on_late=functools.partial(self.ctx.meter.audio_late, "out"),
+            control=self.control,
         )
 
     async def _first_audio(self) -> None:

@@ -104,6 +104,27 @@ class OutputCancelled:
 
 
 @attrs.frozen
+class OutputPaused:
+    """The caller may be talking over the answer: stop playing it now and drop what is
+    buffered. It is not over: ``OutputResumed`` or ``OutputCancelled`` follows, and no
+    chunk of ``utterance_id`` comes in between. ``played_ms`` is how much of the
+    answer's audio the server counts as heard; a resumed answer's chunks start there
+    again (what the client dropped is sent again)."""
+
+    utterance_id: str
+    played_ms: float
+
+
+@attrs.frozen
+class OutputResumed:
+    """The speech that paused the answer was not a barge-in: its chunks follow again,
+    from ``played_ms`` into the answer's audio."""
+
+    utterance_id: str
+    played_ms: float
+
+
+@attrs.frozen
 class ResponseComplete:
     """The answer is over (spoken, interrupted or failed)."""
 
@@ -216,6 +237,8 @@ ServerEvent = (
     | OutputChunk
     | OutputComplete
     | OutputCancelled
+    | OutputPaused
+    | OutputResumed
     | ResponseComplete
     | TurnMetrics
     | DtmfReceived
@@ -239,6 +262,8 @@ __all__ = [
     "OutputCancelled",
     "OutputChunk",
     "OutputComplete",
+    "OutputPaused",
+    "OutputResumed",
     "OutputStarted",
     "ResponseComplete",
     "ResponseStarted",

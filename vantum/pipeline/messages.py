@@ -60,6 +60,13 @@ class IdleTimeout:
 
 
 @attrs.frozen
+class HoldExpired:
+    """The paused answer's confirmation window ran out (synthesised by the actor)."""
+
+    at: float
+
+
+@attrs.frozen
 class InputEnded:
     """The caller ended the turn (manual mode); ``at`` is trio time."""
 
@@ -122,6 +129,7 @@ ControlEvent = (
     | AnswerAudible
     | ResponseFinished
     | IdleTimeout
+    | HoldExpired
     | PlaybackProgress
     | CallOver
     | EndCallRequested
@@ -153,6 +161,21 @@ class Interrupt:
     """Turn manager → responder: cut the answer being spoken (barge-in)."""
 
     reason: str
+
+
+@attrs.frozen
+class Pause:
+    """Turn manager → responder: the caller may be taking the floor; stop sending the
+    answer's audio now and hold it (it has not been cut: ``Resume`` or ``Interrupt``
+    follows within ``TurnPolicy.barge_in_confirm_ms``)."""
+
+    reason: str = "caller_speech"
+
+
+@attrs.frozen
+class Resume:
+    """Turn manager → responder: the speech that paused the answer was not a barge-in
+    (a cough, noise, a backchannel); continue it from what the caller last heard."""
 
 
 @attrs.frozen
@@ -237,10 +260,11 @@ class TurnRequest:
     the end of the call still does."""
 
 
-ResponderCommand = TurnRequest | CallSettings | Interrupt | PlaybackProgress
+ResponderCommand = TurnRequest | CallSettings | Interrupt | Pause | Resume | PlaybackProgress
 """What the turn manager tells the responder, in order: one answer to speak at a time
 (the next only after the previous one's ``ResponseFinished``), new settings (for the
-next answer), barge-ins, and what the carrier confirmed the caller heard."""
+next answer), barge-ins, pauses and resumptions of the answer's audio, and what the
+carrier confirmed the caller heard."""
 
 
 __all__ = [
@@ -253,12 +277,15 @@ __all__ = [
     "ControlEvent",
     "EndCallRequested",
     "HangUp",
+    "HoldExpired",
     "IdleTimeout",
     "InputEnded",
     "InputStarted",
     "Interrupt",
+    "Pause",
     "ResponderCommand",
     "ResponseFinished",
+    "Resume",
     "SpeculationGate",
     "SttItem",
     "TextTurn",

@@ -18,8 +18,53 @@ import trio
 
 from ..audio.resample import StreamResampler
 from ..providers.base import TTSAudio, TTSEvent, WordTimestamps
-from .events import OutputChunk, OutputComplete, OutputStarted, ServerEvent
+from .events import (
+    OutputChunk,
+    OutputComplete,
+    OutputPaused,
+    OutputResumed,
+    OutputStarted,
+    ServerEvent,
+)
 from .heard import heard_text
+
+
+@attrs.define(eq=False)
+class PlayerControl:
+    """The pause switch of one answer's player, thrown by the responder's reader.
+
+    Like the answer's cancel scope it belongs to the responder (its reader throws it,
+    its speaker's player obeys), and it takes effect at once: :meth:`pause` cancels
+    whatever the player is waiting for (the next TTS audio, its pacing sleep, the
+    play-out at the end) so the pause event leaves without waiting for the next chunk.
+    """
+
+    paused: bool = False
+    _resumed: trio.Event = attrs.Factory(trio.Event)
+    _waiting: trio.CancelScope | None = None
+
+    def pause(self) -> None:
+        if self.paused:
+            return
+        self.paused = True
+        self._resumed = trio.Event()
+        if self._waiting is not None:
+            self._waiting.cancel()
+
+    def resume(self) -> None:
+        self.paused = False
+        self._resumed.set()
+
+    async def wait_resumed(self) -> None:
+        await self._resumed.wait()
+
+    def interruptible(self) -> trio.CancelScope:
+        """A scope for one wait that a pause cuts short (check ``paused`` after it)."""
+        scope = trio.CancelScope()
+        if self.paused:
+            scope.cancel()
+        self._waiting = scope
+        return scope
 
 
 @attrs.define
@@ -37,6 +82,9 @@ class Playback:
     """Total silence those underruns put into the answer."""
     synthesis_done: bool = False
     """The TTS produced all of the answer's audio (its stream ended)."""
+    withdrawn_seconds: float = 0.0
+    """While paused: audio that was sent and that the caller dropped unplayed at the
+    pause (no longer in ``sent_samples``; sent again if the answer resumes)."""
 
     @property
     def sent_seconds(self) -> float:
@@ -76,13 +124,58 @@ async def play(
     on_first_audio: Callable[[], Awaitable[None]] | None = None,
     on_tts_audio: Callable[[], None] | None = None,
     on_late: Callable[[float], None] | None = None,
+    control: PlayerControl | None = None,
 ) -> None:
-    """Send ``audio`` to the caller as ``audio.output.*`` events, paced to real time."""
+    """Send ``audio`` to the caller as ``audio.output.*`` events, paced to real time.
+
+    ``control`` pauses it: no chunk is sent while paused; the caller is told
+    (``OutputPaused``) and drops what it had buffered, so on resumption the audio from
+    the last instant it played is sent again (``OutputResumed``, then those chunks).
+    """
+    control = control or PlayerControl()
     resampler = StreamResampler(source_rate, playback.rate)
     chunk_bytes = 2 * max(1, playback.rate * chunk_ms // 1000)
     pending = bytearray()
+    # The tail of what was sent: the caller may drop up to a lead and a chunk of it
+    # at a pause, and that part is sent again on resumption.
+    keep_bytes = 2 * int(playback.rate * (lead + 2 * chunk_ms / 1000)) + chunk_bytes
+    recent = bytearray()
+
+    async def hold() -> None:
+        """Paused: tell the caller, rewind to what it played, wait, then replay."""
+        if playback.started_at is None:
+            await control.wait_resumed()  # nothing sent yet: only the start waits
+            return
+        now = trio.current_time()
+        heard = int(playback.heard_seconds(now) * playback.rate)
+        unplayed = min(playback.sent_samples - heard, len(recent) // 2)
+        replay = bytes(recent[len(recent) - 2 * unplayed :]) if unplayed else b""
+        del recent[len(recent) - len(replay) :]
+        playback.sent_samples -= unplayed
+        playback.withdrawn_seconds = unplayed / playback.rate
+        played_ms = playback.sent_samples * 1000 / playback.rate
+        await out.send(OutputPaused(playback.utterance_id, played_ms))
+        await control.wait_resumed()
+        playback.withdrawn_seconds = 0.0
+        # The caller's buffer is empty: pacing restarts now, with no underrun counted.
+        playback.started_at = trio.current_time() - playback.sent_seconds
+        await out.send(OutputResumed(playback.utterance_id, played_ms))
+        for i in range(0, len(replay), chunk_bytes):
+            await send_chunk(replay[i : i + chunk_bytes])
+
+    async def wait_until(when: float) -> None:
+        """Sleep until ``when``, holding whenever a pause comes first."""
+        while True:
+            if control.paused:
+                await hold()
+                return
+            with control.interruptible():
+                await trio.sleep_until(when)
+                return
 
     async def send_chunk(pcm: bytes) -> None:
+        if control.paused:
+            await hold()
         now = trio.current_time()
         if playback.started_at is None:
             playback.started_at = now
@@ -99,14 +192,30 @@ async def play(
                 playback.started_at += gap
                 if on_late is not None:
                     on_late(gap)
-        due = playback.started_at + playback.sent_seconds - lead
-        if due > now:
-            await trio.sleep_until(due)
+        while True:
+            due = playback.started_at + playback.sent_seconds - lead
+            if due <= trio.current_time():
+                break
+            await wait_until(due)  # after a pause, pacing restarted: compute again
         await out.send(OutputChunk(playback.utterance_id, pcm, playback.rate))
         playback.sent_samples += len(pcm) // 2
+        recent.extend(pcm)
+        if len(recent) > keep_bytes:
+            del recent[: len(recent) - keep_bytes]
+
+    async def next_item() -> TTSEvent | None:
+        """The next TTS event (None at the end); a pause is served while waiting."""
+        while True:
+            if control.paused:
+                await hold()
+            with control.interruptible():
+                try:
+                    return await audio.receive()
+                except trio.EndOfChannel:
+                    return None
 
     async with audio:
-        async for item in audio:
+        while (item := await next_item()) is not None:
             if isinstance(item, WordTimestamps):
                 for w, s, e in zip(item.words, item.start, item.end, strict=False):
                     playback.words.append((w, s, e))
@@ -140,8 +249,10 @@ async def play(
     if pending:
         await send_chunk(bytes(pending))
     if playback.started_at is not None:
-        # Pacing, not synchronisation: the answer is over when its audio has played.
-        await trio.sleep_until(playback.started_at + playback.sent_seconds)
+        # Pacing, not synchronisation: the answer is over when its audio has played
+        # (a pause on the way moves that end: ask again after it).
+        while trio.current_time() < playback.started_at + playback.sent_seconds:
+            await wait_until(playback.started_at + playback.sent_seconds)
         await out.send(OutputComplete(playback.utterance_id))
 
 

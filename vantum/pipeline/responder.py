@@ -3,8 +3,10 @@
 It is two tasks. The *reader* takes the turn manager's commands in order and never
 waits on anything else, so the turn manager can never block on it: an answer to
 speak goes to the *speaker*; new settings apply from the next answer; an
-``Interrupt`` cancels the answer in progress (a barge-in is its cancel scope); the
-carrier's playback reports are kept for the history. The *speaker* runs each
+``Interrupt`` cancels the answer in progress (a barge-in is its cancel scope); a
+``Pause`` holds its audio at once and a ``Resume`` continues it (its player's
+:class:`~.player.PlayerControl`); the carrier's playback reports are kept for the
+history. The *speaker* runs each
 :class:`~.answer.Answer`, keeps the conversation, and reports back to the turn
 manager (``ResponseFinished``) and the caller (``audio.output.cancel``,
 ``conversation.response.complete``, ``metrics.turn``).
@@ -40,12 +42,15 @@ from .messages import (
     BotSpeaking,
     EndCallRequested,
     Interrupt,
+    Pause,
     ResponderCommand,
     ResponseFinished,
+    Resume,
     TurnInput,
     TurnRequest,
 )
 from .meter import NO_METER, AudioMeter
+from .player import PlayerControl
 from .settings import CallSettings
 
 log = logging.getLogger("vantum.responder")
@@ -78,13 +83,16 @@ class Responder:
     _mcp: list[ToolRunner] = attrs.Factory(list)
     """The tools of the call's MCP servers (connected once, for the whole call)."""
     _current: Answer | None = None
+    _control: PlayerControl | None = None
+    """The pause switch of the answer last handed over, from the moment the reader
+    takes it (a pause may come before its TTS is even connected)."""
     _progress: dict[str, PlaybackProgress] = attrs.Factory(dict)
     _unsettled: _Unsettled | None = None
 
     async def run(self, commands: trio.MemoryReceiveChannel[ResponderCommand]) -> None:
         """Serve ``commands`` until the turn manager closes them; closes every channel
         it was given on the way out."""
-        work_tx, work_rx = trio.open_memory_channel[TurnRequest](1)
+        work_tx, work_rx = trio.open_memory_channel[tuple[TurnRequest, PlayerControl]](1)
         async with AsyncExitStack() as channels:
             for channel in (commands, self.out, self.inbox, self.audio_ctl):
                 if channel is not None:
@@ -96,11 +104,14 @@ class Responder:
                         if isinstance(command, TurnRequest):
                             # The turn manager hands over the next answer only after the
                             # previous one finished, so this never waits.
-                            await work_tx.send(command)
+                            self._control = PlayerControl()
+                            await work_tx.send((command, self._control))
                         elif isinstance(command, CallSettings):
                             self.settings = command
                         elif isinstance(command, Interrupt):
                             self._interrupt(command)
+                        elif isinstance(command, Pause | Resume):
+                            self._pause(command)
                         else:
                             self._progress[command.utterance_id] = command
 
@@ -118,14 +129,28 @@ class Responder:
             answer.cancel_reason = "call_ended"
         answer.scope.cancel()
 
-    async def _speak_all(self, requests: trio.MemoryReceiveChannel[TurnRequest]) -> None:
+    def _pause(self, command: Pause | Resume) -> None:
+        """Hold or release the answer last handed over (one that is already over
+        ignores it: the next answer gets a switch of its own)."""
+        control = self._control
+        if control is None:
+            return
+        log.info("session %s: answer %s", self.session_id, type(command).__name__.lower())
+        if isinstance(command, Pause):
+            control.pause()
+        else:
+            control.resume()
+
+    async def _speak_all(
+        self, requests: trio.MemoryReceiveChannel[tuple[TurnRequest, PlayerControl]]
+    ) -> None:
         """Answer requests in order; (re)connect the TTS lazily so a TTS outage only
         mutes, and at a new rate when the caller's changed."""
         async with requests, AsyncExitStack() as mcp, AsyncExitStack() as stack:
             await self._open_mcp(mcp)
             conn: TTSConnection | None = None
             conn_rate: int | None = None
-            async for request in requests:
+            async for request, control in requests:
                 settings = self.settings
                 if conn is not None and conn_rate != settings.output_rate:
                     await stack.aclose()
@@ -138,7 +163,7 @@ class Responder:
                     except TTSError as exc:
                         report(self.tts.name, "connect")
                         await self._error(ev.ERR_TTS, f"TTS unavailable: {exc}")
-                outcome = await self._answer(conn, request, settings)
+                outcome = await self._answer(conn, request, settings, control)
                 if outcome.end_call:
                     await self.inbox.send(EndCallRequested())
                 await self.inbox.send(ResponseFinished(trio.current_time(), outcome.interrupted))
@@ -147,7 +172,11 @@ class Responder:
                     conn = None
 
     async def _answer(
-        self, conn: TTSConnection | None, request: TurnRequest, settings: CallSettings
+        self,
+        conn: TTSConnection | None,
+        request: TurnRequest,
+        settings: CallSettings,
+        control: PlayerControl,
     ) -> AnswerOutcome:
         self._settle()
         messages = self.conversation.messages()
@@ -176,6 +205,7 @@ class Responder:
             request.timings,
             canned_text=request.text if request.canned else None,
             gate=request.gate,
+            control=control,
         )
         self._current = answer
         try:
@@ -193,7 +223,8 @@ class Responder:
             self.conversation.add(message)
         if outcome.interrupted:
             heard = playback.heard_seconds(trio.current_time())
-            unplayed = playback.sent_seconds - heard
+            # Sent and never played: past the clock, or dropped by the caller at a pause.
+            unplayed = playback.sent_seconds - heard + playback.withdrawn_seconds
             if unplayed > 0:
                 self.meter.audio_dropped("out", "barge_in", unplayed)
             if playback.started_at is not None:

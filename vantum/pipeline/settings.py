@@ -42,6 +42,14 @@ class TurnPolicy:
     """...and for at least this long (a cough or click is shorter)."""
     barge_in_long_speech_ms: int = 1500
     """Speech this long interrupts even before the STT has produced words."""
+    barge_in_confirm_ms: int | None = 800
+    """Pause, then confirm: caller speech over an answer (or over one about to start)
+    pauses its audio at once; if the guards above do not confirm a barge-in within
+    this long, the answer resumes from where the caller stopped hearing it. 800 ms
+    holds two short words ("wait, stop", ~2 x 250 ms) plus a streaming recogniser's
+    interim latency (~200-300 ms), so a real barge-in is confirmed while paused, and
+    keeps the gap a cough or "mm-hm" leaves in the answer under a second. None: no
+    pause (speech is heard over the answer until confirmed, the old behaviour)."""
     idle_prompt_s: float | None = 15.0
     max_idle_prompts: int = 2
     idle_prompts: tuple[str, ...] = ("Are you still there?", "Hello? I can't hear you.")

@@ -20,11 +20,14 @@ from .events import ServerEvent, TranscriptFinal, TranscriptInterim
 from .messages import (
     AnswerAudible,
     CallOver,
+    HoldExpired,
     IdleTimeout,
     InputEnded,
     InputStarted,
     Interrupt,
+    Pause,
     ResponseFinished,
+    Resume,
     SpeculationGate,
     TextTurn,
     TurnInput,
@@ -54,7 +57,26 @@ class EndCall:
     reason: str
 
 
-Action = Emit | Respond | Interrupt | EndCall
+@attrs.frozen
+class Held:
+    """The floor state *paused*: caller speech stopped the answer's audio at ``since``;
+    unless a barge-in is confirmed first, it resumes at ``until``.
+
+    With no ``Held`` the answer (if any) plays. The transitions, all in
+    :class:`TurnState`::
+
+        playing --VoiceStart over an answer in flight--> held      [Pause]
+        held    --barge-in confirmed (words + speech,
+                  long speech, typed turn, input start)--> none     [Interrupt]
+        held    --HoldExpired at ``until``-------------> playing   [Resume]
+        held    --ResponseFinished (the answer ended)---> none
+    """
+
+    since: float
+    until: float
+
+
+Action = Emit | Respond | Interrupt | Pause | Resume | EndCall
 
 
 def _wall_ms() -> int:
@@ -98,6 +120,8 @@ class TurnState:
     speculation: tuple[str, SpeculationGate] | None = None
     greeted: bool = False
     """The agent's greeting has been asked for (or the call needs none)."""
+    hold: Held | None = None
+    """The answer in flight is paused while the caller's speech is judged."""
 
     @property
     def policy(self) -> TurnPolicy:
@@ -107,9 +131,25 @@ class TurnState:
     def turn_mode(self) -> str:
         return self.settings.turn_mode
 
-    def handle(self, item: TurnInput, now: float, bot_speaking: bool = False) -> list[Action]:
+    @property
+    def hold_deadline(self) -> float:
+        """When the paused answer resumes unless confirmed (inf when none is paused)."""
+        return float("inf") if self.hold is None else self.hold.until
+
+    def handle(
+        self,
+        item: TurnInput,
+        now: float,
+        bot_speaking: bool = False,
+        answering: bool | None = None,
+    ) -> list[Action]:
+        """Apply one input. ``bot_speaking``: the answer in flight is audible;
+        ``answering``: an answer is in flight at all (thinking or speaking; defaults
+        to ``bot_speaking``), which caller speech pauses."""
+        if answering is None:
+            answering = bot_speaking
         if isinstance(item, TranscriptEvent):
-            return self._on_transcript(item, now, bot_speaking)
+            return self._on_transcript(item, now, bot_speaking or self.hold is not None)
         if isinstance(item, InputEnded):
             self.pending_ends += 1
             self.timings.end_of_speech = item.at
@@ -123,7 +163,16 @@ class TurnState:
         if isinstance(item, VoiceStart):
             self.voice_since = item.at
             self.idle_prompts_sent = 0
+            if answering and self.hold is None and self._pauses():
+                confirm_ms = self.policy.barge_in_confirm_ms or 0
+                self.hold = Held(now, now + confirm_ms / 1000)
+                return [Pause()]
             return []
+        if isinstance(item, HoldExpired):
+            if self.hold is None or item.at < self.hold.until:
+                return []
+            self.hold = None
+            return [Resume()]
         if isinstance(item, VoiceSustained):
             self._heard_speech(item.speech_ms)
             return []
@@ -146,23 +195,28 @@ class TurnState:
             timings = TurnTimings(end_of_speech=item.at, transcript_final=item.at)
             # A typed turn before any audio.input.start still hears the greeting first.
             actions: list[Action] = self._greet()
-            if bot_speaking:
-                actions.append(Interrupt("text_input"))
+            if bot_speaking or self.hold is not None:
+                actions.extend(self.interrupt("text_input"))
             actions.append(Respond(TurnRequest(item.text, timings)))
             return actions
         if isinstance(item, InputStarted):
             self.settings = item.settings
             # A new audio.input.start over the answer: the caller is taking the floor.
             # The first one starts the agent's greeting: the caller's rate is known now.
-            return [Interrupt("input_start")] if bot_speaking else self._greet()
+            if bot_speaking or self.hold is not None:
+                return self.interrupt("input_start")
+            return self._greet()
         if isinstance(item, ResponseFinished):
             self.overlap_words = self.overlap_speech_ms = 0
+            self.hold = None
             return []
         if isinstance(item, IdleTimeout):
             return self._on_idle(now)
         if isinstance(item, AnswerAudible):
-            # Only what is said over this answer counts towards interrupting it.
-            self.overlap_words = self.overlap_speech_ms = 0
+            # Only what is said over this answer counts towards interrupting it (and
+            # speech that paused it before its first audio is over it too).
+            if self.hold is None:
+                self.overlap_words = self.overlap_speech_ms = 0
             return []
         if isinstance(item, SpeechStarted | PlaybackProgress | CallOver):
             return []
@@ -207,7 +261,7 @@ class TurnState:
             self.overlapped = True
             if self._confirms_barge_in(t, now):
                 self.interrupted = True
-                actions.append(Interrupt("barge_in"))
+                actions.extend(self.interrupt("barge_in"))
         if not t.is_final:
             self.last_interim = t.text
             interim = TranscriptInterim(t.text, t.confidence, self.wall_ms(), language)
@@ -222,6 +276,20 @@ class TurnState:
                 self.timings.end_of_speech = now
             actions.extend(self._close_turn(now))
         return actions
+
+    def interrupt(self, reason: str) -> list[Action]:
+        """Cut the answer in flight: it is no longer paused, and a speculative guess
+        it may have been is void (the turn it guessed is answered from its text)."""
+        self.hold = None
+        if self.speculation is not None:
+            self.speculation[1].reject()
+            self.speculation = None
+        return [Interrupt(reason)]
+
+    def _pauses(self) -> bool:
+        """Whether caller speech pauses the answer (auto mode, barge-in on, a window)."""
+        p = self.policy
+        return p.barge_in and self.turn_mode == "auto" and p.barge_in_confirm_ms is not None
 
     def _heard_speech(self, speech_ms: int) -> None:
         self.overlap_speech_ms = max(self.overlap_speech_ms, speech_ms)
@@ -318,4 +386,4 @@ def _normalise(text: str) -> str:
     return " ".join(kept.split())
 
 
-__all__ = ["Action", "Emit", "EndCall", "Respond", "TurnState"]
+__all__ = ["Action", "Emit", "EndCall", "Held", "Respond", "TurnState"]

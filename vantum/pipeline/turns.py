@@ -28,11 +28,14 @@ from .messages import (
     CallOver,
     EndCallRequested,
     HangUp,
+    HoldExpired,
     IdleTimeout,
     InputStarted,
     Interrupt,
+    Pause,
     ResponderCommand,
     ResponseFinished,
+    Resume,
     TurnInput,
 )
 from .settings import CallSettings, TurnPolicy
@@ -62,8 +65,8 @@ async def run_turn_manager(
         nonlocal last_activity
         if isinstance(action, Emit):
             await out.send(action.event)
-        elif isinstance(action, Interrupt):
-            # A greeting marked not interruptible is heard to its end.
+        elif isinstance(action, Interrupt | Pause | Resume):
+            # A greeting marked not interruptible is heard to its end (and never paused).
             if answers.in_flight and answers.interruptible and not call_over:
                 await commands.send(action)
         elif isinstance(action, EndCall):
@@ -93,6 +96,8 @@ async def run_turn_manager(
                 overlap = max(voice, audible)
                 # Re-check VAD-only barge-in once, when the long-speech window expires.
                 deadline = min(deadline, overlap + policy.barge_in_long_speech_ms / 1000)
+            # A paused answer resumes unless its barge-in is confirmed by then.
+            deadline = min(deadline, turns.hold_deadline)
             item: TurnInput | None = None
             with trio.move_on_at(deadline):
                 try:
@@ -107,11 +112,15 @@ async def run_turn_manager(
                 if long_due:
                     long_speech_checked = voice
                     if turns.long_speech_interrupts(now, answers.audible_since):
-                        await act(Interrupt("long_speech"), now)
+                        for action in turns.interrupt("long_speech"):
+                            await act(action, now)
                     continue
-                if now < turns.idle_deadline(last_activity, answers.busy):
+                if now >= turns.hold_deadline:
+                    item = HoldExpired(now)
+                elif now < turns.idle_deadline(last_activity, answers.busy):
                     continue
-                item = IdleTimeout(now)
+                else:
+                    item = IdleTimeout(now)
             if isinstance(item, AnswerAudible):
                 answers.audible(item.at)
             elif isinstance(item, ResponseFinished):
@@ -144,11 +153,11 @@ async def run_turn_manager(
                     await commands.send(Interrupt("call_ended"))
                 await commands.aclose()
                 continue
-            if not isinstance(item, IdleTimeout | SpeechStarted | AnswerAudible):
+            if not isinstance(item, IdleTimeout | HoldExpired | SpeechStarted | AnswerAudible):
                 last_activity = now
             if call_over and not isinstance(item, ResponseFinished):
                 continue
-            for action in turns.handle(item, now, answers.speaking):
+            for action in turns.handle(item, now, answers.speaking, answers.in_flight):
                 await act(action, now)
 
 

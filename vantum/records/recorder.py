@@ -36,6 +36,8 @@ RECORDED: tuple[type[e.ServerEvent], ...] = (
     e.ResponseText,
     e.ResponseComplete,
     e.OutputCancelled,
+    e.OutputPaused,
+    e.OutputResumed,
     e.TurnMetrics,
     e.DtmfReceived,
     e.ToolCalled,

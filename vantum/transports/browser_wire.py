@@ -71,6 +71,10 @@ def to_wire(event: e.ServerEvent) -> WireEvent:
     if isinstance(event, e.OutputCancelled):
         payload = {"utteranceId": event.utterance_id, "reason": event.reason}
         return WireEvent(ev.OUTPUT_CANCEL, payload)
+    if isinstance(event, e.OutputPaused | e.OutputResumed):
+        name = ev.OUTPUT_PAUSE if isinstance(event, e.OutputPaused) else ev.OUTPUT_RESUME
+        payload = {"utteranceId": event.utterance_id, "playedMs": float(event.played_ms)}
+        return WireEvent(name, payload)
     if isinstance(event, e.ResponseComplete):
         return WireEvent(ev.RESPONSE_COMPLETE, {"utteranceId": event.utterance_id})
     if isinstance(event, e.TurnMetrics):

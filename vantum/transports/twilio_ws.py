@@ -18,7 +18,9 @@ really heard. A cancelled answer sends ``clear``, dropping whatever the carrier
 still has queued; its pending marks come back at once, and when all are back the
 transport reports what was played to the session as a
 :class:`~vantum.protocol.client_events.PlaybackProgress`, so the history after a
-barge-in holds what the carrier played, not the server clock's guess.
+barge-in holds what the carrier played, not the server clock's guess. A paused
+answer (caller speech being judged) sends ``clear`` too, at once; if it resumes,
+its audio follows again from the server's estimate of what was played.
 """
 
 from __future__ import annotations
@@ -35,7 +37,14 @@ from ..agents.selection import AgentRefused, CallFacts
 from ..audio.resample import StreamResampler
 from ..errors import ProtocolError, VantumError
 from ..logs import annotate, bind
-from ..pipeline.events import ErrorEvent, OutputCancelled, OutputChunk, OutputComplete, ServerEvent
+from ..pipeline.events import (
+    ErrorEvent,
+    OutputCancelled,
+    OutputChunk,
+    OutputComplete,
+    OutputPaused,
+    ServerEvent,
+)
 from ..pipeline.settings import CallSettings
 from ..pipeline.transport import PeerGone
 from ..protocol import events as ev
@@ -282,7 +291,7 @@ class MediaStreamTransport:
     async def send(self, event: ServerEvent) -> None:
         if self.ws.closed:
             raise PeerGone()
-        audio = isinstance(event, OutputChunk | OutputComplete | OutputCancelled)
+        audio = isinstance(event, OutputChunk | OutputComplete | OutputCancelled | OutputPaused)
         if self.start is None and audio:
             log.warning(
                 "call %s: %s before the stream started, dropped", self.call_id, type(event).__name__
@@ -293,6 +302,8 @@ class MediaStreamTransport:
             await self._complete(event.utterance_id)
         elif isinstance(event, OutputCancelled):
             await self._cancel(event.utterance_id)
+        elif isinstance(event, OutputPaused):
+            await self._pause(event.utterance_id)
         elif isinstance(event, ErrorEvent):
             log.info("call %s: %s: %s", self.call_id, event.code, event.message)
         else:
@@ -363,6 +374,18 @@ class MediaStreamTransport:
         if self._current is not None and self._current.utterance_id == uid:
             self._current, self._carry, self._resampler = None, b"", None
         log.info("call %s: answer %s interrupted, clearing playback", self.call_id, uid)
+        await self._write([self.serializer.serialize_clear()])
+
+    async def _pause(self, uid: str) -> None:
+        """Caller speech paused the answer: drop what the carrier has queued (``clear``).
+
+        The answer is not over: its pending marks come back now adding nothing to
+        what was played, and on resumption its audio simply follows again (from
+        the server's estimate of what was played) with new marks.
+        """
+        if self._current is not None and self._current.utterance_id == uid:
+            self._current, self._carry, self._resampler = None, b"", None
+        log.info("call %s: answer %s paused, clearing playback", self.call_id, uid)
         await self._write([self.serializer.serialize_clear()])
 
     async def _write(self, frames: list[str | bytes]) -> None:

@@ -13,6 +13,9 @@ Differences from the browser dialect:
 - the answer's audio is ``voicechat.response.start`` / ``.chunk`` / ``.complete``,
   and a cut answer ``voicechat.response.interrupt`` (barge-in) or
   ``voicechat.response.stop`` (any other stop), each with ``{utteranceId, timestamp}``;
+  a paused answer is ``voicechat.response.stop`` with ``reason: "paused"`` (the
+  original client stops its playback on it, and plays the chunks that follow a
+  ``voicechat.response.resume``, a name it does not know and ignores);
 - an error is named after the request that caused it, as the original's
   ``toErrorEventType`` does (the request's last name part becomes ``error``:
   ``voicechat.audio.start`` -> ``voicechat.audio.error``), and ``voicechat.error``
@@ -34,6 +37,7 @@ RESPONSE_CHUNK = "voicechat.response.chunk"
 RESPONSE_COMPLETE = "voicechat.response.complete"
 RESPONSE_INTERRUPT = "voicechat.response.interrupt"
 RESPONSE_STOP = "voicechat.response.stop"
+RESPONSE_RESUME = "voicechat.response.resume"
 ERROR = "voicechat.error"
 
 NOT_A_REQUEST = frozenset({"unknown", "turn", "connect"})
@@ -67,6 +71,21 @@ def to_wire(event: e.ServerEvent, now_ms: float) -> WireEvent:
     if isinstance(event, e.OutputCancelled):
         name = RESPONSE_INTERRUPT if event.reason == "barge_in" else RESPONSE_STOP
         return WireEvent(name, {"utteranceId": event.utterance_id, "timestamp": float(now_ms)})
+    if isinstance(event, e.OutputPaused):
+        payload = {
+            "utteranceId": event.utterance_id,
+            "timestamp": float(now_ms),
+            "reason": "paused",
+            "playedMs": float(event.played_ms),
+        }
+        return WireEvent(RESPONSE_STOP, payload)
+    if isinstance(event, e.OutputResumed):
+        payload = {
+            "utteranceId": event.utterance_id,
+            "timestamp": float(now_ms),
+            "playedMs": float(event.played_ms),
+        }
+        return WireEvent(RESPONSE_RESUME, payload)
     if isinstance(event, e.SessionReady):
         return WireEvent(CONNECTION_ACK, {"success": True})
     if isinstance(event, e.ErrorEvent):

@@ -36,6 +36,7 @@ const state = {
   sourcesEnded: 0,
   playing: false,
   cancels: 0,
+  pauses: 0,
   errors: [],
   metrics: [],
   lastMetrics: null,
@@ -176,6 +177,15 @@ function onEvent(frame) {
       state.sourcesStarted = player.sourcesStarted;
       break;
     }
+    case "audio.output.pause": {
+      // The caller may be talking over the answer: silence it now. What was
+      // buffered is dropped; if the answer resumes, the server sends it again.
+      if (player) player.stop();
+      state.pauses += 1;
+      break;
+    }
+    case "audio.output.resume":
+      break; // its chunks follow and are queued as usual
     case "audio.output.cancel": {
       cancelled.add(p.utteranceId);
       if (player) player.stop();
