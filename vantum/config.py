@@ -103,6 +103,12 @@ class Config:
     """Longest lifetime (``exp - iat``) a ``/ws`` token may have; longer ones are refused
     (``too_long_lived``) and ``vantum token`` will not mint them."""
 
+    local_stt: str = "auto"
+    """Offline STT when no Deepgram key: ``auto`` (Whisper if installed, else
+    PocketSphinx), ``whisper`` or ``pocketsphinx`` (``VANTUM_LOCAL_STT``)."""
+    local_tts: str = "auto"
+    """Offline TTS when no Cartesia key: ``auto`` (hibari if installed, else eSpeak NG),
+    ``hibari`` or ``espeak`` (``VANTUM_LOCAL_TTS``)."""
     system_prompt: str | None = None
     max_call_s: float = 3600.0
     """Calls end (``connection.lifecycle.max_duration``, close 1000) at this length."""
@@ -169,6 +175,8 @@ class Config:
                 e, "VANTUM_TWILIO_CONNECT_BURST", _default("twilio_connect_burst")
             ),
             "token_max_ttl_s": _env_int(e, "VANTUM_TOKEN_MAX_TTL_S", _default("token_max_ttl_s")),
+            "local_stt": e.get("VANTUM_LOCAL_STT") or _default("local_stt"),
+            "local_tts": e.get("VANTUM_LOCAL_TTS") or _default("local_tts"),
             "system_prompt": e.get("VANTUM_SYSTEM_PROMPT") or None,
             "max_call_s": _env_float(e, "VANTUM_MAX_CALL_S", _default("max_call_s")),
             "max_frame_bytes": _env_int(e, "VANTUM_MAX_FRAME_BYTES", _default("max_frame_bytes")),

@@ -15,7 +15,7 @@ from ..records import open_store
 from . import local_secret
 from .app import VantumApp
 from .auth import WS_AUDIENCE, issue_token, load_secret
-from .engines import build_engines
+from .engines import choose_engines
 from .run import serve
 from .tracing import Tracing, make_tracer
 
@@ -34,9 +34,9 @@ async def run_server(config: Config) -> None:
         secret = local_secret.read_or_create(config.auth_secret_file, create=True)
         config = attrs.evolve(config, auth_secret=secret)
         log.info("/ws tokens are signed with the secret in %s", config.auth_secret_file)
-    engines, names = build_engines(config)
+    engines, names, why = choose_engines(config)
     for stage, name in names.items():
-        log.info("%s engine: %s", stage.upper(), name)
+        log.info("%s engine: %s (%s)", stage.upper(), name, why[stage])
     app = VantumApp(config, engines, engine_names=names)
     async with contextlib.AsyncExitStack() as stack:
         if config.records_url:
