@@ -73,7 +73,8 @@ FIXTURE_TEXT = {
 def fixture_pcm(name: str) -> bytes:
     with wave.open(str(FIXTURES / f"{name}.wav")) as w:
         assert w.getframerate() == 16_000
-        return w.readframes(w.getnframes())
+        pcm: bytes = w.readframes(w.getnframes())
+        return pcm
 
 
 def silence(seconds: float) -> bytes:

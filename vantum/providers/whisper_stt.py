@@ -341,7 +341,8 @@ class WhisperSTT:
         async with events, audio:
             if not language.lower().startswith("en"):
                 log.warning("the packaged Whisper model is English only; ignoring %r", language)
-            await trio.to_thread.run_sync(self.model.load, abandon_on_cancel=True)
+            # No load here: the first decode loads the shared model (if the server's
+            # preload has not), while the listener keeps taking audio meanwhile.
             seg = Segmenter(
                 endpoint_silence_ms=self.endpoint_silence_ms,
                 interim_every_ms=self.interim_every_ms,

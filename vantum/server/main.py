@@ -11,6 +11,7 @@ import attrs
 import trio
 
 from ..config import Config
+from ..pipeline.session import Engines
 from ..records import open_store
 from . import local_secret
 from .app import VantumApp
@@ -37,6 +38,7 @@ async def run_server(config: Config) -> None:
     engines, names, why = choose_engines(config)
     for stage, name in names.items():
         log.info("%s engine: %s (%s)", stage.upper(), name, why[stage])
+    await _preload(engines)
     app = VantumApp(config, engines, engine_names=names)
     async with contextlib.AsyncExitStack() as stack:
         if config.records_url:
@@ -48,6 +50,16 @@ async def run_server(config: Config) -> None:
         if app.tracing is not None:
             stack.push_async_callback(_flush_traces, app.tracing)
         await _serve(app, config)
+
+
+async def _preload(engines: Engines) -> None:
+    """Load the embedded models now (in worker threads), not in the first call."""
+    for engine in (engines.stt, engines.llm, engines.tts):
+        preload = getattr(engine, "preload", None)
+        if preload is not None:
+            t0 = time.perf_counter()
+            await preload()
+            log.info("%s loaded in %.1f s", engine.name, time.perf_counter() - t0)
 
 
 async def _flush_traces(tracing: Tracing) -> None:
