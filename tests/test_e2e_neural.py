@@ -8,6 +8,7 @@ import os
 import time
 from functools import partial
 
+import numpy as np
 import pytest
 import trio
 
@@ -24,6 +25,7 @@ from vantum.providers.local_llm import ScriptedResponder
 from vantum.server.app import VantumApp
 from vantum.server.auth import issue_token, load_secret, new_secret
 from vantum.server.engines import choose_engines
+from vantum.server.main import preload_engines
 from vantum.server.run import serve
 from vantum.testing.browser_client import BrowserClient, TurnResult
 
@@ -76,3 +78,50 @@ async def test_neural_conversation_over_ws(capsys: pytest.CaptureFixture[str]) -
     with capsys.disabled():
         print(f"\n[neural /ws] WER {wer:.2f} ({errors}/{total} words): {heard}")
     assert wer <= 0.15  # measured 0.06 on the fixtures; PocketSphinx 0.50-0.65
+
+
+@pytest.mark.slow
+async def test_spoken_question_gets_a_spoken_relevant_answer(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Issue 17's "done when", in-process: a spoken question through /ws on the engines
+    `vantum serve` picks with no keys gets the right transcript and a correct, spoken
+    answer from the offline LLM in the neural voice."""
+    pytest.importorskip("cyllama")
+    samplerate = pytest.importorskip("samplerate")
+    from vantum.providers.hibari_tts import SAMPLE_RATE, synthesize_blocking
+
+    cfg = Config(host="127.0.0.1", port=0, graceful_timeout=1.0, insecure_no_auth=True)
+    engines, names, _why = choose_engines(cfg)
+    assert names == {"stt": "whisper", "llm": "qwen2.5-coder-0.5b", "tts": "hibari"}
+    await preload_engines(engines)  # as vantum serve does
+    x = np.frombuffer(synthesize_blocking("What is the capital of France?"), np.int16)
+    y = samplerate.resample(x.astype(np.float32) / 32768, RATE / SAMPLE_RATE, "sinc_fastest")
+    question = (np.clip(y, -1, 1) * 32767).astype("<i2").tobytes()
+    app = VantumApp(cfg, engines)
+    stop = trio.Event()
+    async with trio.open_nursery() as nursery:
+        url = await nursery.start(partial(serve, app, cfg, shutdown_trigger=stop.wait))
+        async with BrowserClient.connect(url.replace("http", "ws") + "/ws") as client:
+            await client.start(RATE)
+            result: list[TurnResult] = []
+
+            async def collect() -> None:
+                result.append(await client.collect_turn())
+
+            async with trio.open_nursery() as turn:
+                turn.start_soon(collect)
+                await client.stream_audio(silence(0.3) + question + silence(0.8), RATE)
+                await client.end_turn()
+        stop.set()
+    t = result[0]
+    answer = " ".join(t.text)
+    with capsys.disabled():
+        print(
+            f"\n[neural /ws] heard {t.finals}, answered {answer!r} ({t.audio_seconds:.1f} s "
+            f"of audio); metrics {t.metrics}"
+        )
+    assert t.errors == []
+    assert "capital of france" in words(" ".join(t.finals))
+    assert "Paris" in answer
+    assert t.audio_seconds > 0.5

@@ -50,6 +50,7 @@ from vantum.providers.hibari_tts import (
     synthesize_blocking,
 )
 from vantum.providers.whisper_stt import (
+    InterimDue,
     Segmenter,
     Started,
     Utterance,
@@ -136,6 +137,18 @@ def test_segmenter_bounds_each_utterance() -> None:
     cut = [e for e in events if isinstance(e, Utterance)]
     assert cut, "speech longer than the bound is cut"
     assert all(len(u.pcm) <= 16_000 * 2 for u in cut)
+
+
+def test_no_interim_starts_in_the_endpoint_silence() -> None:
+    """An interim decode begun while the endpointer waits out the silence would still
+    run when the final is wanted, delaying the answer by a whole decode."""
+    seg = Segmenter(interim_every_ms=300, endpoint_silence_ms=2000)
+    talking = seg.feed(silence(0.2) + fixture_pcm("weather")[:-8000])
+    assert any(isinstance(e, InterimDue) for e in talking)
+    assert seg.in_utterance
+    seg.feed(silence(0.3))  # WebRTC's VAD has its own short hangover
+    pausing = seg.feed(silence(1.2))
+    assert seg.in_utterance and not any(isinstance(e, InterimDue) for e in pausing)
 
 
 def test_interims_hide_the_half_heard_last_word() -> None:

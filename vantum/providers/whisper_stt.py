@@ -144,7 +144,8 @@ class Segmenter:
         )
         for i in range(0, n, _FRAME_BYTES):
             frame = view[i : i + _FRAME_BYTES]
-            edge = self._endpointer.push(self._vad.is_speech(frame, STT_SAMPLE_RATE))
+            speech = bool(self._vad.is_speech(frame, STT_SAMPLE_RATE))
+            edge = self._endpointer.push(speech)
             self._samples += _FRAME_BYTES // 2
             if self._start is None and edge != "start":
                 self._preroll.append(frame)
@@ -159,7 +160,9 @@ class Segmenter:
             self._since_interim += len(frame)
             if edge == "end" or len(self._speech) + _FRAME_BYTES > max_bytes:
                 out.append(self._end("endpoint"))
-            elif interim_bytes is not None and self._since_interim >= interim_bytes:
+            elif speech and interim_bytes is not None and self._since_interim >= interim_bytes:
+                # Only while the caller is talking: an interim started in the endpoint
+                # silence would still be decoding when the final is wanted.
                 self._since_interim = 0
                 out.append(InterimDue())
         return out

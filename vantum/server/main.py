@@ -38,7 +38,7 @@ async def run_server(config: Config) -> None:
     engines, names, why = choose_engines(config)
     for stage, name in names.items():
         log.info("%s engine: %s (%s)", stage.upper(), name, why[stage])
-    await _preload(engines)
+    await preload_engines(engines)
     app = VantumApp(config, engines, engine_names=names)
     async with contextlib.AsyncExitStack() as stack:
         if config.records_url:
@@ -52,7 +52,7 @@ async def run_server(config: Config) -> None:
         await _serve(app, config)
 
 
-async def _preload(engines: Engines) -> None:
+async def preload_engines(engines: Engines) -> None:
     """Load the embedded models now (in worker threads), not in the first call."""
     for engine in (engines.stt, engines.llm, engines.tts):
         preload = getattr(engine, "preload", None)
