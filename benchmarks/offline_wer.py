@@ -113,8 +113,15 @@ def whisper(pcm: bytes) -> str:
     return shared_whisper().decode(pcm).text
 
 
+_DECODER: list[object] = []
+
+
 def pocketsphinx(pcm: bytes) -> str:
-    rec = Recognizer(load_decoder(dither=False))
+    # One decoder for all utterances, as in a session: a fresh one recognises its first
+    # utterance worst (its cepstral normalisation has not adapted yet).
+    if not _DECODER:
+        _DECODER.append(load_decoder(dither=False))
+    rec = Recognizer(_DECODER[0])
     events = rec.feed(pcm) + rec.finalize()  # the endpoint may come within feed
     return " ".join(getattr(e, "text", "") for e in events)
 

@@ -55,6 +55,7 @@ from vantum.providers.whisper_stt import (
     Started,
     Utterance,
     WhisperSTT,
+    interims_affordable,
     shared_whisper,
     stable_prefix,
 )
@@ -149,6 +150,13 @@ def test_no_interim_starts_in_the_endpoint_silence() -> None:
     seg.feed(silence(0.3))  # WebRTC's VAD has its own short hangover
     pausing = seg.feed(silence(1.2))
     assert seg.in_utterance and not any(isinstance(e, InterimDue) for e in pausing)
+
+
+def test_interims_stop_while_decodes_are_slow() -> None:
+    """Off under load: a decode that takes most of the interval would delay the final."""
+    assert interims_affordable(0.35, 1000)
+    assert not interims_affordable(3.0, 1000)
+    assert interims_affordable(0.0, 1000)  # nothing measured yet
 
 
 def test_interims_hide_the_half_heard_last_word() -> None:

@@ -353,11 +353,12 @@ class WhisperSTT:
             )
             jobs_tx, jobs_rx = trio.open_memory_channel[_Job](4)
             failed: list[STTError] = []
+            pace = _Pace()
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(
-                    self._decoder, jobs_rx, events.clone(), failed, nursery.cancel_scope
+                    self._decoder, jobs_rx, events.clone(), failed, nursery.cancel_scope, pace
                 )
-                await self._listener(audio, seg, jobs_tx, events)
+                await self._listener(audio, seg, jobs_tx, events, pace)
             if failed:
                 raise failed[0]
 
@@ -367,6 +368,7 @@ class WhisperSTT:
         seg: Segmenter,
         jobs: trio.MemorySendChannel[_Job],
         events: trio.MemorySendChannel[STTEvent],
+        pace: _Pace,
     ) -> None:
         async with jobs:
             async for item in audio:
@@ -390,7 +392,7 @@ class WhisperSTT:
                         elif isinstance(ev, Utterance):
                             await jobs.send(ev)
                         else:
-                            self._maybe_interim(seg, jobs)
+                            self._maybe_interim(seg, jobs, pace)
                 except trio.BrokenResourceError:
                     return
             utt = seg.close()
@@ -398,10 +400,17 @@ class WhisperSTT:
                 with contextlib.suppress(trio.BrokenResourceError):
                     await jobs.send(utt)
 
-    def _maybe_interim(self, seg: Segmenter, jobs: trio.MemorySendChannel[_Job]) -> None:
-        """Queue an interim only when nothing waits and the model is free."""
+    def _maybe_interim(
+        self, seg: Segmenter, jobs: trio.MemorySendChannel[_Job], pace: _Pace
+    ) -> None:
+        """Queue an interim only when nothing waits, the model is free and decodes are
+        fast enough (:func:`interims_affordable`)."""
         limiter = self.limiter()
         if jobs.statistics().current_buffer_used or limiter.available_tokens < 1:
+            return
+        if self.interim_every_ms is None or not interims_affordable(
+            pace.last_decode_s, self.interim_every_ms
+        ):
             return
         snap = seg.snapshot()
         if snap is not None:
@@ -414,6 +423,7 @@ class WhisperSTT:
         events: trio.MemorySendChannel[STTEvent],
         failed: list[STTError],
         scope: trio.CancelScope,
+        pace: _Pace,
     ) -> None:
         last_final = 0
         last_interim = ""
@@ -425,9 +435,11 @@ class WhisperSTT:
                 if job.reason == "interim" and job.seq <= last_final:
                     continue  # its utterance already ended
                 try:
+                    started = trio.current_time()
                     decoded = await trio.to_thread.run_sync(
                         self.model.decode, job.pcm, limiter=self.limiter()
                     )
+                    pace.last_decode_s = trio.current_time() - started
                 except STTError as exc:
                     # Answer the Finalizes already queued, close ``jobs`` (the
                     # listener answers one it holds) and stop the listener.
@@ -467,6 +479,24 @@ def stable_prefix(text: str) -> str:
     syllable) that the final corrects; callers should not see those guesses."""
     words = text.split()
     return " ".join(words[:-1])
+
+
+@attrs.define
+class _Pace:
+    """How long this session's last decode took (written by the decoder task, read by
+    the listener task of the same actor)."""
+
+    last_decode_s: float = 0.0
+
+
+def interims_affordable(last_decode_s: float, interim_every_ms: int) -> bool:
+    """Interims only while a decode takes under half the interim interval.
+
+    An interim still decoding when the caller stops delays the final by up to a whole
+    decode; on a quiet machine tiny.en takes ~0.35 s and interims cost little, on a
+    loaded one a decode takes seconds and interims would double the answer's latency.
+    """
+    return last_decode_s * 1000 <= interim_every_ms / 2
 
 
 async def _answer_pending_finalizes(
