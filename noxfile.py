@@ -10,7 +10,7 @@ nox.options.default_venv_backend = "venv"
 
 @nox.session(python="3.11")
 def tests(session: nox.Session) -> None:
-    session.install("-e", ".[test]")
+    session.install("-e", ".[test,embedded]")
     session.run("pytest", "-q", *session.posargs)
 
 

