@@ -1073,6 +1073,8 @@ def run(args: argparse.Namespace) -> int:
             {
                 "VANTUM_LOG_LEVEL": "WARNING",
                 "VANTUM_MAX_SESSIONS": "5000",
+                # One process (the fakes' keys would otherwise mean one worker per core).
+                "VANTUM_WORKERS": "1",
                 # One load generator opens hundreds of calls from one address; a token
                 # check costs one HMAC per connection, nothing per frame.
                 "VANTUM_INSECURE_NO_AUTH": "1",

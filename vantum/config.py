@@ -45,6 +45,13 @@ def _env_bool(env: Mapping[str, str], name: str) -> bool:
     raise ConfigError(f"{name}={raw!r} is not a boolean (use 1 or 0)")
 
 
+def _env_fail_mode(env: Mapping[str, str]) -> bool:
+    raw = env.get("VANTUM_REDIS_FAIL", "open").strip().lower() or "open"
+    if raw not in ("open", "closed"):
+        raise ConfigError(f"VANTUM_REDIS_FAIL={raw!r}: use open or closed")
+    return raw == "open"
+
+
 def _default(name: str) -> Any:
     return getattr(attrs.fields(Config), name).default
 
@@ -125,6 +132,19 @@ class Config:
     write_timeout_ms: int = 2000
     """A write that waits this long for room in the socket cuts the peer (it stopped
     reading); also how long a peer has to answer a close frame. docs/hardening.md."""
+    workers: int = 0
+    """Worker processes of ``vantum serve`` (``VANTUM_WORKERS``, ``--workers``); 0 chooses:
+    one per usable core when every stage is on a cloud provider, else 1
+    (``server/workers.py``, docs/deploy.md)."""
+    worker_metrics_port: int | None = None
+    """First per-worker ``/metrics`` + ``/health`` port with several workers (worker i
+    uses it + i); unset: ``port`` + 1; 0: any free port (logged)."""
+    redis_url: str | None = None
+    """Shared state of a cluster (``VANTUM_REDIS_URL``): the session cap, connect rate
+    limits, the call registry, hang-ups across workers. None: this process's memory."""
+    redis_fail_open: bool = True
+    """While Redis is unreachable, admit new calls on this worker's own limits (True,
+    ``VANTUM_REDIS_FAIL=open``) or refuse them (``closed``). Calls in progress go on."""
     log_level: str = "INFO"
     log_format: LogFormat = "text"
     """``text`` for people, ``json`` (one object per line) for log collectors."""
@@ -184,9 +204,15 @@ class Config:
             "write_timeout_ms": _env_int(
                 e, "VANTUM_WRITE_TIMEOUT_MS", _default("write_timeout_ms")
             ),
+            "workers": _env_int(e, "VANTUM_WORKERS", _default("workers")),
+            "worker_metrics_port": _env_int(e, "VANTUM_WORKER_METRICS_PORT", -1),
+            "redis_url": e.get("VANTUM_REDIS_URL") or None,
+            "redis_fail_open": _env_fail_mode(e),
             "log_level": e.get("VANTUM_LOG_LEVEL", _default("log_level")),
             "log_format": e.get("VANTUM_LOG_FORMAT") or _default("log_format"),
         }
+        if values["worker_metrics_port"] == -1:
+            values["worker_metrics_port"] = None
         values.update({k: v for k, v in overrides.items() if v is not None})
         if values["log_format"] not in LOG_FORMATS:
             raise ConfigError(f"VANTUM_LOG_FORMAT={values['log_format']!r}: use text or json")
@@ -198,6 +224,8 @@ class Config:
             raise ConfigError(f"VANTUM_TOKEN_MAX_TTL_S={config.token_max_ttl_s}: use 1 or more")
         if not 10 <= config.output_chunk_ms <= 1000:
             raise ConfigError(f"VANTUM_OUTPUT_CHUNK_MS={config.output_chunk_ms}: use 10..1000")
+        if config.workers < 0:
+            raise ConfigError(f"VANTUM_WORKERS={config.workers}: use 1 or more (0: automatic)")
         if config.write_timeout_ms < 100:
             raise ConfigError(f"VANTUM_WRITE_TIMEOUT_MS={config.write_timeout_ms}: use 100 or more")
         return config

@@ -6,6 +6,7 @@ import contextlib
 import ipaddress
 import logging
 import time
+from functools import partial
 
 import attrs
 import trio
@@ -16,8 +17,10 @@ from . import local_secret
 from .app import VantumApp
 from .auth import WS_AUDIENCE, issue_token, load_secret
 from .engines import build_engines
-from .run import serve
+from .run import serve, serve_side_port
 from .tracing import Tracing, make_tracer
+from .worker import WorkerSeat, metrics_only, wait_for_stop
+from .workers import default_workers, supervise
 
 log = logging.getLogger("vantum")
 
@@ -28,12 +31,44 @@ PAGE_TOKEN_TTL_S = 4 * 3600
 
 
 async def run_server(config: Config) -> None:
+    """``vantum serve``: one process, or a supervisor of ``--workers N`` processes."""
+    config = resolve_secret(config)
+    count, why = default_workers(config)
+    if count > 1:
+        log.info("%d workers (%s)", count, why)
+        await _close_orphans_once(config)
+        await supervise(
+            config, count, announce=lambda url: _announce(url, config, f" ({count} workers)")
+        )
+        return
+    if config.workers == 0:
+        log.info("1 worker (%s)", why)
+    await run_worker(config)
+
+
+def resolve_secret(config: Config) -> Config:
+    """The config with its ``/ws`` secret (the local file's if none is set): resolved
+    once, before any worker starts, so every worker signs and checks with the same."""
     if config.insecure_no_auth:
         log.warning("/ws authentication is OFF (--insecure-no-auth): anyone can place calls")
     elif not config.auth_secret:
         secret = local_secret.read_or_create(config.auth_secret_file, create=True)
         config = attrs.evolve(config, auth_secret=secret)
         log.info("/ws tokens are signed with the secret in %s", config.auth_secret_file)
+    return config
+
+
+async def _close_orphans_once(config: Config) -> None:
+    """SQLite records left open by a previous run are closed by the supervisor, before
+    any worker runs: a worker doing it would close its siblings' live calls."""
+    if config.records_url and not config.records_url.startswith("postgres"):
+        async with open_store(config.records_url) as store:
+            await store.close_orphans(at=time.time())
+
+
+async def run_worker(config: Config, seat: WorkerSeat | None = None) -> None:
+    """Serve on ``config.host:config.port`` (one process), or as worker ``seat`` on the
+    supervisor's socket, with its own ``/metrics`` and ``/health`` port."""
     engines, names = build_engines(config)
     for stage, name in names.items():
         log.info("%s engine: %s", stage.upper(), name)
@@ -41,13 +76,16 @@ async def run_server(config: Config) -> None:
     async with contextlib.AsyncExitStack() as stack:
         if config.records_url:
             app.store = await stack.enter_async_context(open_store(config.records_url))
-            if not config.records_url.startswith("postgres"):
+            if seat is None and not config.records_url.startswith("postgres"):
                 await app.store.close_orphans(at=time.time())
             log.info("call records: %s", config.records_url)
         app.tracing = make_tracer()
         if app.tracing is not None:
             stack.push_async_callback(_flush_traces, app.tracing)
-        await _serve(app, config)
+        if seat is None:
+            await _serve(app, config)
+        else:
+            await _serve_seat(app, config, seat)
 
 
 async def _flush_traces(tracing: Tracing) -> None:
@@ -59,8 +97,26 @@ async def _flush_traces(tracing: Tracing) -> None:
 async def _serve(app: VantumApp, config: Config) -> None:
     async with trio.open_nursery() as nursery:
         url = await nursery.start(serve, app, config)
-        log.info("Vantum listening on %s (WebSocket %s/ws)", url, url.replace("http", "ws"))
-        log.info("talk to it: %s", page_instructions(url, config, now=time.time()))
+        _announce(url, config)
+
+
+async def _serve_seat(app: VantumApp, config: Config, seat: WorkerSeat) -> None:
+    app.metrics.worker_restarts.labels(str(seat.index)).inc(seat.restarts)
+    async with trio.open_nursery() as side:
+        side_url = await side.start(
+            serve_side_port, metrics_only(app), config, f"{config.host}:{seat.metrics_port}"
+        )
+        async with trio.open_nursery() as nursery:
+            await nursery.start(
+                partial(serve, app, config, bind=f"fd://{seat.fd}", shutdown_trigger=wait_for_stop)
+            )
+            seat.ready(side_url)
+        side.cancel_scope.cancel()
+
+
+def _announce(url: str, config: Config, suffix: str = "") -> None:
+    log.info("Vantum listening on %s (WebSocket %s/ws)%s", url, url.replace("http", "ws"), suffix)
+    log.info("talk to it: %s", page_instructions(url, config, now=time.time()))
 
 
 def page_instructions(url: str, config: Config, *, now: float) -> str:

@@ -76,6 +76,14 @@ class ServerMetrics:
             registry=r,
         )
 
+        self.worker_restarts = Counter(
+            "vantum_worker_restarts",
+            "Times the supervisor of `vantum serve --workers N` restarted this worker's "
+            "slot after it exited unasked (a crash); each restart ended that worker's calls",
+            ["worker"],
+            registry=r,
+        )
+
     def provider_error(self, provider: str, kind: str) -> None:
         """:class:`~vantum.providers.reporting.ProviderErrorSink` hook."""
         self.provider_errors.labels(provider, kind).inc()
