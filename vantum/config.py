@@ -145,6 +145,9 @@ class Config:
     redis_fail_open: bool = True
     """While Redis is unreachable, admit new calls on this worker's own limits (True,
     ``VANTUM_REDIS_FAIL=open``) or refuse them (``closed``). Calls in progress go on."""
+    redis_call_ttl_s: float = 15.0
+    """A call's entry in Redis lives this long unless its worker's heartbeat (every
+    third of it) renews it: how long a dead worker's calls still count."""
     log_level: str = "INFO"
     log_format: LogFormat = "text"
     """``text`` for people, ``json`` (one object per line) for log collectors."""
@@ -208,6 +211,9 @@ class Config:
             "worker_metrics_port": _env_int(e, "VANTUM_WORKER_METRICS_PORT", -1),
             "redis_url": e.get("VANTUM_REDIS_URL") or None,
             "redis_fail_open": _env_fail_mode(e),
+            "redis_call_ttl_s": _env_float(
+                e, "VANTUM_REDIS_CALL_TTL_S", _default("redis_call_ttl_s")
+            ),
             "log_level": e.get("VANTUM_LOG_LEVEL", _default("log_level")),
             "log_format": e.get("VANTUM_LOG_FORMAT") or _default("log_format"),
         }

@@ -37,8 +37,9 @@ from ..records.recorder import CallRecorder
 from ..transports.asgi_ws import ConnectionControl, current_connection
 from ..transports.browser import ASGIReceive, ASGISend, BrowserTransport
 from ..transports.voicechat import VoicechatTransport
-from .admission import AdmissionControl, HandshakeRefused
+from .admission import AdmissionControl, HandshakeRefused, client_ip, rate_refusal
 from .auth import AuthError
+from .cluster import CallRegistry, LocalCalls
 from .connections import CLOSE_GRACE_S
 from .metrics import ServerMetrics
 from .registry import SessionRegistry
@@ -69,6 +70,10 @@ class VantumApp:
         self.metrics = ServerMetrics()
         self.admission = AdmissionControl(config, self.metrics)
         self.registry = SessionRegistry(config.max_sessions)
+        self.calls: CallRegistry = LocalCalls(self.hangup_here)
+        """The cluster's view of calls (``cluster.py``): this process alone, or Redis
+        (set by ``run_worker`` with ``VANTUM_REDIS_URL``)."""
+        self._hung_up: set[str] = set()
         secret = self.admission.auth_secret
         self.stream_tickets = StreamTickets(
             derive_key(secret) if secret is not None else secrets.token_bytes(32)
@@ -192,6 +197,9 @@ class VantumApp:
 
     async def _twilio_ws(self, scope: dict[str, Any], receive: ASGIReceive, send: ASGISend) -> None:
         refused = self.admission.check_twilio_stream(scope)
+        if refused is None and not await self.calls.allow_connect(client_ip(scope), "twilio"):
+            self.metrics.sessions_refused.labels("twilio_rate_limited").inc()
+            refused = rate_refusal(self.config.twilio_connect_rate_per_s)
         if refused is None:
             from ..transports.twilio_ws import serve_twilio_stream
 
@@ -207,6 +215,11 @@ class VantumApp:
         """The accept message for a ``/ws`` handshake and the token's failure if any, or
         None once the handshake has been refused (the rules: ``admission``)."""
         decision = self.admission.check(scope)
+        if not isinstance(decision, HandshakeRefused) and not await self.calls.allow_connect(
+            client_ip(scope), "ws"
+        ):
+            self.metrics.sessions_refused.labels("rate_limited").inc()
+            decision = rate_refusal(self.config.connect_rate_per_s)
         if isinstance(decision, HandshakeRefused):
             await _refuse_handshake(
                 scope, send, decision.status, decision.message, decision.retry_after
@@ -233,6 +246,22 @@ class VantumApp:
             await self._serve_session(transport, sid, kind, settings or self.settings)
 
     async def _serve_session(
+        self, transport: Transport, sid: str, kind: str, settings: CallSettings
+    ) -> None:
+        if await self.calls.claim(sid) is not None:  # the cluster is full (or Redis down)
+            message = "the service is at capacity; try again later"
+            self.metrics.sessions_refused.labels(ev.ERR_CAPACITY).inc()
+            with trio.move_on_after(2):
+                await transport.send(ErrorEvent(ev.ERR_CAPACITY, message, "connect"))
+                await transport.close(ev.CLOSE_TRY_AGAIN, message)
+            return
+        try:
+            await self._serve_claimed(transport, sid, kind, settings)
+        finally:
+            await self.calls.release(sid)
+            self._hung_up.discard(sid)
+
+    async def _serve_claimed(
         self, transport: Transport, sid: str, kind: str, settings: CallSettings
     ) -> None:
         code, reason = ev.CLOSE_NORMAL, "session ended"
@@ -266,7 +295,9 @@ class VantumApp:
                 code, reason = ev.CLOSE_INTERNAL, "internal error"
             finally:
                 self.metrics.sessions_active.dec()
-        if scope.cancelled_caught:
+        if scope.cancelled_caught and sid in self._hung_up:
+            code, reason = ev.CLOSE_NORMAL, "hung up"
+        elif scope.cancelled_caught:
             code, reason = ev.CLOSE_GOING_AWAY, "server is shutting down"
         with trio.CancelScope(shield=True):
             with trio.move_on_after(2):
@@ -281,6 +312,17 @@ class VantumApp:
             self.metrics.sessions_cut.labels(cut).inc()
             if recorder is not None:
                 recorder.outcome = cut
+
+    def hangup_here(self, sid: str) -> bool:
+        """End call ``sid`` if this process holds it (close 1000, "hung up"); how a
+        cluster hang-up is delivered. A placeholder for the calls API's own hang-up,
+        which says goodbye first: plug that in here."""
+        scope = self.registry.sessions.get(sid)
+        if scope is None:
+            return False
+        self._hung_up.add(sid)
+        scope.cancel()
+        return True
 
     async def wait_idle(self) -> None:
         """Return once no session is open (tests and the drain use it)."""

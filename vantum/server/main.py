@@ -7,6 +7,7 @@ import ipaddress
 import logging
 import time
 from functools import partial
+from urllib.parse import urlsplit, urlunsplit
 
 import attrs
 import trio
@@ -17,6 +18,7 @@ from . import local_secret
 from .app import VantumApp
 from .auth import WS_AUDIENCE, issue_token, load_secret
 from .engines import build_engines
+from .redis_calls import open_redis_calls
 from .run import serve, serve_side_port
 from .tracing import Tracing, make_tracer
 from .worker import WorkerSeat, metrics_only, wait_for_stop
@@ -79,6 +81,17 @@ async def run_worker(config: Config, seat: WorkerSeat | None = None) -> None:
             if seat is None and not config.records_url.startswith("postgres"):
                 await app.store.close_orphans(at=time.time())
             log.info("call records: %s", config.records_url)
+        if config.redis_url:
+            app.calls = await stack.enter_async_context(
+                open_redis_calls(
+                    config,
+                    app.metrics,
+                    deliver=app.hangup_here,
+                    local_calls=lambda: list(app.sessions),
+                    draining=lambda: app.draining,
+                )
+            )
+            log.info("cluster state in Redis: %s", _redact(config.redis_url))
         app.tracing = make_tracer()
         if app.tracing is not None:
             stack.push_async_callback(_flush_traces, app.tracing)
@@ -112,6 +125,17 @@ async def _serve_seat(app: VantumApp, config: Config, seat: WorkerSeat) -> None:
             )
             seat.ready(side_url)
         side.cancel_scope.cancel()
+
+
+def _redact(url: str) -> str:
+    """A URL for the log, without its password."""
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = f"{parts.username or ''}:***@{parts.hostname}" + (
+            f":{parts.port}" if parts.port else ""
+        )
+        return urlunsplit(parts._replace(netloc=netloc))
+    return url
 
 
 def _announce(url: str, config: Config, suffix: str = "") -> None:

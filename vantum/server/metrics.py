@@ -84,6 +84,21 @@ class ServerMetrics:
             registry=r,
         )
 
+        self.redis_up = Gauge(
+            "vantum_redis_up",
+            "1 while this worker reaches VANTUM_REDIS_URL (absent without Redis)",
+            registry=r,
+        )
+        self.redis_errors = Counter(
+            "vantum_redis_errors", "Redis operations that failed or timed out", registry=r
+        )
+        self.cluster_calls_expired = Counter(
+            "vantum_cluster_calls_expired",
+            "Calls this worker found expired in the cluster registry: their worker "
+            "stopped refreshing them (it died); summed over workers, every such call once",
+            registry=r,
+        )
+
     def provider_error(self, provider: str, kind: str) -> None:
         """:class:`~vantum.providers.reporting.ProviderErrorSink` hook."""
         self.provider_errors.labels(provider, kind).inc()
