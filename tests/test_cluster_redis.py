@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
@@ -212,3 +213,37 @@ async def test_fail_closed_refuses_new_calls_while_redis_is_down(tmp_path: Path)
                 await redis.stop()
                 assert await _place(server, stack) is None
                 await _answers(call)  # the call in progress is untouched
+
+
+async def test_a_server_starts_and_admits_while_redis_is_down(tmp_path: Path) -> None:
+    """Redis unreachable from the start (fail open): the server still listens and
+    takes calls on its own limits instead of waiting for Redis."""
+    nowhere = RedisServer(_unused_port(), tmp_path)  # never started
+    async with (
+        serve_fake_deepgram(FAST_DG) as dg,
+        serve_fake_openai(FAST_OA) as oa,
+        serve_fake_cartesia(FAST_CA) as ca,
+    ):
+        env = {
+            "DEEPGRAM_API_KEY": dg.api_key,
+            "DEEPGRAM_URL": dg.url,
+            "OPENAI_API_KEY": oa.api_key,
+            "OPENAI_BASE_URL": oa.base_url,
+            "CARTESIA_API_KEY": ca.api_key,
+            "CARTESIA_URL": ca.url,
+            "VANTUM_RECORDS_URL": "",
+            "VANTUM_REDIS_URL": nowhere.url,
+        }
+        async with serve_process(env, new_secret(), workers=1) as server, AsyncExitStack() as stack:
+            with trio.fail_after(30):
+                call = await _place(server, stack)
+                assert call is not None
+                await _answers(call)
+                await server.wait_for("Redis unreachable")
+
+
+def _unused_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port

@@ -216,7 +216,7 @@ class RedisCalls:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """The heartbeat and the hang-up listener, until cancelled."""
         async with trio.open_nursery() as nursery:
-            await nursery.start(self._listen)
+            nursery.start_soon(self._listen)
             nursery.start_soon(self._beat_forever)
             task_status.started()
 
@@ -244,17 +244,15 @@ class RedisCalls:
                 await self._beat_now.wait()
             self._beat_now = trio.Event()
 
-    async def _listen(self, *, task_status: trio.TaskStatus[None]) -> None:
-        """Take hang-ups for this worker's calls; resubscribe after Redis comes back."""
-        started = False
+    async def _listen(self) -> None:
+        """Take hang-ups for this worker's calls. coredis's pub/sub reconnects and
+        resubscribes by itself (its retry policy); this loop covers what it gives up on.
+        It does not hold up start-up: a worker starts while Redis is down."""
         while True:
             try:
                 async with self.client.pubsub(
                     channels=[_hangup_channel(self.me)], ignore_subscribe_messages=True
                 ) as pubsub:
-                    if not started:
-                        started = True
-                        task_status.started()
                     async for message in pubsub:
                         if message["type"] == "message":
                             call_id = str(message["data"])
@@ -262,9 +260,6 @@ class RedisCalls:
                             self._deliver(call_id)
             except (coredis.exceptions.RedisError, OSError) as exc:
                 self._mark(False, exc)
-                if not started:
-                    started = True
-                    task_status.started()
                 await trio.sleep(0.5)  # back-off before resubscribing, not a wait on an event
 
     # --- plumbing ------------------------------------------------------------------
