@@ -82,13 +82,17 @@ def default_workers(config: Config) -> tuple[int, str]:
     )
 
 
-def listening_socket(host: str, port: int, backlog: int = 1024) -> socket.socket:
-    """Bind and listen once, for every worker to accept from (the fd is inherited)."""
+def listening_socket(host: str, port: int) -> socket.socket:
+    """Bind once, for every worker to accept from (the fd is inherited).
+
+    The supervisor does not listen: the first worker ready does (Hypercorn's serve
+    listens on each socket it serves, and listening is a state of the socket, shared by
+    every fd of it). So the port refuses connections until a worker can take them, as
+    a single process's does, instead of queueing them while the workers load."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host.strip("[]"), port))
-    sock.listen(backlog)
     sock.set_inheritable(True)
     return sock
 
