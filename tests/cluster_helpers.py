@@ -80,6 +80,11 @@ class ServerProcess:
                 raise AssertionError(f"server exited before logging {pattern!r}")
             await self._changed.wait()
 
+    async def wait_eof(self) -> None:
+        """Until every process writing to the server's stderr (workers too) exited."""
+        while not self.eof:
+            await self._changed.wait()
+
     def workers(self, *, after: int = 0) -> dict[int, Worker]:
         """The latest ready line of each worker slot (from log index ``after`` on)."""
         found: dict[int, Worker] = {}

@@ -12,6 +12,7 @@ import os
 import re
 import signal
 from contextlib import AsyncExitStack
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -147,3 +148,38 @@ async def test_sigterm_drains_every_worker_and_the_supervisor_exits_on_time(
                 os.kill(pid, 0)
         drained = [line for line in server.log if re.search(r"draining \d+ session", line)]
         assert len(drained) == 2, drained
+
+
+async def test_workers_drain_when_their_supervisor_is_killed(
+    tmp_path: os.PathLike[str],
+) -> None:
+    """SIGKILL to the supervisor (no chance to stop anyone): each worker sees its stdin
+    pipe close, drains its calls (1001) and exits, instead of serving on unsupervised."""
+    async with (
+        serve_fake_deepgram(FAST_DG) as dg,
+        serve_fake_openai(FAST_OA) as oa,
+        serve_fake_cartesia(FAST_CA) as ca,
+        serve_process(_fake_env(dg, oa, ca, str(tmp_path)), new_secret()) as server,
+        AsyncExitStack() as stack,
+    ):
+        with trio.fail_after(60):
+            by_worker = await _calls_on_both(server, stack)
+            pids = [w.pid for w in server.workers().values()]
+            server.process.kill()
+            await server.process.wait()
+            for call in [*by_worker[0], *by_worker[1]]:
+                closed = await call.wait_closed()
+                assert closed.code == ev.CLOSE_GOING_AWAY, closed
+            await server.wait_for("the supervisor is gone: draining")
+            # The workers' stderr is the pipe this test reads: it ends when both exited.
+            await server.wait_eof()
+        assert all(_gone(pid) for pid in pids)
+
+
+def _gone(pid: int) -> bool:
+    """Exited: no such process, or a zombie its new parent has not reaped yet."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] == "Z"
