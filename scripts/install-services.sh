@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
-# Install what the scale-out tests need (idempotent): Debian's redis-server. The tests
-# start their own redis-server on a loopback port in a temporary directory and stop it
-# by PID; no system service is used or left running. Without it those tests skip,
-# saying why.
+# Install what the scale-out tests need (idempotent): Debian's redis-server and
+# postgresql. The tests start their own redis-server / postgres on loopback ports in
+# temporary directories and stop them by PID; no system service is used. Without them
+# those tests skip, saying why.
 set -euo pipefail
 
-if ! command -v redis-server >/dev/null 2>&1; then
+missing=()
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
+if [ "${#missing[@]}" -ne 0 ]; then
   SUDO=""
   if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
   $SUDO apt-get update -q
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends redis-server
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
-# The package may start a system service; the tests do not need it.
 redis-server --version
+ls -d /usr/lib/postgresql/*/bin

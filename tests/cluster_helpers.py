@@ -15,14 +15,16 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, suppress
+from contextlib import AsyncExitStack, asynccontextmanager, suppress
 from typing import Any
 
 import attrs
 import httpx
 import trio
 
+from vantum.protocol import events as ev
 from vantum.server.auth import issue_token, load_secret
+from vantum.testing.raw_ws import RawWebSocket
 
 READY = re.compile(r"worker (\d+) ready \(pid (\d+), /metrics and /health at (http://\S+)\)")
 
@@ -94,6 +96,36 @@ class ServerProcess:
                 index = int(match.group(1))
                 found[index] = Worker(index, int(match.group(2)), match.group(3))
         return found
+
+
+async def answers(call: RawWebSocket) -> None:
+    """The call is alive and served: a text turn gets a complete answer."""
+    await call.send_event(ev.TEXT_INPUT, {"text": "are you there"})
+    while (await call.receive_event())["eventType"] != ev.RESPONSE_COMPLETE:
+        pass
+
+
+async def calls_on_both(
+    server: ServerProcess, stack: AsyncExitStack
+) -> dict[int, list[RawWebSocket]]:
+    """Open calls until each of the two workers holds at least one; which worker a
+    connection lands on is the kernel's choice, so each worker's /health says."""
+    workers = server.workers()
+    assert sorted(workers) == [0, 1]
+    by_worker: dict[int, list[RawWebSocket]] = {0: [], 1: []}
+    counts = {0: 0, 1: 0}
+    for _ in range(40):
+        call = await stack.enter_async_context(
+            RawWebSocket.connect(server.ws_url, token=server.token())
+        )
+        await call.read_ack()  # registered in its worker before the ACK is sent
+        now = {i: (await health(w.side_url))["sessions"] for i, w in workers.items()}
+        (grew,) = [i for i in now if now[i] > counts[i]]
+        by_worker[grew].append(call)
+        counts = now
+        if by_worker[0] and by_worker[1]:
+            return by_worker
+    raise AssertionError(f"40 calls did not reach both workers: {counts}")
 
 
 async def health(side_url: str) -> dict[str, Any]:

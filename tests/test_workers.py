@@ -17,7 +17,9 @@ from typing import Any
 
 import pytest
 import trio
-from cluster_helpers import ServerProcess, health, metrics_text, serve_process
+from cluster_helpers import answers as _answers
+from cluster_helpers import calls_on_both as _calls_on_both
+from cluster_helpers import health, metrics_text, serve_process
 from e2e_helpers import FAST_CA, FAST_DG, FAST_OA
 
 from vantum.protocol import events as ev
@@ -43,36 +45,6 @@ def _fake_env(dg: Any, oa: Any, ca: Any, tmp: str) -> dict[str, str]:
         "VANTUM_RECORDS_URL": f"sqlite:///{tmp}/calls.db",
         "VANTUM_GRACEFUL_TIMEOUT": str(GRACEFUL_S),
     }
-
-
-async def _answers(call: RawWebSocket) -> None:
-    """The call is alive and served: a text turn gets a complete answer."""
-    await call.send_event(ev.TEXT_INPUT, {"text": "are you there"})
-    while (await call.receive_event())["eventType"] != ev.RESPONSE_COMPLETE:
-        pass
-
-
-async def _calls_on_both(
-    server: ServerProcess, stack: AsyncExitStack
-) -> dict[int, list[RawWebSocket]]:
-    """Open calls until each of the two workers holds at least one; which worker a
-    connection lands on is the kernel's choice, so each worker's /health says."""
-    workers = server.workers()
-    assert sorted(workers) == [0, 1]
-    by_worker: dict[int, list[RawWebSocket]] = {0: [], 1: []}
-    counts = {0: 0, 1: 0}
-    for _ in range(40):
-        call = await stack.enter_async_context(
-            RawWebSocket.connect(server.ws_url, token=server.token())
-        )
-        await call.read_ack()  # registered in its worker before the ACK is sent
-        now = {i: (await health(w.side_url))["sessions"] for i, w in workers.items()}
-        (grew,) = [i for i in now if now[i] > counts[i]]
-        by_worker[grew].append(call)
-        counts = now
-        if by_worker[0] and by_worker[1]:
-            return by_worker
-    raise AssertionError(f"40 calls did not reach both workers: {counts}")
 
 
 async def test_two_workers_share_the_port_and_a_killed_worker_is_restarted_alone(
