@@ -143,7 +143,7 @@ async def metrics_text(side_url: str) -> str:
 
 @asynccontextmanager
 async def serve_process(
-    env: dict[str, str], secret: str, *, workers: int = 2
+    env: dict[str, str], secret: str, *, workers: int = 2, wait_listening: bool = True
 ) -> AsyncIterator[ServerProcess]:
     """``vantum serve --workers N`` on a free loopback port, until the block ends
     (then SIGKILL to the supervisor's whole group if it is still running)."""
@@ -166,9 +166,10 @@ async def serve_process(
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(server.read_log)
-            with trio.fail_after(60):
-                _, match = await server.wait_for(r"Vantum listening on (http://\S+)")
-            server.url = match.group(1)
+            if wait_listening:
+                with trio.fail_after(60):
+                    _, match = await server.wait_for(r"Vantum listening on (http://\S+)")
+                server.url = match.group(1)
             yield server
             nursery.cancel_scope.cancel()
     finally:

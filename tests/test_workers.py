@@ -12,6 +12,7 @@ import os
 import re
 import signal
 from contextlib import AsyncExitStack
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -142,7 +143,7 @@ async def test_workers_drain_when_their_supervisor_is_killed(
             for call in [*by_worker[0], *by_worker[1]]:
                 closed = await call.wait_closed()
                 assert closed.code == ev.CLOSE_GOING_AWAY, closed
-            await server.wait_for("the supervisor is gone: draining")
+            await server.wait_for("the supervisor is gone: stopping")
             # The workers' stderr is the pipe this test reads: it ends when both exited.
             await server.wait_eof()
         assert all(_gone(pid) for pid in pids)
@@ -155,3 +156,34 @@ def _gone(pid: int) -> bool:
     except FileNotFoundError:
         return True
     return stat.rsplit(")", 1)[1].split()[0] == "Z"
+
+
+async def test_workers_still_starting_exit_when_their_supervisor_is_killed(
+    tmp_path: os.PathLike[str],
+) -> None:
+    """Workers held up in start-up (here: a records database that accepts and never
+    answers) when the supervisor dies must exit too, not hang on as orphans."""
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(partial(trio.serve_tcp, _hold_forever, 0, host="127.0.0.1"))
+        port = listeners[0].socket.getsockname()[1]
+        env = {
+            "DEEPGRAM_API_KEY": "unused",
+            "OPENAI_API_KEY": "unused",
+            "CARTESIA_API_KEY": "unused",
+            "VANTUM_RECORDS_URL": f"postgresql://nobody@127.0.0.1:{port}/silent",
+        }
+        async with serve_process(env, new_secret(), wait_listening=False) as server:
+            with trio.fail_after(60):
+                # Both workers got as far as opening the records store.
+                for index in (0, 1):
+                    await server.wait_for(rf"TTS engine: .*\[worker={index}\]")
+                server.process.kill()
+                await server.process.wait()
+                await server.wait_eof()  # every worker's stderr closed: they exited
+            assert sum("stopped before serving" in line for line in server.log) == 2
+        nursery.cancel_scope.cancel()
+
+
+async def _hold_forever(stream: trio.SocketStream) -> None:
+    """A server that accepts and never says a word."""
+    await trio.sleep_forever()

@@ -21,7 +21,7 @@ from .engines import build_engines
 from .redis_calls import open_redis_calls
 from .run import serve, serve_side_port
 from .tracing import Tracing, make_tracer
-from .worker import WorkerSeat, metrics_only, wait_for_stop
+from .worker import WorkerSeat, metrics_only
 from .workers import default_workers, supervise
 
 log = logging.getLogger("vantum")
@@ -121,7 +121,7 @@ async def _serve_seat(app: VantumApp, config: Config, seat: WorkerSeat) -> None:
         )
         async with trio.open_nursery() as nursery:
             await nursery.start(
-                partial(serve, app, config, bind=f"fd://{seat.fd}", shutdown_trigger=wait_for_stop)
+                partial(serve, app, config, bind=f"fd://{seat.fd}", shutdown_trigger=seat.stop.wait)
             )
             seat.ready(side_url)
         side.cancel_scope.cancel()

@@ -14,6 +14,7 @@ import gc
 import logging
 import os
 import pickle
+import signal
 import sys
 from typing import Any
 
@@ -25,24 +26,28 @@ from ..config import Config
 from ..errors import VantumError
 from ..logs import bind, configure_logging
 from ..transports.browser import ASGIReceive, ASGISend
-from .run import wait_for_signal
 
 log = logging.getLogger("vantum.server")
 
 SIDE_PATHS = ("/metrics", "/health")
 
 
-@attrs.frozen
+@attrs.define
 class WorkerSeat:
-    """Where a worker sits: the inherited socket, its index, its metrics port."""
+    """Where a worker sits: the inherited socket, its index, its metrics port; and
+    whether it serves yet and has been told to stop."""
 
     fd: int
     index: int
     restarts: int
     metrics_port: int
+    serving: bool = False
+    stop: trio.Event = attrs.Factory(trio.Event)
+    """Set at SIGTERM/SIGINT or when the supervisor is gone (:func:`watch_for_stop`)."""
 
     def ready(self, metrics_url: str) -> None:
         """Tell the supervisor this worker accepts calls (one line on stdout)."""
+        self.serving = True
         sys.stdout.write(f"ready {metrics_url}\n")
         sys.stdout.flush()
 
@@ -80,39 +85,65 @@ def metrics_only(app: Any) -> Any:
     return side
 
 
-async def wait_for_stop() -> None:
-    """Return at SIGTERM/SIGINT, or when the supervisor is gone: its end of our stdin
-    closes with it, however it died, so an orphaned worker drains instead of serving
-    on unsupervised. (``PR_SET_PDEATHSIG`` would not do: it fires when the *thread*
-    that spawned us exits, and trio spawns processes from its thread cache.)"""
+async def watch_for_stop(stop: trio.Event) -> None:
+    """Set ``stop`` at SIGTERM/SIGINT, or when the supervisor is gone: its end of our
+    stdin closes with it, however it died, so an orphaned worker drains instead of
+    serving on unsupervised. Watched from the worker's first moment, so a worker still
+    starting (loading engines, reaching Redis) is stopped too. (``PR_SET_PDEATHSIG``
+    would not do: it fires when the *thread* that spawned us exits, and trio spawns
+    processes from its thread cache.)"""
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+
+            async def orphaned() -> None:
+                async with trio.lowlevel.FdStream(os.dup(sys.stdin.fileno())) as stdin:
+                    while await stdin.receive_some(4096):
+                        pass
+                log.warning("the supervisor is gone: stopping")
+                stop.set()
+
+            async def signalled() -> None:
+                async for signum in signals:
+                    log.info("received %s, shutting down", signal.Signals(signum).name)
+                    stop.set()
+
+            nursery.start_soon(orphaned)
+            nursery.start_soon(signalled)
+            await stop.wait()
+            # Keep the receiver (a second SIGTERM must not kill the drain) until the
+            # worker is done and cancels this task.
+            await trio.sleep_forever()
+
+
+async def run_seat(config: Config, seat: WorkerSeat) -> None:
+    """Serve as worker ``seat`` until told to stop; stopped while still starting, it
+    exits at once: it has no calls to drain, and what holds it up may be a blocking
+    call in a thread (a database connect) that no cancellation reaches."""
+    from .main import run_worker
+
     async with trio.open_nursery() as nursery:
+        nursery.start_soon(watch_for_stop, seat.stop)
 
-        async def orphaned() -> None:
-            async with trio.lowlevel.FdStream(os.dup(sys.stdin.fileno())) as stdin:
-                while await stdin.receive_some(4096):
-                    pass
-            log.warning("the supervisor is gone: draining")
-            nursery.cancel_scope.cancel()
+        async def abort_startup() -> None:
+            await seat.stop.wait()
+            if not seat.serving:
+                log.warning("stopped before serving: exiting")
+                os._exit(0)
 
-        async def signalled() -> None:
-            await wait_for_signal()
-            nursery.cancel_scope.cancel()
-
-        nursery.start_soon(orphaned)
-        nursery.start_soon(signalled)
+        nursery.start_soon(abort_startup)
+        await run_worker(config, seat)
+        nursery.cancel_scope.cancel()
 
 
 def main(argv: list[str]) -> int:
-    from .main import run_worker
-
     fd, index, restarts, metrics_port = (int(a) for a in argv)
-    # One pickle; the supervisor keeps the pipe open after it (see wait_for_stop).
+    # One pickle; the supervisor keeps the pipe open after it (see watch_for_stop).
     config: Config = pickle.load(sys.stdin.buffer)
     configure_logging(config.log_level, config.log_format)
     seat = WorkerSeat(fd, index, restarts, metrics_port)
     try:
         with bind(worker=str(index)):
-            trio.run(run_worker, config, seat)
+            trio.run(run_seat, config, seat)
     except VantumError as exc:
         print(f"vantum worker {index}: {exc}", file=sys.stderr)
         return 2
