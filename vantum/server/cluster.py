@@ -43,7 +43,9 @@ class CallRegistry(Protocol):
         ...
 
     async def hangup(self, call_id: str) -> bool:
-        """End call ``call_id`` wherever it runs; False if no worker holds it."""
+        """End call ``call_id`` wherever it runs: True once the command is on its way
+        to the worker holding it (delivered at once, or at that worker's next
+        heartbeat); False if no worker holds it (or Redis is unreachable)."""
         ...
 
 

@@ -13,7 +13,10 @@ Keys (one Redis, not Redis Cluster; ``vantum:`` prefix):
 - ``vantum:worker:<id>``: that worker's state (``serving`` / ``draining``) and call
   count, refreshed by its heartbeat; the cluster's drain status is these keys.
 - ``vantum:rate:<kind>:<ip>``: a token bucket per address (:data:`RATE`).
-- ``vantum:hangup:<worker>``: the pub/sub channel a worker takes hang-ups on.
+- ``vantum:hangup:<worker>``: the pub/sub channel a worker takes hang-ups on (the
+  fast path), and ``vantum:hangup_pending:<id>``: the same command kept until the
+  holder's next heartbeat takes it, so a hang-up sent while the holder's subscription
+  is reconnecting (Redis just restarted) still arrives, within TTL/3.
 - ``vantum:expired``: ids of calls whose worker stopped refreshing them (it died),
   swept by whoever saw them first; ``vantum:expired_total`` counts them.
 
@@ -85,6 +88,7 @@ return {1, #gone}
 
 RELEASE = """
 redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('DEL', KEYS[3])
 if redis.call('GET', KEYS[2]) == ARGV[2] then redis.call('DEL', KEYS[2]) end
 return 1
 """
@@ -96,12 +100,16 @@ HEARTBEAT = (
 -- KEYS: sessions, expired_total, expired, worker key.
 -- ARGV: worker, ttl ms, state, then the worker's call ids
 local ttl = tonumber(ARGV[2])
+local hangups = {}
 for i = 4, #ARGV do
   redis.call('ZADD', KEYS[1], now + ttl, ARGV[i])
   redis.call('SET', 'vantum:call:' .. ARGV[i], ARGV[1], 'PX', ttl)
+  if redis.call('DEL', 'vantum:hangup_pending:' .. ARGV[i]) == 1 then
+    table.insert(hangups, ARGV[i])
+  end
 end
 redis.call('SET', KEYS[4], cjson.encode({state = ARGV[3], calls = #ARGV - 3}), 'PX', ttl)
-return #gone
+return {#gone, hangups}
 """
 )
 
@@ -195,7 +203,11 @@ class RedisCalls:
     async def release(self, call_id: str) -> None:
         try:
             with trio.CancelScope(shield=True):
-                await self._call(self._release, [SESSIONS, _call_key(call_id)], [call_id, self.me])
+                await self._call(
+                    self._release,
+                    [SESSIONS, _call_key(call_id), f"{PREFIX}hangup_pending:{call_id}"],
+                    [call_id, self.me],
+                )
         except RedisDown:
             pass  # its entry expires within a TTL
 
@@ -206,10 +218,15 @@ class RedisCalls:
                 return False
             if holder == self.me:
                 return self._deliver(call_id)
-            receivers = await self._op(self.client.publish(_hangup_channel(holder), call_id))
+            # Pending first: if the holder's subscription is down (Redis just came
+            # back), its next heartbeat picks the hang-up up; pub/sub is the fast path.
+            await self._op(
+                self.client.set(f"{PREFIX}hangup_pending:{call_id}", "1", px=self.ttl_ms)
+            )
+            await self._op(self.client.publish(_hangup_channel(holder), call_id))
         except RedisDown:
             return False
-        return int(receivers) > 0
+        return True
 
     # --- background ----------------------------------------------------------------
 
@@ -228,12 +245,15 @@ class RedisCalls:
         """Re-register every call of this worker and its state; sweep the dead."""
         calls = list(self._local_calls())
         state = "draining" if self._draining() else "serving"
-        swept = await self._call(
+        swept, hangups = await self._call(
             self._heartbeat,
             [SESSIONS, EXPIRED_TOTAL, EXPIRED, f"{PREFIX}worker:{self.me}"],
             [self.me, self.ttl_ms, state, *calls],
         )
         self._count_expired(int(swept))
+        for call_id in hangups:
+            log.info("hang-up for call %s from the cluster (heartbeat)", call_id)
+            self._deliver(str(call_id))
         await self._op(self.client.publish(HEARTBEATS, json.dumps({"worker": self.me})))
 
     async def _beat_forever(self) -> None:
