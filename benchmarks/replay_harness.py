@@ -304,15 +304,32 @@ class Proc:
                 time.sleep(0.1)
         raise RuntimeError(f"{self.name} did not listen on {port} within {timeout} s")
 
+    def _tree(self) -> list[Any]:
+        """The process and its live children (``vantum serve --workers N``'s workers)."""
+        import psutil
+
+        try:
+            return [self.ps, *self.ps.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return [self.ps]
+
     def cpu(self) -> float:
-        t = self.ps.cpu_times()
-        return float(t.user + t.system)
+        total = 0.0
+        for p in self._tree():
+            with contextlib.suppress(Exception):  # a child that just exited
+                t = p.cpu_times()
+                total += float(t.user + t.system)
+        return total
 
     def runq_wait(self) -> float:
-        return _runq_wait(self.popen.pid)
+        return sum(_runq_wait(p.pid) for p in self._tree())
 
     def rss(self) -> int:
-        return int(self.ps.memory_info().rss)
+        total = 0
+        for p in self._tree():
+            with contextlib.suppress(Exception):
+                total += int(p.memory_info().rss)
+        return total
 
     def stop(self) -> None:
         if self.popen.poll() is None:
@@ -962,6 +979,13 @@ def configure_parser(p: argparse.ArgumentParser, root: Path | None = None) -> No
     p.add_argument("--fixtures", type=Path, default=here / "fixtures")
     p.add_argument("--out", type=Path, default=here / "results" if here.is_dir() else Path("."))
     p.add_argument("--no-pin", action="store_true", help="do not pin the server to one core")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="vantum serve --workers N (pinned to N cores if one is left for the load "
+        "generator; server CPU and RSS are summed over the supervisor and its workers)",
+    )
     p.add_argument("--no-peer", action="store_true", help="skip the Pipecat comparison")
     p.add_argument(
         "--peer-python",
@@ -1051,7 +1075,11 @@ def run(args: argparse.Namespace) -> int:
             own_session = True
     _raise_priority(own_session)
     ncpu = len(os.sched_getaffinity(0))
-    server_cores = None if args.no_pin or ncpu < 2 else {min(os.sched_getaffinity(0))}
+    if args.workers < 1:
+        raise SystemExit("--workers must be 1 or more")
+    pinnable = sorted(os.sched_getaffinity(0))[: args.workers]
+    # The server gets --workers cores when the load generator keeps at least one.
+    server_cores = None if args.no_pin or ncpu <= args.workers else set(pinnable)
     other = None if server_cores is None else os.sched_getaffinity(0) - server_cores
     if other:
         os.sched_setaffinity(0, other)
@@ -1073,6 +1101,9 @@ def run(args: argparse.Namespace) -> int:
             {
                 "VANTUM_LOG_LEVEL": "WARNING",
                 "VANTUM_MAX_SESSIONS": "5000",
+                # --workers (default 1: the fakes' keys would otherwise mean one
+                # worker per core).
+                "VANTUM_WORKERS": str(args.workers),
                 # One load generator opens hundreds of calls from one address; a token
                 # check costs one HMAC per connection, nothing per frame.
                 "VANTUM_INSECURE_NO_AUTH": "1",
@@ -1105,6 +1136,7 @@ def run(args: argparse.Namespace) -> int:
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "machine": machine(),
         "server_pinned_cores": sorted(server_cores) if server_cores else None,
+        "server_workers": args.workers,
         "nice": args.nice,
         "workload": attrs.asdict(wl),
         "provider_floor_ms": round(1000 * wl.floor(), 1),

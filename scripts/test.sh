@@ -15,6 +15,9 @@ fi
 .venv/bin/python -m pip install -q -e ".[dev,embedded]"
 # The browser page test drives Debian's Chromium; without it that test is skipped.
 bash scripts/install-browser.sh || echo "warning: Chromium not installed; the browser test will skip"
+# The scale-out tests start their own redis-server and PostgreSQL; without them they
+# skip, saying why.
+bash scripts/install-services.sh || echo "warning: redis-server/postgresql not installed; those tests will skip"
 
 failed=()
 gate() {

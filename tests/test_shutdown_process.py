@@ -54,6 +54,9 @@ async def test_sigterm_exits_within_the_graceful_timeout_though_peers_stopped_re
             # Far longer than the drain, so only the drain's own deadline can end the calls.
             "VANTUM_WRITE_TIMEOUT_MS": "60000",
             "VANTUM_LOG_LEVEL": "INFO",
+            # One process (with every stage on a provider the default is one worker per
+            # core); the drain of several workers is tests/test_workers.py's.
+            "VANTUM_WORKERS": "1",
         }
         command = [
             sys.executable,

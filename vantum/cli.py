@@ -25,6 +25,12 @@ def main(argv: list[str] | None = None) -> int:
     p_serve = sub.add_parser("serve", help="run the voice server")
     p_serve.add_argument("--host", help="bind address (env VANTUM_HOST, default 127.0.0.1)")
     p_serve.add_argument("--port", type=int, help="port (env VANTUM_PORT, default 8000)")
+    p_serve.add_argument(
+        "--workers",
+        type=int,
+        help="worker processes sharing the port (env VANTUM_WORKERS; default: one per usable "
+        "core when every stage is on a cloud provider, else 1; docs/deploy.md)",
+    )
     p_serve.add_argument("--log-level", help="DEBUG, INFO, WARNING (env VANTUM_LOG_LEVEL)")
     p_serve.add_argument(
         "--log-format", choices=("text", "json"), help="log lines (env VANTUM_LOG_FORMAT)"
@@ -123,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
             config = Config.from_env(
                 host=args.host,
                 port=args.port,
+                workers=args.workers,
                 log_level=args.log_level,
                 log_format=args.log_format,
                 insecure_no_auth=args.insecure_no_auth,

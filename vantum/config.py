@@ -45,6 +45,13 @@ def _env_bool(env: Mapping[str, str], name: str) -> bool:
     raise ConfigError(f"{name}={raw!r} is not a boolean (use 1 or 0)")
 
 
+def _env_fail_mode(env: Mapping[str, str]) -> bool:
+    raw = env.get("VANTUM_REDIS_FAIL", "open").strip().lower() or "open"
+    if raw not in ("open", "closed"):
+        raise ConfigError(f"VANTUM_REDIS_FAIL={raw!r}: use open or closed")
+    return raw == "open"
+
+
 def _default(name: str) -> Any:
     return getattr(attrs.fields(Config), name).default
 
@@ -169,6 +176,22 @@ class Config:
     write_timeout_ms: int = 2000
     """A write that waits this long for room in the socket cuts the peer (it stopped
     reading); also how long a peer has to answer a close frame. docs/hardening.md."""
+    workers: int = 0
+    """Worker processes of ``vantum serve`` (``VANTUM_WORKERS``, ``--workers``); 0 chooses:
+    one per usable core when every stage is on a cloud provider, else 1
+    (``server/workers.py``, docs/deploy.md)."""
+    worker_metrics_port: int | None = None
+    """First per-worker ``/metrics`` + ``/health`` port with several workers (worker i
+    uses it + i); unset: ``port`` + 1; 0: any free port (logged)."""
+    redis_url: str | None = None
+    """Shared state of a cluster (``VANTUM_REDIS_URL``): the session cap, connect rate
+    limits, the call registry, hang-ups across workers. None: this process's memory."""
+    redis_fail_open: bool = True
+    """While Redis is unreachable, admit new calls on this worker's own limits (True,
+    ``VANTUM_REDIS_FAIL=open``) or refuse them (``closed``). Calls in progress go on."""
+    redis_call_ttl_s: float = 15.0
+    """A call's entry in Redis lives this long unless its worker's heartbeat (every
+    third of it) renews it: how long a dead worker's calls still count."""
     log_level: str = "INFO"
     log_format: LogFormat = "text"
     """``text`` for people, ``json`` (one object per line) for log collectors."""
@@ -255,9 +278,18 @@ class Config:
             "write_timeout_ms": _env_int(
                 e, "VANTUM_WRITE_TIMEOUT_MS", _default("write_timeout_ms")
             ),
+            "workers": _env_int(e, "VANTUM_WORKERS", _default("workers")),
+            "worker_metrics_port": _env_int(e, "VANTUM_WORKER_METRICS_PORT", -1),
+            "redis_url": e.get("VANTUM_REDIS_URL") or None,
+            "redis_fail_open": _env_fail_mode(e),
+            "redis_call_ttl_s": _env_float(
+                e, "VANTUM_REDIS_CALL_TTL_S", _default("redis_call_ttl_s")
+            ),
             "log_level": e.get("VANTUM_LOG_LEVEL", _default("log_level")),
             "log_format": e.get("VANTUM_LOG_FORMAT") or _default("log_format"),
         }
+        if values["worker_metrics_port"] == -1:
+            values["worker_metrics_port"] = None
         values.update({k: v for k, v in overrides.items() if v is not None})
         if values["log_format"] not in LOG_FORMATS:
             raise ConfigError(f"VANTUM_LOG_FORMAT={values['log_format']!r}: use text or json")
@@ -291,6 +323,8 @@ class Config:
             raise ConfigError("VANTUM_WEBHOOK_URL is set without VANTUM_WEBHOOK_SECRET")
         if config.webhook_secret is not None and len(config.webhook_secret) < 16:
             raise ConfigError("VANTUM_WEBHOOK_SECRET: use at least 16 characters")
+        if config.workers < 0:
+            raise ConfigError(f"VANTUM_WORKERS={config.workers}: use 1 or more (0: automatic)")
         if config.write_timeout_ms < 100:
             raise ConfigError(f"VANTUM_WRITE_TIMEOUT_MS={config.write_timeout_ms}: use 100 or more")
         return config

@@ -85,7 +85,7 @@ class PostgresCallStore:
     async def open(cls, dsn: str) -> PostgresCallStore:
         """Connect and create the tables if they are missing."""
         store = cls(dsn)
-        await store._run(lambda conn: conn.execute(SCHEMA))
+        await store._run(_create_schema)
         return store
 
     async def start_call(
@@ -195,6 +195,20 @@ async def open_postgres_store(dsn: str) -> AsyncIterator[PostgresCallStore]:
     finally:
         with trio.CancelScope(shield=True):
             await store.aclose()
+
+
+SCHEMA_LOCK = 0x76616E74756D
+"""Advisory lock key ("vantum") held while the schema is created."""
+
+
+def _create_schema(conn: Any) -> None:
+    """Create the tables, one server at a time: workers starting side by side each run
+    ``CREATE ... IF NOT EXISTS``, and PostgreSQL's catalog refuses the second of two
+    concurrent creations of one table (``pg_type_typname_nsp_index``) instead of
+    skipping it. The transaction-scoped advisory lock serialises them."""
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
+        conn.execute(SCHEMA)
 
 
 def _json(payload: Mapping[str, Any]) -> str:

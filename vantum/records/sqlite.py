@@ -318,7 +318,13 @@ def _connect(path: str, synchronous: str) -> sqlite3.Connection:
         (version,) = conn.execute("PRAGMA user_version").fetchone()
         if version > SCHEMA_VERSION:
             raise RecordError(f"{path}: schema version {version} is newer than this Vantum's")
-        conn.executescript(f"BEGIN; {SCHEMA} PRAGMA user_version={SCHEMA_VERSION}; COMMIT;")
+        # IMMEDIATE: take the write lock first, waiting up to busy_timeout. Two workers
+        # opening one database side by side in a deferred transaction both read, then
+        # both upgrade to write, and SQLite fails one at once ("database is locked")
+        # rather than wait into a deadlock.
+        conn.executescript(
+            f"BEGIN IMMEDIATE; {SCHEMA} PRAGMA user_version={SCHEMA_VERSION}; COMMIT;"
+        )
     except BaseException:
         conn.close()
         raise

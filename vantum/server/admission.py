@@ -140,6 +140,17 @@ def _limiter(rate_per_s: float, burst: int) -> RateLimiter | None:
     return RateLimiter(rate_per_s, burst) if rate_per_s > 0 else None
 
 
+def rate_refusal(rate_per_s: float) -> HandshakeRefused:
+    """The refusal of a connection over its address's rate (here or cluster-wide)."""
+    return HandshakeRefused(
+        429, "too many connections from this address", math.ceil(1.0 / rate_per_s)
+    )
+
+
+def client_ip(scope: dict[str, Any]) -> str:
+    return _client_ip(scope)
+
+
 def _client_ip(scope: dict[str, Any]) -> str:
     client = scope.get("client")
     return str(client[0]) if client else "unknown"

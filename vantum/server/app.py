@@ -59,8 +59,9 @@ from ..transports.asgi_ws import ConnectionControl, current_connection
 from ..transports.browser import ASGIReceive, ASGISend, BrowserTransport
 from ..transports.voicechat import VoicechatTransport
 from ..webhooks.payloads import RECORDING_KIND
-from .admission import AdmissionControl, HandshakeRefused
+from .admission import AdmissionControl, HandshakeRefused, client_ip, rate_refusal
 from .auth import AuthError, TokenClaims
+from .cluster import CallRegistry, LocalCalls
 from .connections import CLOSE_GRACE_S
 from .metrics import ServerMetrics
 from .registry import SessionRegistry
@@ -119,6 +120,9 @@ class VantumApp:
             )
         self.admission = AdmissionControl(config, self.metrics)
         self.registry = SessionRegistry(config.max_sessions)
+        self.calls: CallRegistry = LocalCalls(self.hangup_here)
+        """The cluster's view of calls (``cluster.py``): this process alone, or Redis
+        (set by ``run_worker`` with ``VANTUM_REDIS_URL``)."""
         secret = self.admission.auth_secret
         self.stream_tickets = StreamTickets(
             derive_key(secret) if secret is not None else secrets.token_bytes(32)
@@ -306,6 +310,9 @@ class VantumApp:
 
     async def _twilio_ws(self, scope: dict[str, Any], receive: ASGIReceive, send: ASGISend) -> None:
         refused = self.admission.check_twilio_stream(scope)
+        if refused is None and not await self.calls.allow_connect(client_ip(scope), "twilio"):
+            self.metrics.sessions_refused.labels("twilio_rate_limited").inc()
+            refused = rate_refusal(self.config.twilio_connect_rate_per_s)
         if refused is None:
             from ..transports.twilio_ws import serve_twilio_stream
 
@@ -321,6 +328,11 @@ class VantumApp:
         """The accept message for a ``/ws`` handshake and the token's failure if any, or
         None once the handshake has been refused (the rules: ``admission``)."""
         decision = self.admission.check(scope)
+        if not isinstance(decision, HandshakeRefused) and not await self.calls.allow_connect(
+            client_ip(scope), "ws"
+        ):
+            self.metrics.sessions_refused.labels("rate_limited").inc()
+            decision = rate_refusal(self.config.connect_rate_per_s)
         if isinstance(decision, HandshakeRefused):
             await _refuse_handshake(
                 scope, send, decision.status, decision.message, decision.retry_after
@@ -359,6 +371,26 @@ class VantumApp:
         kind: str,
         settings: CallSettings,
         meta: dict[str, str] | None = None,
+    ) -> None:
+        if await self.calls.claim(sid) is not None:  # the cluster is full (or Redis down)
+            message = "the service is at capacity; try again later"
+            self.metrics.sessions_refused.labels(ev.ERR_CAPACITY).inc()
+            with trio.move_on_after(2):
+                await transport.send(ErrorEvent(ev.ERR_CAPACITY, message, "connect"))
+                await transport.close(ev.CLOSE_TRY_AGAIN, message)
+            return
+        try:
+            await self._serve_claimed(transport, sid, kind, settings, meta)
+        finally:
+            await self.calls.release(sid)
+
+    async def _serve_claimed(
+        self,
+        transport: Transport,
+        sid: str,
+        kind: str,
+        settings: CallSettings,
+        meta: dict[str, str] | None,
     ) -> None:
         code, reason = ev.CLOSE_NORMAL, "session ended"
         if settings.agent is not None:
@@ -526,6 +558,12 @@ class VantumApp:
             self.metrics.sessions_cut.labels(cut).inc()
             if recorder is not None:
                 recorder.outcome = cut
+
+    def hangup_here(self, sid: str) -> bool:
+        """End call ``sid`` if this process holds it (close 1000, "call hung up", the
+        record's outcome ``api_hangup``): how a hang-up is delivered, from the calls
+        API or, with Redis, from another worker's."""
+        return self.registry.hang_up(sid)
 
     async def wait_idle(self) -> None:
         """Return once no session is open (tests and the drain use it)."""

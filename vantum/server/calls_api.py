@@ -228,7 +228,8 @@ async def _record(app: VantumApp, call_id: str) -> CallRecord:
 
 
 async def _hangup(app: VantumApp, call_id: str) -> tuple[int, dict[str, Any]]:
-    if app.registry.hang_up(call_id):
+    # Here, else (with VANTUM_REDIS_URL) on the worker that holds it.
+    if app.hangup_here(call_id) or await app.calls.hangup(call_id):
         log.info("call %s: hung up through the API", call_id)
         return 202, {"call_id": call_id, "status": "hanging_up"}
     if app.store is not None and await app.store.get_call(call_id) is not None:

@@ -7,6 +7,8 @@ import gc
 import ipaddress
 import logging
 import time
+from functools import partial
+from urllib.parse import urlsplit, urlunsplit
 
 import attrs
 import trio
@@ -20,8 +22,11 @@ from . import local_secret
 from .app import VantumApp
 from .auth import WS_AUDIENCE, issue_token, load_secret
 from .engines import choose_engines
-from .run import serve
+from .redis_calls import open_redis_calls
+from .run import serve, serve_side_port
 from .tracing import Tracing, make_tracer
+from .worker import WorkerSeat, metrics_only
+from .workers import default_workers, supervise
 
 log = logging.getLogger("vantum")
 
@@ -32,12 +37,44 @@ PAGE_TOKEN_TTL_S = 4 * 3600
 
 
 async def run_server(config: Config) -> None:
+    """``vantum serve``: one process, or a supervisor of ``--workers N`` processes."""
+    config = resolve_secret(config)
+    count, why = default_workers(config)
+    if count > 1:
+        log.info("%d workers (%s)", count, why)
+        await _close_orphans_once(config)
+        await supervise(
+            config, count, announce=lambda url: _announce(url, config, f" ({count} workers)")
+        )
+        return
+    if config.workers == 0:
+        log.info("1 worker (%s)", why)
+    await run_worker(config)
+
+
+def resolve_secret(config: Config) -> Config:
+    """The config with its ``/ws`` secret (the local file's if none is set): resolved
+    once, before any worker starts, so every worker signs and checks with the same."""
     if config.insecure_no_auth:
         log.warning("/ws authentication is OFF (--insecure-no-auth): anyone can place calls")
     elif not config.auth_secret:
         secret = local_secret.read_or_create(config.auth_secret_file, create=True)
         config = attrs.evolve(config, auth_secret=secret)
         log.info("/ws tokens are signed with the secret in %s", config.auth_secret_file)
+    return config
+
+
+async def _close_orphans_once(config: Config) -> None:
+    """SQLite records left open by a previous run are closed by the supervisor, before
+    any worker runs: a worker doing it would close its siblings' live calls."""
+    if config.records_url and not config.records_url.startswith("postgres"):
+        async with open_store(config.records_url) as store:
+            await store.close_orphans(at=time.time())
+
+
+async def run_worker(config: Config, seat: WorkerSeat | None = None) -> None:
+    """Serve on ``config.host:config.port`` (one process), or as worker ``seat`` on the
+    supervisor's socket, with its own ``/metrics`` and ``/health`` port."""
     engines, names, why = choose_engines(config)
     for stage, name in names.items():
         log.info("%s engine: %s (%s)", stage.upper(), name, why[stage])
@@ -55,13 +92,24 @@ async def run_server(config: Config) -> None:
     async with contextlib.AsyncExitStack() as stack:
         if config.records_url:
             app.store = await stack.enter_async_context(open_store(config.records_url))
-            if not config.records_url.startswith("postgres"):
+            if seat is None and not config.records_url.startswith("postgres"):
                 await app.store.close_orphans(at=time.time())
             log.info("call records: %s", config.records_url)
         elif config.webhook_urls:
             log.warning("webhooks are OFF: they need the call store (VANTUM_RECORDS_URL)")
         if not config.api_keys:
             log.info("calls API (/v1) is OFF: set VANTUM_API_KEYS to enable it")
+        if config.redis_url:
+            app.calls = await stack.enter_async_context(
+                open_redis_calls(
+                    config,
+                    app.metrics,
+                    deliver=app.hangup_here,
+                    local_calls=lambda: list(app.sessions),
+                    draining=lambda: app.draining,
+                )
+            )
+            log.info("cluster state in Redis: %s", _redact(config.redis_url))
         app.tracing = make_tracer()
         if app.tracing is not None:
             stack.push_async_callback(_flush_traces, app.tracing)
@@ -82,7 +130,10 @@ async def run_server(config: Config) -> None:
                 await nursery.start(uploader.run)
                 app.uploader = uploader
                 log.info("recordings are uploaded to %s", target.url("<call id>"))
-            await _serve(app, config)
+            if seat is None:
+                await _serve(app, config)
+            else:
+                await _serve_seat(app, config, seat)
             nursery.cancel_scope.cancel()  # undelivered events wait in the outbox
 
 
@@ -93,7 +144,7 @@ def freeze_startup_heap() -> None:
     engines, the agents — lives as long as the process, yet every generation-2
     collection walks all of it again: 180-280 ms pauses in the replay benchmark at 20
     sessions, each one stalling every call's audio at once. Frozen, a full pass walks
-    only what calls allocate. Called once, by the server process, before it accepts.
+    only what calls allocate. Called once per server process, before it accepts.
     """
     gc.collect()
     gc.freeze()
@@ -119,8 +170,37 @@ async def _flush_traces(tracing: Tracing) -> None:
 async def _serve(app: VantumApp, config: Config) -> None:
     async with trio.open_nursery() as nursery:
         url = await nursery.start(serve, app, config)
-        log.info("Vantum listening on %s (WebSocket %s/ws)", url, url.replace("http", "ws"))
-        log.info("talk to it: %s", page_instructions(url, config, now=time.time()))
+        _announce(url, config)
+
+
+async def _serve_seat(app: VantumApp, config: Config, seat: WorkerSeat) -> None:
+    app.metrics.worker_restarts.labels(str(seat.index)).inc(seat.restarts)
+    async with trio.open_nursery() as side:
+        side_url = await side.start(
+            serve_side_port, metrics_only(app), config, f"{config.host}:{seat.metrics_port}"
+        )
+        async with trio.open_nursery() as nursery:
+            await nursery.start(
+                partial(serve, app, config, bind=f"fd://{seat.fd}", shutdown_trigger=seat.stop.wait)
+            )
+            seat.ready(side_url)
+        side.cancel_scope.cancel()
+
+
+def _redact(url: str) -> str:
+    """A URL for the log, without its password."""
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = f"{parts.username or ''}:***@{parts.hostname}" + (
+            f":{parts.port}" if parts.port else ""
+        )
+        return urlunsplit(parts._replace(netloc=netloc))
+    return url
+
+
+def _announce(url: str, config: Config, suffix: str = "") -> None:
+    log.info("Vantum listening on %s (WebSocket %s/ws)%s", url, url.replace("http", "ws"), suffix)
+    log.info("talk to it: %s", page_instructions(url, config, now=time.time()))
 
 
 def page_instructions(url: str, config: Config, *, now: float) -> str:

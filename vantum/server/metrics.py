@@ -130,6 +130,28 @@ class ServerMetrics:
             buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0, 7200.0),
             registry=r,
         )
+        self.worker_restarts = Counter(
+            "vantum_worker_restarts",
+            "Times the supervisor of `vantum serve --workers N` restarted this worker's "
+            "slot after it exited unasked (a crash); each restart ended that worker's calls",
+            ["worker"],
+            registry=r,
+        )
+
+        self.redis_up = Gauge(
+            "vantum_redis_up",
+            "1 while this worker reaches VANTUM_REDIS_URL (absent without Redis)",
+            registry=r,
+        )
+        self.redis_errors = Counter(
+            "vantum_redis_errors", "Redis operations that failed or timed out", registry=r
+        )
+        self.cluster_calls_expired = Counter(
+            "vantum_cluster_calls_expired",
+            "Calls this worker found expired in the cluster registry: their worker "
+            "stopped refreshing them (it died); summed over workers, every such call once",
+            registry=r,
+        )
 
     def provider_error(self, provider: str, kind: str) -> None:
         """:class:`~vantum.providers.reporting.ProviderErrorSink` hook."""

@@ -6,6 +6,7 @@ import logging
 import signal
 from collections.abc import Awaitable, Callable
 from functools import partial
+from typing import Any
 
 import trio
 from hypercorn.config import Config as HypercornConfig
@@ -29,23 +30,20 @@ async def serve(
     config: Config,
     *,
     shutdown_trigger: Callable[[], Awaitable[None]] = wait_for_signal,
+    bind: str | None = None,
     task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve ``app`` until ``shutdown_trigger`` returns; reports the bound URL when ready.
+
+    ``bind``: Hypercorn's bind string instead of ``config.host:config.port``; a worker
+    of ``vantum serve --workers N`` passes ``fd://N``, the supervisor's listening socket.
 
     Every connection runs under ``connections.GuardedStream``: writes have a deadline,
     frames are checked against ``max_frame_bytes`` from their headers, and the drain
     ends every connection by ``graceful_timeout`` + ``CLOSE_GRACE_S`` whatever its peer
     does (docs/hardening.md, "Peers that do not play along").
     """
-    hc = HypercornConfig()
-    hc.bind = [f"{config.host}:{config.port}"]
-    # Uncompressed frames over the limit are refused from their headers before this;
-    # Hypercorn's cap applies to what a permessage-deflate message inflates to.
-    hc.websocket_max_message_size = config.max_frame_bytes
-    hc.graceful_timeout = 5.0  # a backstop: the drain has cut every connection by then
-    hc.accesslog = None
-    hc.errorlog = logging.getLogger("hypercorn.error")
+    hc = _hypercorn_config(config, bind or f"{config.host}:{config.port}")
     limits = GuardLimits(config.write_timeout_ms / 1000.0, config.max_frame_bytes)
     connections = ConnectionTable()
 
@@ -60,3 +58,40 @@ async def serve(
             partial(serve_guarded, app, hc, limits, connections, shutdown_trigger=trigger)
         )
         task_status.started(binds[0])
+
+
+async def serve_side_port(
+    app: Any,
+    config: Config,
+    bind: str,
+    *,
+    task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve ``app`` (a small one: a worker's own ``/metrics`` and ``/health``) on
+    ``bind`` until cancelled, with the same connection guards as the main port."""
+    hc = _hypercorn_config(config, bind)
+    limits = GuardLimits(config.write_timeout_ms / 1000.0, config.max_frame_bytes)
+    async with trio.open_nursery() as nursery:
+        binds: list[str] = await nursery.start(
+            partial(
+                serve_guarded,
+                app,
+                hc,
+                limits,
+                ConnectionTable(),
+                shutdown_trigger=trio.sleep_forever,
+            )
+        )
+        task_status.started(binds[0])
+
+
+def _hypercorn_config(config: Config, bind: str) -> HypercornConfig:
+    hc = HypercornConfig()
+    hc.bind = [bind]
+    # Uncompressed frames over the limit are refused from their headers before this;
+    # Hypercorn's cap applies to what a permessage-deflate message inflates to.
+    hc.websocket_max_message_size = config.max_frame_bytes
+    hc.graceful_timeout = 5.0  # a backstop: the drain has cut every connection by then
+    hc.accesslog = None
+    hc.errorlog = logging.getLogger("hypercorn.error")
+    return hc

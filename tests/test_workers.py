@@ -1,0 +1,189 @@
+"""``vantum serve --workers 2`` as deployed: real processes on one real socket.
+
+The fake providers run in this process; the server is the CLI in its own process with
+two workers. Proves: both workers take calls; killing one worker ends its calls only,
+the supervisor restarts it and counts it, the other worker's calls go on answering;
+SIGTERM to the supervisor drains every worker (close 1001) and it exits 0 on time.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+from contextlib import AsyncExitStack
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+from cluster_helpers import answers as _answers
+from cluster_helpers import calls_on_both as _calls_on_both
+from cluster_helpers import health, metrics_text, serve_process
+from e2e_helpers import FAST_CA, FAST_DG, FAST_OA
+
+from vantum.protocol import events as ev
+from vantum.server.auth import new_secret
+from vantum.testing.fake_cartesia import serve_fake_cartesia
+from vantum.testing.fake_deepgram import serve_fake_deepgram
+from vantum.testing.fake_openai import serve_fake_openai
+from vantum.testing.raw_ws import RawWebSocket, ServerClosed
+
+GRACEFUL_S = 2.0
+
+pytestmark = pytest.mark.slow
+
+
+def _fake_env(dg: Any, oa: Any, ca: Any, tmp: str) -> dict[str, str]:
+    return {
+        "DEEPGRAM_API_KEY": dg.api_key,
+        "DEEPGRAM_URL": dg.url,
+        "OPENAI_API_KEY": oa.api_key,
+        "OPENAI_BASE_URL": oa.base_url,
+        "CARTESIA_API_KEY": ca.api_key,
+        "CARTESIA_URL": ca.url,
+        "VANTUM_RECORDS_URL": f"sqlite:///{tmp}/calls.db",
+        "VANTUM_GRACEFUL_TIMEOUT": str(GRACEFUL_S),
+    }
+
+
+async def test_two_workers_share_the_port_and_a_killed_worker_is_restarted_alone(
+    tmp_path: os.PathLike[str],
+) -> None:
+    async with (
+        serve_fake_deepgram(FAST_DG) as dg,
+        serve_fake_openai(FAST_OA) as oa,
+        serve_fake_cartesia(FAST_CA) as ca,
+        serve_process(_fake_env(dg, oa, ca, str(tmp_path)), new_secret()) as server,
+        AsyncExitStack() as stack,
+    ):
+        with trio.fail_after(60):
+            by_worker = await _calls_on_both(server, stack)
+            victim = server.workers()[0]
+            mark = len(server.log)
+            os.kill(victim.pid, signal.SIGKILL)
+            # Its calls end with it (the kernel closes its sockets)...
+            for call in by_worker[0]:
+                closed = await call.wait_closed()
+                assert closed.code is None  # no close frame: the process is gone
+            # ...the supervisor says so, counts it, and a new worker 0 is ready.
+            await server.wait_for(r"worker 0 \(pid \d+\) exited with signal SIGKILL", after=mark)
+            await server.wait_for(r"worker 0 ready", after=mark)
+            reborn = server.workers(after=mark)[0]
+            assert reborn.pid != victim.pid
+            assert 'vantum_worker_restarts_total{worker="0"} 1.0' in await metrics_text(
+                reborn.side_url
+            )
+            # The other worker's calls never noticed: they still get answers.
+            for call in by_worker[1]:
+                await _answers(call)
+            survivor = server.workers()[1]
+            assert (await health(survivor.side_url))["sessions"] == len(by_worker[1])
+            # New calls are served (by either worker) after the restart.
+            fresh = await stack.enter_async_context(
+                RawWebSocket.connect(server.ws_url, token=server.token())
+            )
+            await fresh.read_ack()
+            await _answers(fresh)
+
+
+async def test_sigterm_drains_every_worker_and_the_supervisor_exits_on_time(
+    tmp_path: os.PathLike[str],
+) -> None:
+    async with (
+        serve_fake_deepgram(FAST_DG) as dg,
+        serve_fake_openai(FAST_OA) as oa,
+        serve_fake_cartesia(FAST_CA) as ca,
+        serve_process(_fake_env(dg, oa, ca, str(tmp_path)), new_secret()) as server,
+        AsyncExitStack() as stack,
+    ):
+        with trio.fail_after(60):
+            by_worker = await _calls_on_both(server, stack)
+            pids = [w.pid for w in server.workers().values()]
+            signalled_at = trio.current_time()
+            server.process.send_signal(signal.SIGTERM)
+            codes = []
+            for call in [*by_worker[0], *by_worker[1]]:
+                try:
+                    await call.receive_event()  # the shutdown notice, then the close
+                    closed = await call.wait_closed()
+                except ServerClosed as exc:
+                    closed = exc.closed
+                codes.append(closed.code)
+            await server.process.wait()
+            took = trio.current_time() - signalled_at
+        assert codes == [ev.CLOSE_GOING_AWAY] * len(codes), codes
+        assert server.process.returncode == 0
+        assert took < GRACEFUL_S + 2.0, took
+        for pid in pids:
+            with pytest.raises(ProcessLookupError):
+                os.kill(pid, 0)
+        drained = [line for line in server.log if re.search(r"draining \d+ session", line)]
+        assert len(drained) == 2, drained
+
+
+async def test_workers_drain_when_their_supervisor_is_killed(
+    tmp_path: os.PathLike[str],
+) -> None:
+    """SIGKILL to the supervisor (no chance to stop anyone): each worker sees its stdin
+    pipe close, drains its calls (1001) and exits, instead of serving on unsupervised."""
+    async with (
+        serve_fake_deepgram(FAST_DG) as dg,
+        serve_fake_openai(FAST_OA) as oa,
+        serve_fake_cartesia(FAST_CA) as ca,
+        serve_process(_fake_env(dg, oa, ca, str(tmp_path)), new_secret()) as server,
+        AsyncExitStack() as stack,
+    ):
+        with trio.fail_after(60):
+            by_worker = await _calls_on_both(server, stack)
+            pids = [w.pid for w in server.workers().values()]
+            server.process.kill()
+            await server.process.wait()
+            for call in [*by_worker[0], *by_worker[1]]:
+                closed = await call.wait_closed()
+                assert closed.code == ev.CLOSE_GOING_AWAY, closed
+            await server.wait_for("the supervisor is gone: stopping")
+            # The workers' stderr is the pipe this test reads: it ends when both exited.
+            await server.wait_eof()
+        assert all(_gone(pid) for pid in pids)
+
+
+def _gone(pid: int) -> bool:
+    """Exited: no such process, or a zombie its new parent has not reaped yet."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] == "Z"
+
+
+async def test_workers_still_starting_exit_when_their_supervisor_is_killed(
+    tmp_path: os.PathLike[str],
+) -> None:
+    """Workers held up in start-up (here: a records database that accepts and never
+    answers) when the supervisor dies must exit too, not hang on as orphans."""
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(partial(trio.serve_tcp, _hold_forever, 0, host="127.0.0.1"))
+        port = listeners[0].socket.getsockname()[1]
+        env = {
+            "DEEPGRAM_API_KEY": "unused",
+            "OPENAI_API_KEY": "unused",
+            "CARTESIA_API_KEY": "unused",
+            "VANTUM_RECORDS_URL": f"postgresql://nobody@127.0.0.1:{port}/silent",
+        }
+        async with serve_process(env, new_secret(), wait_listening=False) as server:
+            with trio.fail_after(60):
+                # Both workers got as far as opening the records store.
+                for index in (0, 1):
+                    await server.wait_for(rf"TTS engine: .*\[worker={index}\]")
+                server.process.kill()
+                await server.process.wait()
+                await server.wait_eof()  # every worker's stderr closed: they exited
+            assert sum("stopped before serving" in line for line in server.log) == 2
+        nursery.cancel_scope.cancel()
+
+
+async def _hold_forever(stream: trio.SocketStream) -> None:
+    """A server that accepts and never says a word."""
+    await trio.sleep_forever()
