@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import attrs
 
+from ..audio.vad import VadEngine
 from ..protocol.client_events import InputStart, TurnMode
 from .context import DEFAULT_SYSTEM_PROMPT
 
@@ -65,6 +66,9 @@ class CallSettings:
     """``manual``: ``audio.input.end`` ends a turn; ``auto``: the VAD's silence does."""
     silence_ms: int = 500
     """Auto mode: silence after speech that ends the caller's turn."""
+    vad: VadEngine | None = None
+    """The VAD engine (``silero`` or ``webrtc``); None is the process default,
+    ``VANTUM_VAD`` (Silero, or WebRTC when Silero is not installed)."""
 
     # --- server defaults
     system_prompt: str = DEFAULT_SYSTEM_PROMPT

