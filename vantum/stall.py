@@ -35,6 +35,8 @@ class StallMonitor(trio.abc.Instrument):
     stalls: int = 0
     longest_s: float = 0.0
     longest_task: str = ""
+    by_task: dict[str, float] | None = None
+    """When a dict, the longest step of each task name (to tell whose steps were long)."""
     _started: dict[int, float] = attrs.field(factory=dict)
 
     def before_task_step(self, task: trio.lowlevel.Task) -> None:
@@ -46,6 +48,8 @@ class StallMonitor(trio.abc.Instrument):
             return
         took = self.clock() - began
         self.steps += 1
+        if self.by_task is not None and took > self.by_task.get(task.name, 0.0):
+            self.by_task[task.name] = took
         if took > self.longest_s:
             self.longest_s = took
             self.longest_task = task.name

@@ -181,6 +181,15 @@ class SileroModel:
             path, sess_options=options, providers=["CPUExecutionProvider"]
         )
         self._sr = np.array(RATE, dtype=np.int64)
+        # The state the model is in after a stretch of silence: where every call
+        # starts, and where it returns after windows it skipped as silent (from the
+        # zero state the model is slower to call the first words speech).
+        state = np.zeros((2, 1, 128), dtype=np.float32)
+        silent = np.zeros((1, self.CONTEXT + self.WINDOW), dtype=np.float32)
+        for _ in range(16):
+            _, state = self.run(silent, state)
+        self.silence_state = state
+        """Never written in place: calls replace their state, they do not mutate it."""
 
     def run(
         self, window: npt.NDArray[np.float32], state: npt.NDArray[np.float32]
@@ -260,7 +269,7 @@ class SileroClassifier:
     when the thresholds change.)"""
 
     _state: npt.NDArray[np.float32] = attrs.field(
-        factory=lambda: np.zeros((2, 1, 128), dtype=np.float32)
+        default=attrs.Factory(lambda self: self.model.silence_state, takes_self=True)
     )
     _window: npt.NDArray[np.float32] = attrs.field(
         factory=lambda: np.zeros((1, SileroModel.CONTEXT + SileroModel.WINDOW), dtype=np.float32)
@@ -291,9 +300,9 @@ class SileroClassifier:
                 if self._filled == win:
                     if not self._speaking and self._quiet():
                         # Near-digital silence is not speech: skip the model (most of a
-                        # quiet line's windows) and let the next sound start afresh.
+                        # quiet line's windows) and put it where silence leaves it.
                         prob = 0.0
-                        self._state[...] = 0.0
+                        self._state = self.model.silence_state
                     else:
                         prob, self._state = self.model.run(self._window, self._state)
                     self._window[0, :ctx] = self._window[0, -ctx:]
