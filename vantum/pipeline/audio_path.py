@@ -30,6 +30,7 @@ from ..audio.vad import (
     VadSegmenter,
     VoiceEnded,
     VoiceStarted,
+    WebRtcClassifier,
     default_vad_engine,
     open_classifier,
 )
@@ -135,7 +136,11 @@ async def run_audio_path(
         engine = new.vad or default_vad_engine()
         if classifier is None or classifier.engine != engine:
             await drain_resampler()
-            classifier = await open_classifier(engine)
+            # WebRTC's needs no model: built here, with no await in the way.
+            if engine == "webrtc":
+                classifier = WebRtcClassifier()
+            else:
+                classifier = await open_classifier(engine)
         if new.sample_rate != rate:
             await drain_resampler()
             rate = new.sample_rate
