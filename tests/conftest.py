@@ -1,6 +1,13 @@
-"""Shared fixtures: a real, throwaway PostgreSQL for the Postgres call store.
+"""Suite-wide test setup.
 
-``postgres_dsn`` uses ``VANTUM_TEST_POSTGRES_DSN`` when set; otherwise it starts a
+The VAD: the pipeline and end-to-end tests feed it synthetic audio (``tone``,
+``speech_like``: a harmonic buzz whose loudness is known) that an energy VAD hears
+as speech and a neural one, rightly, does not. They pin the WebRTC VAD, whose
+timing they were written against; the Silero path has its own tests on real
+(eSpeak) speech, which choose it explicitly (``CallSettings(vad="silero")``).
+
+PostgreSQL: ``postgres_dsn`` is a real, throwaway server for the Postgres call store.
+It uses ``VANTUM_TEST_POSTGRES_DSN`` when set; otherwise it starts a
 private cluster (initdb + pg_ctl from PATH or Debian's /usr/lib/postgresql/*/bin) on
 127.0.0.1 and a free port for the test session, as the ``postgres`` user when run as
 root (PostgreSQL refuses to run as root), and stops it at the end. Without a
@@ -18,6 +25,8 @@ import tempfile
 from collections.abc import Iterator
 
 import pytest
+
+os.environ["VANTUM_VAD"] = "webrtc"
 
 
 def _pg_bin(name: str) -> str | None:

@@ -157,7 +157,7 @@ async def test_cap_hangup_and_a_dead_workers_calls_hold_across_two_workers(
             (other_sid,) = [sid for sid in calls if sid != victim_sid]
             assert await api.hangup(victim_sid)
             closed = await sockets[victim_sid].wait_closed()
-            assert (closed.code, closed.reason) == (ev.CLOSE_NORMAL, "hung up")
+            assert (closed.code, closed.reason) == (ev.CLOSE_NORMAL, "call hung up")
             assert not await api.hangup(victim_sid)  # released: no one holds it now
             # A killed worker's call expires from the registry and is counted.
             dead = server.workers()[calls[other_sid]]

@@ -24,7 +24,16 @@ from __future__ import annotations
 import trio
 
 from ..audio.resample import StreamResampler
-from ..audio.vad import VadSegmenter, VoiceEnded, VoiceStarted, WebRtcClassifier
+from ..audio.vad import (
+    WEBRTC_HANGOVER_MS,
+    FrameClassifier,
+    VadSegmenter,
+    VoiceEnded,
+    VoiceStarted,
+    WebRtcClassifier,
+    default_vad_engine,
+    open_classifier,
+)
 from ..providers.base import STT_SAMPLE_RATE, Finalize
 from .messages import (
     AudioItem,
@@ -36,6 +45,9 @@ from .messages import (
     VoiceSustained,
 )
 from .settings import CallSettings
+
+FRAME_MS_MIN = 40
+"""The shortest silence the segmenter is given after the hangover correction."""
 
 STT_BATCH_MS = 100
 """Audio handed to the STT engine per message (Deepgram takes 20-250 ms frames)."""
@@ -59,7 +71,7 @@ async def run_audio_path(
     resampler: StreamResampler | None = None
     rate: int | None = None
     language: str | None = None
-    classifier = WebRtcClassifier()
+    classifier: FrameClassifier | None = None  # chosen by the first settings
     segmenter = VadSegmenter()
     auto = False
     bot_speaking = False
@@ -79,6 +91,7 @@ async def run_audio_path(
     async def feed(pcm: bytes) -> None:
         """VAD over ``pcm`` (16 kHz), then into the batch; sends what is due."""
         nonlocal batch_due, sustained_sent
+        assert classifier is not None  # set by apply() before any audio can arrive
         ended: VoiceEnded | None = None
         started = False
         for is_speech in classifier.frames(pcm):
@@ -118,14 +131,26 @@ async def run_audio_path(
                 await feed(tail)
 
     async def apply(new: CallSettings) -> None:
-        nonlocal resampler, rate, language, auto, sustained_ms
+        nonlocal resampler, rate, language, auto, sustained_ms, classifier
         sustained_ms = new.turn.barge_in_min_speech_ms
+        engine = new.vad or default_vad_engine()
+        if classifier is None or classifier.engine != engine:
+            await drain_resampler()
+            # WebRTC's needs no model: built here, with no await in the way.
+            if engine == "webrtc":
+                classifier = WebRtcClassifier()
+            else:
+                classifier = await open_classifier(engine)
         if new.sample_rate != rate:
             await drain_resampler()
             rate = new.sample_rate
             resampler = None if rate is None else StreamResampler(rate, STT_SAMPLE_RATE)
         auto = new.turn_mode == "auto"
-        segmenter.silence_ms = new.silence_ms
+        # A VAD that holds "speech" longer than WebRTC's after the voice stops gets
+        # that extra hangover back from the silence: ``silenceMs`` then means the same
+        # wait after the last word (and the same pause tolerance) with either engine.
+        extra = max(0, classifier.HANGOVER_MS - WEBRTC_HANGOVER_MS)
+        segmenter.silence_ms = max(FRAME_MS_MIN, new.silence_ms - extra)
         if new.language != language:
             await flush()  # audio heard in the old language goes to the old recogniser
             language = new.language

