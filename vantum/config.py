@@ -75,6 +75,12 @@ class Config:
     twilio_auth_token: str | None = None
     """When set, /twilio/* requests must carry a valid X-Twilio-Signature."""
     twilio_api_base: str = "https://api.twilio.com"
+    telnyx_api_key: str | None = None
+    """Telnyx API v2 key: the webhook answers calls through Call Control with it."""
+    telnyx_public_key: str | None = None
+    """The account's base64 Ed25519 public key; when set, ``/telnyx/webhook`` requests
+    must carry a valid ``telnyx-signature-ed25519`` (docs/telephony.md)."""
+    telnyx_api_base: str = "https://api.telnyx.com"
 
     records_url: str | None = None
     """Where call records go: ``sqlite:///vantum-calls.db`` (the ``vantum serve`` default),
@@ -160,6 +166,9 @@ class Config:
             "twilio_account_sid": e.get("TWILIO_ACCOUNT_SID") or None,
             "twilio_auth_token": e.get("TWILIO_AUTH_TOKEN") or None,
             "twilio_api_base": e.get("TWILIO_API_BASE", _default("twilio_api_base")),
+            "telnyx_api_key": e.get("TELNYX_API_KEY") or None,
+            "telnyx_public_key": e.get("TELNYX_PUBLIC_KEY") or None,
+            "telnyx_api_base": e.get("TELNYX_API_BASE", _default("telnyx_api_base")),
             "records_url": e.get("VANTUM_RECORDS_URL", "sqlite:///vantum-calls.db") or None,
             "audio_rate_margin": _env_float(
                 e, "VANTUM_AUDIO_RATE_MARGIN", _default("audio_rate_margin")

@@ -141,6 +141,10 @@ class VantumApp:
                 from ..transports.twilio_http import handle_twilio_http
 
                 await handle_twilio_http(self, scope, receive, send)
+            elif scope["path"].startswith("/telnyx/"):
+                from ..transports.telnyx_http import handle_telnyx_http
+
+                await handle_telnyx_http(self, scope, receive, send)
             else:
                 await self._http(scope, send)
         elif kind == "websocket":
@@ -150,6 +154,8 @@ class VantumApp:
                 await self._browser_ws(scope, receive, send, voicechat=True)
             elif scope["path"] == "/twilio/stream":
                 await self._twilio_ws(scope, receive, send)
+            elif scope["path"] == "/telnyx/stream":
+                await self._twilio_ws(scope, receive, send, telnyx=True)
             else:
                 await receive()
                 await send({"type": "websocket.close", "code": 1008})
@@ -268,9 +274,17 @@ class VantumApp:
         self.metrics.agent_calls.labels(agent.name).inc()
         return settings
 
-    async def _twilio_ws(self, scope: dict[str, Any], receive: ASGIReceive, send: ASGISend) -> None:
+    async def _twilio_ws(
+        self, scope: dict[str, Any], receive: ASGIReceive, send: ASGISend, telnyx: bool = False
+    ) -> None:
+        """A carrier's media stream: ``/twilio/stream``, or ``/telnyx/stream`` with
+        ``telnyx`` (the same per-address carrier connection limit)."""
         refused = self.admission.check_twilio_stream(scope)
-        if refused is None:
+        if refused is None and telnyx:
+            from ..transports.telnyx_ws import serve_telnyx_stream
+
+            await serve_telnyx_stream(self, scope, receive, send)
+        elif refused is None:
             from ..transports.twilio_ws import serve_twilio_stream
 
             await serve_twilio_stream(self, scope, receive, send)

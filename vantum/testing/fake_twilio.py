@@ -341,24 +341,35 @@ class FakeTwilioCall:
             self.bad_messages.append(f"wrong streamSid: {message[:200]!r}")
             return
         if isinstance(event, OutboundMark):
-            self.marks_received.append(event.name)
-            self._queue.append(event.name)
+            self._queue_mark(event.name)
         elif isinstance(event, OutboundClear):
-            self.clears += 1
-            pending = [item for item in self._queue if isinstance(item, str)]
-            self._queue.clear()
-            self._queued_s = 0.0
-            self._pending_clear.extend(pending)
+            self._clear_queue()
         else:
-            self.frame_sizes[len(event.payload)] += 1
-            pcm = mulaw.decode(event.payload)
-            self.received += pcm
-            seconds = len(event.payload) / SAMPLE_RATE
-            if self._queued_s + seconds > self.config.max_buffered_s:
-                self.overflow_frames += 1
-                return
-            self._queue.append(pcm)
-            self._queued_s += seconds
+            self._queue_audio(mulaw.decode(event.payload), len(event.payload))
+
+    # The carrier's playback, shared with the fake Telnyx (whose frames differ, not this).
+
+    def _queue_mark(self, name: str) -> None:
+        self.marks_received.append(name)
+        self._queue.append(name)
+
+    def _clear_queue(self) -> None:
+        """``clear``: queued audio is dropped, queued marks go back at once."""
+        self.clears += 1
+        pending = [item for item in self._queue if isinstance(item, str)]
+        self._queue.clear()
+        self._queued_s = 0.0
+        self._pending_clear.extend(pending)
+
+    def _queue_audio(self, pcm: bytes, wire_bytes: int) -> None:
+        self.frame_sizes[wire_bytes] += 1
+        self.received += pcm
+        seconds = len(pcm) / 2 / SAMPLE_RATE
+        if self._queued_s + seconds > self.config.max_buffered_s:
+            self.overflow_frames += 1
+            return
+        self._queue.append(pcm)
+        self._queued_s += seconds
 
     async def _player(self) -> None:
         """Plays queued audio in real time and echoes marks as they are reached."""

@@ -432,13 +432,15 @@ async def serve_twilio_stream(
     # Bound here, not only by serve_session: the start and any refusal are logged with
     # the session id, and the call ids the start annotates reach the session's records.
     with bind(session_id=transport.session_id, transport="twilio"):
-        if await _admit_stream(app, transport):
-            settings = await _agent_settings(app, transport)
+        if await admit_stream(app, transport):
+            settings = await agent_settings(app, transport)
             if settings is not None:
                 await app.serve_session(transport, "twilio", settings)
 
 
-async def _agent_settings(app: SessionHost, transport: MediaStreamTransport) -> CallSettings | None:
+async def agent_settings(
+    app: SessionHost, transport: MediaStreamTransport, kind: str = "twilio"
+) -> CallSettings | None:
     """The call's settings with its agent: the webhook URL's ``agent`` parameter (checked
     when the webhook answered), or the resolver's choice, or the default."""
     assert transport.start is not None
@@ -446,7 +448,7 @@ async def _agent_settings(app: SessionHost, transport: MediaStreamTransport) -> 
     params = start.custom_parameters
     facts = CallFacts(
         start.call_id,
-        "twilio",
+        kind,
         caller=params.get("From"),
         called=params.get("To"),
         requested_agent=params.get("agent") or None,
@@ -460,8 +462,13 @@ async def _agent_settings(app: SessionHost, transport: MediaStreamTransport) -> 
         return None
 
 
-async def _admit_stream(app: SessionHost, transport: MediaStreamTransport) -> bool:
-    """Wait for the stream's ``start`` and check its ticket; close the stream if refused."""
+async def admit_stream(
+    app: SessionHost, transport: MediaStreamTransport, kind: str = "twilio"
+) -> bool:
+    """Wait for the stream's ``start`` and check its ticket; close the stream if refused.
+
+    Every carrier's stream goes through this (``kind`` prefixes the refusal reasons:
+    ``twilio_no_start``, ``telnyx_bad_start``...)."""
     start: Start | None = None
     gone = False
     with trio.move_on_after(START_TIMEOUT_S):
@@ -471,12 +478,12 @@ async def _admit_stream(app: SessionHost, transport: MediaStreamTransport) -> bo
             gone = True
     if gone:
         if transport.start_unusable:  # logged where it was read
-            return await _refuse(app, transport, "twilio_bad_start", "unusable start")
+            return await _refuse(app, transport, f"{kind}_bad_start", "unusable start")
         return False  # hung up before it started: nothing to refuse
     if start is None:
         message = f"no start within {START_TIMEOUT_S:g} s"
         log.warning("refused media stream: %s", message)
-        return await _refuse(app, transport, "twilio_no_start", message)
+        return await _refuse(app, transport, f"{kind}_no_start", message)
     try:
         app.stream_tickets.redeem(
             start.custom_parameters.get(TICKET_PARAMETER), start.call_id, now=time.time()
