@@ -53,6 +53,7 @@ class PythonTool:
 
 
 BuiltinName = Literal["end_call", "transfer_call", "send_dtmf"]
+MachinePolicy = Literal["hangup", "leave_message", "continue"]
 
 
 @attrs.frozen
@@ -118,6 +119,15 @@ class AgentSpec:
     transfer_numbers: tuple[str, ...] = ()
     """The only numbers ``transfer_call`` may dial (E.164)."""
     end_call_goodbye: str = "Goodbye!"
+    on_machine: MachinePolicy = "continue"
+    """What an outbound call does when Twilio's answering-machine detection says a
+    machine answered: hang up, leave ``machine_message`` after the beep and hang up,
+    or carry on as with a person (docs/telephony.md)."""
+    machine_message: str | None = None
+    """Spoken (after the voicemail's beep) when ``on_machine = "leave_message"``."""
+    amd_wait_ms: int = 30_000
+    """The greeting of an outbound call with AMD waits this long for the verdict (a
+    person's comes within seconds; a machine's after its greeting ends)."""
 
     def tool_names(self) -> tuple[str, ...]:
         return tuple(t.name for t in self.tools)
@@ -130,6 +140,7 @@ __all__ = [
     "BuiltinTool",
     "HttpTool",
     "JsonSchema",
+    "MachinePolicy",
     "McpServer",
     "PythonTool",
     "ToolSpec",

@@ -14,6 +14,7 @@ import contextlib
 import json
 import logging
 import secrets
+from collections.abc import Mapping
 from importlib import resources
 from typing import Any
 from urllib.parse import parse_qs
@@ -50,6 +51,7 @@ from ..records import CallStore, record_call
 from ..records.recorder import CallRecorder
 from ..transports.asgi_ws import ConnectionControl, current_connection
 from ..transports.browser import ASGIReceive, ASGISend, BrowserTransport
+from ..transports.twilio_dial import OutboundDialer
 from ..transports.voicechat import VoicechatTransport
 from .admission import AdmissionControl, HandshakeRefused
 from .auth import AuthError, TokenClaims
@@ -104,6 +106,9 @@ class VantumApp:
         without one (the dev flag) by a key of this process only."""
         self.store: CallStore | None = None
         """Call records (set by ``run_server``); None records nothing."""
+        self.dialer = OutboundDialer(config, lambda: self.store)
+        """Places outbound Twilio calls (rate, cap, records) and hands AMD verdicts to
+        their streams; ``POST /v1/calls`` is meant to call ``dialer.dial``."""
         self.tracing: Tracing | None = None
         """Turn spans (set by ``run_server`` when VANTUM_OTEL / an OTLP endpoint asks)."""
 
@@ -242,6 +247,7 @@ class VantumApp:
         facts: CallFacts,
         claims: TokenClaims | None = None,
         base: CallSettings | None = None,
+        choice: AgentChoice | None = None,
     ) -> CallSettings:
         """The settings of a call about to start: its agent (URL, token, resolver;
         docs/agents.md) applied over ``base`` (the server's). Raises
@@ -257,7 +263,7 @@ class VantumApp:
             except ValueError as exc:
                 raise AgentRefused("bad_claims", str(exc)) from None
         agent = requested_agent(self.agents, facts.requested_agent, token)
-        choices = [token]
+        choices = [token] if choice is None else [token, choice]
         if self.resolver is not None:
             answer = await self.resolver.resolve(facts)
             if answer is not None and answer.agent is not None:
@@ -314,18 +320,28 @@ class VantumApp:
         return self.registry.refusal()
 
     async def serve_session(
-        self, transport: Transport, kind: str, settings: CallSettings | None = None
+        self,
+        transport: Transport,
+        kind: str,
+        settings: CallSettings | None = None,
+        meta: Mapping[str, str] | None = None,
     ) -> None:
         """Run one call on ``transport`` until it ends; every carrier comes through here.
 
-        ``settings``: the call's settings at admission (default: the server's)."""
+        ``settings``: the call's settings at admission (default: the server's);
+        ``meta``: more for the call record's ``meta`` (an outbound call's dial id)."""
         sid = transport.session_id
         # Every actor's log records carry the ids; provider failures reach the metrics.
         with bind(session_id=sid, transport=kind), reporting_to(self.metrics):
-            await self._serve_session(transport, sid, kind, settings or self.settings)
+            await self._serve_session(transport, sid, kind, settings or self.settings, meta)
 
     async def _serve_session(
-        self, transport: Transport, sid: str, kind: str, settings: CallSettings
+        self,
+        transport: Transport,
+        sid: str,
+        kind: str,
+        settings: CallSettings,
+        extra_meta: Mapping[str, str] | None = None,
     ) -> None:
         code, reason = ev.CLOSE_NORMAL, "session ended"
         self.metrics.sessions_total.labels(kind).inc()
@@ -341,10 +357,15 @@ class VantumApp:
                     observer: EventObserver = self.metrics
                     recorder: CallRecorder | None = None
                     if self.store is not None:
-                        meta = {"agent": settings.agent.name} if settings.agent else None
+                        meta = {"agent": settings.agent.name} if settings.agent else {}
+                        meta.update(extra_meta or {})
                         recorder = await stack.enter_async_context(
                             record_call(
-                                self.store, sid, transport=kind, meta=meta, also=self.metrics
+                                self.store,
+                                sid,
+                                transport=kind,
+                                meta=meta or None,
+                                also=self.metrics,
                             )
                         )
                         observer = recorder
