@@ -56,7 +56,7 @@ from ..protocol.telnyx import (
 from ..protocol.telnyx.messages import InboundEvent
 from ..protocol.telnyx.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign_webhook
 from .change import ChangeSignal
-from .fake_twilio import FakeTwilioCall, FakeTwilioConfig
+from .fake_twilio import CLOSE_GRACE_S, FakeTwilioCall, FakeTwilioConfig
 
 
 def new_signing_key() -> Ed25519PrivateKey:
@@ -230,21 +230,23 @@ async def dial_fake_telnyx(
     cfg = config or FakeTelnyxConfig()
     if rest is not None:
         rest.add_call(cfg.call_control_id)
-    async with open_websocket_url(stream_url) as ws:
-        async with trio.open_nursery() as nursery:
-            call = FakeTelnyxCall(ws, cfg, client_state)
-            await call._start()
-            nursery.start_soon(call._reader)
-            nursery.start_soon(call._player)
-            nursery.start_soon(call._mic)
-            if rest is not None:
-                nursery.start_soon(call._watch_telnyx, rest)
-            try:
-                yield call
-            finally:
-                with trio.CancelScope(shield=True), trio.move_on_after(2):
-                    await call.hang_up()
-                nursery.cancel_scope.cancel()
+    with trio.CancelScope() as teardown:  # bounded, as dial_fake_twilio's
+        async with open_websocket_url(stream_url, disconnect_timeout=2) as ws:
+            async with trio.open_nursery() as nursery:
+                call = FakeTelnyxCall(ws, cfg, client_state)
+                await call._start()
+                nursery.start_soon(call._reader)
+                nursery.start_soon(call._player)
+                nursery.start_soon(call._mic)
+                if rest is not None:
+                    nursery.start_soon(call._watch_telnyx, rest)
+                try:
+                    yield call
+                finally:
+                    with trio.CancelScope(shield=True), trio.move_on_after(2):
+                        await call.hang_up()
+                    nursery.cancel_scope.cancel()
+                    teardown.deadline = trio.current_time() + CLOSE_GRACE_S
 
 
 @asynccontextmanager

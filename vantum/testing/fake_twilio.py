@@ -73,6 +73,7 @@ from ..protocol.twilio_signature import SIGNATURE_HEADER, compute_signature
 from .change import ChangeSignal
 
 FRAME_S = 0.02
+CLOSE_GRACE_S = 3.0
 
 
 def _sid(prefix: str) -> str:
@@ -438,23 +439,28 @@ async def dial_fake_twilio(
         headers.append((SIGNATURE_HEADER.encode(), signature.encode()))
     if rest is not None:
         rest.add_call(cfg.call_sid, cfg)
-    async with open_websocket_url(
-        connect_to or stream_url, extra_headers=headers, disconnect_timeout=2
-    ) as ws:
-        async with trio.open_nursery() as nursery:
-            call = FakeTwilioCall(ws, cfg)
-            await call._start()
-            nursery.start_soon(call._reader)
-            nursery.start_soon(call._player)
-            nursery.start_soon(call._mic)
-            if rest is not None:
-                nursery.start_soon(call._watch_rest, rest)
-            try:
-                yield call
-            finally:
-                with trio.CancelScope(shield=True), trio.move_on_after(2):
-                    await call.hang_up()
-                nursery.cancel_scope.cancel()
+    # The socket's own teardown is bounded: once the call is over Twilio drops a stream
+    # whose close does not complete within a few seconds (CLOSE_GRACE_S), rather than
+    # wait for the server's TCP close forever.
+    with trio.CancelScope() as teardown:
+        async with open_websocket_url(
+            connect_to or stream_url, extra_headers=headers, disconnect_timeout=2
+        ) as ws:
+            async with trio.open_nursery() as nursery:
+                call = FakeTwilioCall(ws, cfg)
+                await call._start()
+                nursery.start_soon(call._reader)
+                nursery.start_soon(call._player)
+                nursery.start_soon(call._mic)
+                if rest is not None:
+                    nursery.start_soon(call._watch_rest, rest)
+                try:
+                    yield call
+                finally:
+                    with trio.CancelScope(shield=True), trio.move_on_after(2):
+                        await call.hang_up()
+                    nursery.cancel_scope.cancel()
+                    teardown.deadline = trio.current_time() + CLOSE_GRACE_S
 
 
 @asynccontextmanager
