@@ -100,7 +100,7 @@ def refused(stack: Stack, reason: str) -> float:
 async def test_telnyx_conversation_through_webhook_answer_and_stream() -> None:
     async with telnyx_stack() as (stack, rest):
         cfg = FakeTelnyxConfig(signing_key=KEY)
-        async with place_telnyx_call(stack.url + "", rest, cfg) as call:
+        async with place_telnyx_call(stack.url, rest, cfg) as call:
             # The webhook answered through Call Control, streaming both ways to us.
             (answer,) = rest.done("answer")
             assert answer.call_control_id == cfg.call_control_id
