@@ -1,4 +1,5 @@
-"""Command line: ``vantum serve``, ``call FILE.wav``, ``say``, ``token``, ``bench``, ``fakes``."""
+"""Command line: ``vantum serve``, ``call FILE.wav``, ``say``, ``token``, ``dial``, ``bench``,
+``fakes``."""
 
 from __future__ import annotations
 
@@ -110,6 +111,26 @@ def main(argv: list[str] | None = None) -> int:
         help="a template variable for the agent, repeatable",
     )
 
+    p_dial = sub.add_parser(
+        "dial",
+        help="place an outbound call through Twilio that a running server answers "
+        "(TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN, VANTUM_PUBLIC_URL of that server)",
+    )
+    p_dial.add_argument("--to", required=True, help="E.164 number to call, e.g. +14155550100")
+    p_dial.add_argument("--from", dest="from_", required=True, help="your Twilio number (E.164)")
+    p_dial.add_argument("--agent", metavar="NAME", help="the agent that talks (docs/agents.md)")
+    p_dial.add_argument(
+        "--var",
+        action="append",
+        type=_variable,
+        default=[],
+        metavar="NAME=VALUE",
+        help="a template variable for the agent, repeatable",
+    )
+    p_dial.add_argument(
+        "--no-amd", action="store_true", help="no answering-machine detection (docs/telephony.md)"
+    )
+
     sub.add_parser("bench", help="replay benchmark (docs/benchmarks.md); bench --help")
 
     p_fakes = sub.add_parser("fakes", help="run the fake Deepgram/OpenAI/Cartesia servers")
@@ -170,6 +191,21 @@ def main(argv: list[str] | None = None) -> int:
                     required=True,
                     agent=args.agent,
                     variables=variables,
+                )
+            )
+        elif args.command == "dial":
+            from .dial import run_dial
+
+            config = Config.from_env()
+            print(
+                trio.run(
+                    run_dial,
+                    config,
+                    args.to,
+                    args.from_,
+                    args.agent,
+                    dict(args.var),
+                    not args.no_amd,
                 )
             )
         elif args.command == "fakes":

@@ -82,6 +82,17 @@ class Config:
     twilio_auth_token: str | None = None
     """When set, /twilio/* requests must carry a valid X-Twilio-Signature."""
     twilio_api_base: str = "https://api.twilio.com"
+    telnyx_api_key: str | None = None
+    """Telnyx API v2 key: the webhook answers calls through Call Control with it."""
+    telnyx_public_key: str | None = None
+    """The account's base64 Ed25519 public key; when set, ``/telnyx/webhook`` requests
+    must carry a valid ``telnyx-signature-ed25519`` (docs/telephony.md)."""
+    telnyx_api_base: str = "https://api.telnyx.com"
+    outbound_rate_per_s: float = 1.0
+    """Outbound calls placed per second, after a burst (0 disables the limit)."""
+    outbound_burst: int = 5
+    max_outbound_calls: int = 10
+    """Outbound calls in progress at once (placed, no final status yet)."""
 
     records_url: str | None = None
     """Where call records go: ``sqlite:///vantum-calls.db`` (the ``vantum serve`` default),
@@ -215,6 +226,16 @@ class Config:
             "twilio_account_sid": e.get("TWILIO_ACCOUNT_SID") or None,
             "twilio_auth_token": e.get("TWILIO_AUTH_TOKEN") or None,
             "twilio_api_base": e.get("TWILIO_API_BASE", _default("twilio_api_base")),
+            "telnyx_api_key": e.get("TELNYX_API_KEY") or None,
+            "telnyx_public_key": e.get("TELNYX_PUBLIC_KEY") or None,
+            "telnyx_api_base": e.get("TELNYX_API_BASE", _default("telnyx_api_base")),
+            "outbound_rate_per_s": _env_float(
+                e, "VANTUM_OUTBOUND_RATE", _default("outbound_rate_per_s")
+            ),
+            "outbound_burst": _env_int(e, "VANTUM_OUTBOUND_BURST", _default("outbound_burst")),
+            "max_outbound_calls": _env_int(
+                e, "VANTUM_MAX_OUTBOUND_CALLS", _default("max_outbound_calls")
+            ),
             "records_url": e.get("VANTUM_RECORDS_URL", "sqlite:///vantum-calls.db") or None,
             "webhook_urls": tuple(
                 u for u in e.get("VANTUM_WEBHOOK_URL", "").replace(",", " ").split() if u

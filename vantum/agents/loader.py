@@ -23,13 +23,21 @@ import sys
 import tomllib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast, get_args
 
 import attrs
 
 from ..errors import ConfigError
 from ..pipeline.settings import TurnPolicy
-from .spec import AgentSpec, BuiltinTool, HttpTool, McpServer, PythonTool, ToolSpec
+from .spec import (
+    AgentSpec,
+    BuiltinTool,
+    HttpTool,
+    MachinePolicy,
+    McpServer,
+    PythonTool,
+    ToolSpec,
+)
 from .template import TemplateError, placeholders
 
 NAME_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -42,6 +50,9 @@ number called, the call's id, and ``browser``/``voicechat``/``twilio``."""
 BUILTINS = ("end_call", "transfer_call", "send_dtmf")
 
 _AGENT_KEYS = {
+    "on_machine",
+    "machine_message",
+    "amd_wait_ms",
     "instructions",
     "greeting",
     "greeting_interruptible",
@@ -249,7 +260,12 @@ class _Parser:
             end_call_goodbye=at.string("end_call_goodbye") or "Goodbye!",
             webhook_urls=at.urls("webhook_urls"),
             record_audio=at.boolean("record_audio", False),
+            on_machine=self.machine_policy(at),
+            machine_message=at.string("machine_message"),
+            amd_wait_ms=_or(at.integer("amd_wait_ms", 0, 59_000), 30_000),
         )
+        if spec.on_machine == "leave_message" and not spec.machine_message:
+            raise at.fail("on_machine", '"leave_message" needs a `machine_message` to leave')
         names = spec.tool_names()
         for tool in spec.tools:
             if names.count(tool.name) > 1:
@@ -264,6 +280,13 @@ class _Parser:
                     "transfer_call needs `transfer_numbers` (the E.164 numbers it may dial)",
                 )
         return spec
+
+    def machine_policy(self, at: _Table) -> MachinePolicy:
+        value = at.string("on_machine") or "continue"
+        for policy in get_args(MachinePolicy):
+            if value == policy:
+                return cast(MachinePolicy, policy)
+        raise at.fail("on_machine", 'must be "hangup", "leave_message" or "continue"')
 
     def turn(self, where: str, table: Any) -> Mapping[str, Any]:
         if table is None:

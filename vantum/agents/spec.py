@@ -53,6 +53,7 @@ class PythonTool:
 
 
 BuiltinName = Literal["end_call", "transfer_call", "send_dtmf"]
+MachinePolicy = Literal["hangup", "leave_message", "continue"]
 
 
 @attrs.frozen
@@ -121,7 +122,16 @@ class AgentSpec:
     webhook_urls: tuple[str, ...] = ()
     """Where this agent's call events go instead of ``VANTUM_WEBHOOK_URL`` (issue 16)."""
     record_audio: bool = False
-    """Keep a stereo WAV of each call (issue 16; not built yet)."""
+    """Keep a stereo WAV of each call (docs/integration.md)."""
+    on_machine: MachinePolicy = "continue"
+    """What an outbound call does when Twilio's answering-machine detection says a
+    machine answered: hang up, leave ``machine_message`` after the beep and hang up,
+    or carry on as with a person (docs/telephony.md)."""
+    machine_message: str | None = None
+    """Spoken (after the voicemail's beep) when ``on_machine = "leave_message"``."""
+    amd_wait_ms: int = 30_000
+    """The greeting of an outbound call with AMD waits this long for the verdict (a
+    person's comes within seconds; a machine's after its greeting ends)."""
 
     def tool_names(self) -> tuple[str, ...]:
         return tuple(t.name for t in self.tools)
@@ -134,6 +144,7 @@ __all__ = [
     "BuiltinTool",
     "HttpTool",
     "JsonSchema",
+    "MachinePolicy",
     "McpServer",
     "PythonTool",
     "ToolSpec",

@@ -15,7 +15,7 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -57,6 +57,7 @@ from ..records.recorder import CallRecorder, OutboxWaker
 from ..tools.base import CallControl, ToolEnv
 from ..transports.asgi_ws import ConnectionControl, current_connection
 from ..transports.browser import ASGIReceive, ASGISend, BrowserTransport
+from ..transports.twilio_dial import OutboundDialer
 from ..transports.voicechat import VoicechatTransport
 from ..webhooks.payloads import RECORDING_KIND
 from .admission import AdmissionControl, HandshakeRefused, client_ip, rate_refusal
@@ -137,6 +138,9 @@ class VantumApp:
         deliveries; the URLs are ``config.webhook_urls`` (or the call's agent's)."""
         self.uploader: RecordingUploader | None = None
         """Copies finished recordings to S3 (set by ``run_server`` when configured)."""
+        self.dialer = OutboundDialer(config, lambda: self.store)
+        """Places outbound Twilio calls (rate, cap, records) and hands AMD verdicts to
+        their streams; ``POST /v1/calls`` is meant to call ``dialer.dial``."""
         self.tracing: Tracing | None = None
         """Turn spans (set by ``run_server`` when VANTUM_OTEL / an OTLP endpoint asks)."""
         tool_secret = config.tool_secret or config.auth_secret
@@ -181,6 +185,10 @@ class VantumApp:
                 from ..transports.twilio_http import handle_twilio_http
 
                 await handle_twilio_http(self, scope, receive, send)
+            elif scope["path"].startswith("/telnyx/"):
+                from ..transports.telnyx_http import handle_telnyx_http
+
+                await handle_telnyx_http(self, scope, receive, send)
             else:
                 await self._http(scope, send)
         elif kind == "websocket":
@@ -190,6 +198,8 @@ class VantumApp:
                 await self._browser_ws(scope, receive, send, voicechat=True)
             elif scope["path"] == "/twilio/stream":
                 await self._twilio_ws(scope, receive, send)
+            elif scope["path"] == "/telnyx/stream":
+                await self._twilio_ws(scope, receive, send, telnyx=True)
             else:
                 await receive()
                 await send({"type": "websocket.close", "code": 1008})
@@ -276,6 +286,7 @@ class VantumApp:
         facts: CallFacts,
         claims: TokenClaims | None = None,
         base: CallSettings | None = None,
+        choice: AgentChoice | None = None,
     ) -> CallSettings:
         """The settings of a call about to start: its agent (URL, token, resolver;
         docs/agents.md) applied over ``base`` (the server's). Raises
@@ -291,7 +302,7 @@ class VantumApp:
             except ValueError as exc:
                 raise AgentRefused("bad_claims", str(exc)) from None
         agent = requested_agent(self.agents, facts.requested_agent, token)
-        choices = [token]
+        choices = [token] if choice is None else [token, choice]
         if self.resolver is not None:
             answer = await self.resolver.resolve(facts)
             if answer is not None and answer.agent is not None:
@@ -308,12 +319,20 @@ class VantumApp:
         self.metrics.agent_calls.labels(agent.name).inc()
         return settings
 
-    async def _twilio_ws(self, scope: dict[str, Any], receive: ASGIReceive, send: ASGISend) -> None:
+    async def _twilio_ws(
+        self, scope: dict[str, Any], receive: ASGIReceive, send: ASGISend, telnyx: bool = False
+    ) -> None:
+        """A carrier's media stream: ``/twilio/stream``, or ``/telnyx/stream`` with
+        ``telnyx`` (the same per-address carrier connection limit)."""
         refused = self.admission.check_twilio_stream(scope)
         if refused is None and not await self.calls.allow_connect(client_ip(scope), "twilio"):
             self.metrics.sessions_refused.labels("twilio_rate_limited").inc()
             refused = rate_refusal(self.config.twilio_connect_rate_per_s)
-        if refused is None:
+        if refused is None and telnyx:
+            from ..transports.telnyx_ws import serve_telnyx_stream
+
+            await serve_telnyx_stream(self, scope, receive, send)
+        elif refused is None:
             from ..transports.twilio_ws import serve_twilio_stream
 
             await serve_twilio_stream(self, scope, receive, send)
@@ -352,13 +371,13 @@ class VantumApp:
         transport: Transport,
         kind: str,
         settings: CallSettings | None = None,
-        meta: dict[str, str] | None = None,
+        meta: Mapping[str, str] | None = None,
     ) -> None:
         """Run one call on ``transport`` until it ends; every carrier comes through here.
 
         ``settings``: the call's settings at admission (default: the server's);
-        ``meta``: what the carrier says about the call (``from``, ``to``, ``call_sid``),
-        kept in its record."""
+        ``meta``: what the carrier says about the call (``from``, ``to``, ``call_sid``,
+        an outbound call's dial id), kept in its record."""
         sid = transport.session_id
         # Every actor's log records carry the ids; provider failures reach the metrics.
         with bind(session_id=sid, transport=kind), reporting_to(self.metrics):
@@ -370,7 +389,7 @@ class VantumApp:
         sid: str,
         kind: str,
         settings: CallSettings,
-        meta: dict[str, str] | None = None,
+        meta: Mapping[str, str] | None = None,
     ) -> None:
         if await self.calls.claim(sid) is not None:  # the cluster is full (or Redis down)
             message = "the service is at capacity; try again later"
@@ -390,11 +409,12 @@ class VantumApp:
         sid: str,
         kind: str,
         settings: CallSettings,
-        meta: dict[str, str] | None,
+        meta: Mapping[str, str] | None,
     ) -> None:
         code, reason = ev.CLOSE_NORMAL, "session ended"
+        record_meta = dict(meta or {})
         if settings.agent is not None:
-            meta = {**(meta or {}), "agent": settings.agent.name}
+            record_meta["agent"] = settings.agent.name
         self.metrics.sessions_total.labels(kind).inc()
         self.metrics.sessions_active.inc()
         connection = current_connection.get()
@@ -413,7 +433,7 @@ class VantumApp:
                                 self.store,
                                 sid,
                                 transport=kind,
-                                meta=meta,
+                                meta=record_meta or None,
                                 also=self.metrics,
                                 webhooks=self.webhook_urls(settings),
                                 waker=self.webhooks,
@@ -507,7 +527,9 @@ class VantumApp:
         own = settings.agent.webhook_urls if settings.agent is not None else ()
         return own or self.config.webhook_urls
 
-    async def carrier_status(self, call_sid: str, fields: dict[str, str]) -> None:
+    async def carrier_status(
+        self, call_sid: str, fields: dict[str, str], *, create_missing: bool = True
+    ) -> None:
         """A Twilio status callback: added to the call's record (an event, and the
         status and duration in its meta). A call that never reached a stream (busy,
         no answer, failed, canceled) gets a record of its own, ended with that status,
@@ -521,7 +543,7 @@ class VantumApp:
         try:
             call_id = await self.store.find_call("call_sid", call_sid)
             if call_id is None:
-                if status not in NEVER_CONNECTED:
+                if status not in NEVER_CONNECTED or not create_missing:
                     return  # ringing etc. before the stream: its record does not exist yet
                 call_id = new_id()
                 meta = {"call_sid": call_sid, "carrier_status": status}

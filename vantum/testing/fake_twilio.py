@@ -73,6 +73,7 @@ from ..protocol.twilio_signature import SIGNATURE_HEADER, compute_signature
 from .change import ChangeSignal
 
 FRAME_S = 0.02
+CLOSE_GRACE_S = 3.0
 
 
 def _sid(prefix: str) -> str:
@@ -341,24 +342,35 @@ class FakeTwilioCall:
             self.bad_messages.append(f"wrong streamSid: {message[:200]!r}")
             return
         if isinstance(event, OutboundMark):
-            self.marks_received.append(event.name)
-            self._queue.append(event.name)
+            self._queue_mark(event.name)
         elif isinstance(event, OutboundClear):
-            self.clears += 1
-            pending = [item for item in self._queue if isinstance(item, str)]
-            self._queue.clear()
-            self._queued_s = 0.0
-            self._pending_clear.extend(pending)
+            self._clear_queue()
         else:
-            self.frame_sizes[len(event.payload)] += 1
-            pcm = mulaw.decode(event.payload)
-            self.received += pcm
-            seconds = len(event.payload) / SAMPLE_RATE
-            if self._queued_s + seconds > self.config.max_buffered_s:
-                self.overflow_frames += 1
-                return
-            self._queue.append(pcm)
-            self._queued_s += seconds
+            self._queue_audio(mulaw.decode(event.payload), len(event.payload))
+
+    # The carrier's playback, shared with the fake Telnyx (whose frames differ, not this).
+
+    def _queue_mark(self, name: str) -> None:
+        self.marks_received.append(name)
+        self._queue.append(name)
+
+    def _clear_queue(self) -> None:
+        """``clear``: queued audio is dropped, queued marks go back at once."""
+        self.clears += 1
+        pending = [item for item in self._queue if isinstance(item, str)]
+        self._queue.clear()
+        self._queued_s = 0.0
+        self._pending_clear.extend(pending)
+
+    def _queue_audio(self, pcm: bytes, wire_bytes: int) -> None:
+        self.frame_sizes[wire_bytes] += 1
+        self.received += pcm
+        seconds = len(pcm) / 2 / SAMPLE_RATE
+        if self._queued_s + seconds > self.config.max_buffered_s:
+            self.overflow_frames += 1
+            return
+        self._queue.append(pcm)
+        self._queued_s += seconds
 
     async def _player(self) -> None:
         """Plays queued audio in real time and echoes marks as they are reached."""
@@ -427,21 +439,28 @@ async def dial_fake_twilio(
         headers.append((SIGNATURE_HEADER.encode(), signature.encode()))
     if rest is not None:
         rest.add_call(cfg.call_sid, cfg)
-    async with open_websocket_url(connect_to or stream_url, extra_headers=headers) as ws:
-        async with trio.open_nursery() as nursery:
-            call = FakeTwilioCall(ws, cfg)
-            await call._start()
-            nursery.start_soon(call._reader)
-            nursery.start_soon(call._player)
-            nursery.start_soon(call._mic)
-            if rest is not None:
-                nursery.start_soon(call._watch_rest, rest)
-            try:
-                yield call
-            finally:
-                with trio.CancelScope(shield=True), trio.move_on_after(2):
-                    await call.hang_up()
-                nursery.cancel_scope.cancel()
+    # The socket's own teardown is bounded: once the call is over Twilio drops a stream
+    # whose close does not complete within a few seconds (CLOSE_GRACE_S), rather than
+    # wait for the server's TCP close forever.
+    with trio.CancelScope() as teardown:
+        async with open_websocket_url(
+            connect_to or stream_url, extra_headers=headers, disconnect_timeout=2
+        ) as ws:
+            async with trio.open_nursery() as nursery:
+                call = FakeTwilioCall(ws, cfg)
+                await call._start()
+                nursery.start_soon(call._reader)
+                nursery.start_soon(call._player)
+                nursery.start_soon(call._mic)
+                if rest is not None:
+                    nursery.start_soon(call._watch_rest, rest)
+                try:
+                    yield call
+                finally:
+                    with trio.CancelScope(shield=True), trio.move_on_after(2):
+                        await call.hang_up()
+                    nursery.cancel_scope.cancel()
+                    teardown.deadline = trio.current_time() + CLOSE_GRACE_S
 
 
 @asynccontextmanager
@@ -468,6 +487,96 @@ async def place_call(
         yield call
 
 
+async def post_callback(url: str, form: Mapping[str, str], auth_token: str | None) -> int:
+    """POST a status or AMD callback to ``url`` as Twilio does (signed with the token)."""
+    headers = {"User-Agent": "TwilioProxy/1.1"}
+    if auth_token:
+        headers[SIGNATURE_HEADER] = compute_signature(auth_token, url, form)
+    async with httpx.AsyncClient(timeout=10.0) as client:
+        response = await client.post(url, data=dict(form), headers=headers)
+    return response.status_code
+
+
+def _callback_form(created: CreatedCall, cfg: FakeTwilioConfig, **extra: str) -> dict[str, str]:
+    return {
+        "AccountSid": cfg.account_sid,
+        "CallSid": created.sid,
+        "From": created.get("From") or "",
+        "To": created.get("To") or "",
+        "Direction": "outbound-api",
+        "ApiVersion": "2010-04-01",
+        **extra,
+    }
+
+
+async def end_outbound(
+    rest: FakeTwilioRest,
+    created: CreatedCall,
+    status: str,
+    config: FakeTwilioConfig | None = None,
+    duration_s: int = 0,
+) -> int:
+    """The call ends (``completed``) or never connects (``busy``, ``no-answer``,
+    ``failed``): Twilio posts the final ``StatusCallback``."""
+    cfg = config or FakeTwilioConfig()
+    rest.calls[created.sid] = status
+    url = created.get("StatusCallback")
+    if url is None:
+        return 0
+    form = _callback_form(created, cfg, CallStatus=status, CallDuration=str(duration_s))
+    return await post_callback(url, form, cfg.auth_token)
+
+
+@asynccontextmanager
+async def answer_outbound(
+    rest: FakeTwilioRest,
+    created: CreatedCall,
+    config: FakeTwilioConfig | None = None,
+    *,
+    answered_by: str | None = "human",
+    amd_after: float = 0.0,
+) -> AsyncIterator[FakeTwilioCall]:
+    """Twilio's side of an outbound call the callee picks up: the ``answered`` status,
+    the ``Url`` fetched (signed, ``Direction=outbound-api``), the ``<Stream>`` opened;
+    with asynchronous AMD, ``AnsweredBy`` posted to ``AsyncAmdStatusCallback``
+    ``amd_after`` seconds later (None: no verdict at all). Leaving the block hangs
+    up and posts the final ``completed`` status."""
+    cfg = attrs.evolve(config or FakeTwilioConfig(), call_sid=created.sid)
+    rest.calls[created.sid] = "in-progress"
+    status_url = created.get("StatusCallback")
+    if status_url is not None and "answered" in created.all("StatusCallbackEvent"):
+        await post_callback(
+            status_url, _callback_form(created, cfg, CallStatus="in-progress"), cfg.auth_token
+        )
+    url = created.get("Url")
+    if url is None:
+        raise RuntimeError("the call was created without a Url")
+    answer = await fetch_twiml(
+        url, cfg, params=_callback_form(created, cfg, CallStatus="in-progress")
+    )
+    if answer.stream_url is None:
+        raise RuntimeError(f"the Url answered no <Stream> (HTTP {answer.status}): {answer.body}")
+    cfg = attrs.evolve(cfg, custom_parameters=answer.parameters)
+    amd_url = created.get("AsyncAmdStatusCallback")
+    async with dial_fake_twilio(answer.stream_url, cfg, rest=rest) as call:
+        async with trio.open_nursery() as nursery:
+            if amd_url is not None and answered_by is not None:
+
+                async def verdict() -> None:
+                    await trio.sleep(amd_after)
+                    form = _callback_form(
+                        created,
+                        cfg,
+                        AnsweredBy=answered_by,
+                        MachineDetectionDuration=str(int(amd_after * 1000)),
+                    )
+                    await post_callback(amd_url, form, cfg.auth_token)
+
+                nursery.start_soon(verdict)
+            yield call
+    await end_outbound(rest, created, "completed", cfg, duration_s=1)
+
+
 # --- REST API --------------------------------------------------------------------
 
 
@@ -486,6 +595,20 @@ class CallUpdate:
     status: int
 
 
+@attrs.frozen
+class CreatedCall:
+    """A ``POST Calls.json`` the fake accepted: the call it created and what it was told."""
+
+    sid: str
+    params: tuple[tuple[str, str], ...]
+
+    def get(self, name: str) -> str | None:
+        return next((v for k, v in self.params if k == name), None)
+
+    def all(self, name: str) -> list[str]:
+        return [v for k, v in self.params if k == name]
+
+
 @attrs.define
 class FakeTwilioRest:
     """The running fake REST API: its base URL, the calls it knows and what it was asked."""
@@ -497,6 +620,8 @@ class FakeTwilioRest:
     updates: list[CallUpdate] = attrs.Factory(list)
     """Every authenticated update request, in order, with the status it got."""
     rejected: list[int] = attrs.Factory(list)
+    created: list[CreatedCall] = attrs.Factory(list)
+    """Every call placed through ``Calls.json``, in order."""
     _failures: deque[tuple[int, int, str]] = attrs.Factory(deque)
     _ended: dict[str, trio.Event] = attrs.Factory(dict)
     _changed: ChangeSignal = attrs.Factory(ChangeSignal)
@@ -554,6 +679,12 @@ class FakeTwilioRest:
         if not self._authorized(scope):
             self.rejected.append(401)
             return _twilio_error(401, 20003, "Authenticate")
+        if path == f"/2010-04-01/Accounts/{self.config.account_sid}/Calls.json":
+            if scope["method"] != "POST":
+                self.rejected.append(405)
+                return _twilio_error(405, 20004, "Method not allowed")
+            pairs = urllib.parse.parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True)
+            return self._create(tuple(pairs))
         prefix = f"/2010-04-01/Accounts/{self.config.account_sid}/Calls/"
         if not path.startswith(prefix) or not path.endswith(".json"):
             self.rejected.append(404)
@@ -574,6 +705,32 @@ class FakeTwilioRest:
         self.updates.append(CallUpdate(call_sid, params, status))
         return status, payload
 
+    def _create(self, pairs: tuple[tuple[str, str], ...]) -> tuple[int, dict[str, Any]]:
+        """``Calls.json``: Twilio's checks for the fields Vantum sends, then a queued call."""
+        if self._failures:
+            return _twilio_error(*self._failures.popleft())
+        params = dict(pairs)
+        if not params.get("To"):
+            return _twilio_error(400, 21201, "No 'To' number is specified")
+        if not params.get("From"):
+            return _twilio_error(400, 21213, "No 'From' number is specified")
+        if not params.get("Url") and not params.get("Twiml"):
+            return _twilio_error(400, 21205, "Url parameter is required")
+        for key in ("Url", "StatusCallback", "AsyncAmdStatusCallback"):
+            if key in params and not params[key].startswith(("http://", "https://")):
+                return _twilio_error(400, 21205, f"{key} is not a valid URL")
+        detection = params.get("MachineDetection")
+        if detection is not None and detection not in ("Enable", "DetectMessageEnd"):
+            return _twilio_error(400, 21212, f"Invalid MachineDetection: {detection}")
+        sid = _sid("CA")
+        self.created.append(CreatedCall(sid, pairs))
+        self.add_call(sid)
+        self.calls[sid] = "queued"
+        resource = self._resource(sid)
+        resource.update(to=params["To"], from_=params["From"], direction="outbound-api")
+        resource["from"] = resource.pop("from_")
+        return 201, resource
+
     def _update(self, call_sid: str, params: dict[str, str]) -> tuple[int, dict[str, Any]]:
         if self._failures:
             return _twilio_error(*self._failures.popleft())
@@ -584,7 +741,7 @@ class FakeTwilioRest:
             self._ended[call_sid].set()
             return 200, self._resource(call_sid)
         if "Twiml" in params or "Url" in params:
-            if self.calls[call_sid] != "in-progress":
+            if self.calls[call_sid] not in ("in-progress", "queued"):
                 return _twilio_error(400, 21220, "Call is not in-progress. Cannot redirect.")
             if "Twiml" in params:
                 try:
@@ -641,15 +798,19 @@ def stream_url_for(server_url: str, path: str = "/twilio/stream") -> str:
 
 __all__ = [
     "CallUpdate",
+    "CreatedCall",
     "FakeTwilioCall",
     "FakeTwilioConfig",
     "FakeTwilioRest",
     "FakeTwilioRestConfig",
     "Segment",
     "TwimlAnswer",
+    "answer_outbound",
     "dial_fake_twilio",
+    "end_outbound",
     "fetch_twiml",
     "place_call",
+    "post_callback",
     "serve_fake_twilio_rest",
     "stream_url_for",
     "webhook_params",

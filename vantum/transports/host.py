@@ -9,16 +9,20 @@ call may start, and the one way to run a call. ``VantumApp`` satisfies
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Protocol
 
 from prometheus_client import Counter
 
 from ..agents.loader import AgentBook
-from ..agents.selection import CallFacts
+from ..agents.selection import AgentChoice, CallFacts
 from ..config import Config
 from ..pipeline.settings import CallSettings
 from ..pipeline.transport import Transport
 from ..protocol.twilio import StreamTickets
+
+if TYPE_CHECKING:
+    from .twilio_dial import OutboundDialer
 
 
 class RefusalMetrics(Protocol):
@@ -49,9 +53,20 @@ class SessionHost(Protocol):
         """The agents calls may run (``--agents``)."""
         ...
 
-    async def call_settings(self, facts: CallFacts) -> CallSettings:
+    async def call_settings(
+        self,
+        facts: CallFacts,
+        claims: None = None,
+        base: None = None,
+        choice: AgentChoice | None = None,
+    ) -> CallSettings:
         """The settings of the call ``facts`` describe (its agent chosen; may ask the
-        resolver). Raises ``AgentRefused``."""
+        resolver; ``choice`` adds variables, e.g. an outbound call's). Raises ``AgentRefused``."""
+        ...
+
+    @property
+    def dialer(self) -> OutboundDialer:
+        """Outbound calls: their status and AMD callbacks land here."""
         ...
 
     async def serve_session(
@@ -60,11 +75,14 @@ class SessionHost(Protocol):
         kind: str,
         settings: CallSettings | None = None,
         *,
-        meta: dict[str, str] | None = None,
+        meta: Mapping[str, str] | None = None,
     ) -> None:
         """Run one call on ``transport`` until it ends; ``meta`` goes into its record."""
         ...
 
-    async def carrier_status(self, call_sid: str, fields: dict[str, str]) -> None:
-        """A carrier's status callback for call ``call_sid``: update its record."""
+    async def carrier_status(
+        self, call_sid: str, fields: dict[str, str], *, create_missing: bool = True
+    ) -> None:
+        """A carrier's status callback for call ``call_sid``: update its record (and,
+        with ``create_missing``, give a call that never connected one of its own)."""
         ...

@@ -7,7 +7,9 @@ knows who is calling without a REST lookup, and a one-time stream ticket
 (``vantum.protocol.twilio.ticket``) without which the stream is not served.
 ``POST /twilio/status`` receives call progress callbacks: each is added to the
 call's record (status, durations), and a call that never connected (busy, no
-answer, failed) gets a record of its own, so its ``call.failed`` webhook goes out.
+answer, failed) gets a record of its own, so its ``call.failed`` webhook goes out
+(an outbound call's go to its dial record instead, ``twilio_dial``);
+``POST /twilio/amd`` the asynchronous answering-machine verdicts of outbound calls.
 
 Every request is checked against ``X-Twilio-Signature`` when an auth token is
 configured: an unsigned webhook would let anyone on the internet start
@@ -29,14 +31,20 @@ from typing import Any
 from ..asgi import read_body
 from ..config import Config
 from ..protocol.twilio import TICKET_PARAMETER, connect_stream_twiml
+from ..protocol.twilio.dialing import (
+    AMD_PARAMETER,
+    AMD_PATH,
+    DIAL_PARAMETER,
+    STATUS_PATH,
+    VARIABLE_PREFIX,
+    VOICE_PATH,
+)
 from ..protocol.twilio_signature import SIGNATURE_HEADER, validate_signature
 from .browser import ASGIReceive, ASGISend
 from .host import SessionHost
 
 log = logging.getLogger("vantum.twilio")
 
-VOICE_PATH = "/twilio/voice"
-STATUS_PATH = "/twilio/status"
 STREAM_PATH = "/twilio/stream"
 MAX_BODY_BYTES = 64 * 1024
 """Twilio's webhook bodies are a few hundred bytes; anything larger is not Twilio."""
@@ -58,7 +66,7 @@ SESSION_PARAMETERS = ("language", "voiceId", "agent")
 APOLOGY = "Sorry, this number cannot take calls right now. Goodbye."
 """Said (then hung up) when the webhook URL names an agent the server does not have."""
 
-_ROUTES = {VOICE_PATH: ("GET", "POST"), STATUS_PATH: ("POST",)}
+_ROUTES = {VOICE_PATH: ("GET", "POST"), STATUS_PATH: ("POST",), AMD_PATH: ("POST",)}
 
 Pairs = list[tuple[str, str]]
 
@@ -99,6 +107,7 @@ async def handle_twilio_http(
             return
     query = urllib.parse.parse_qsl(scope.get("query_string", b"").decode("latin-1"))
     fields = dict(params or query)
+    dial_id = dict(query).get(DIAL_PARAMETER)
     if path == STATUS_PATH:
         log.info(
             "call %s status %s (duration %s s)",
@@ -106,8 +115,15 @@ async def handle_twilio_http(
             fields.get("CallStatus", "?"),
             fields.get("CallDuration", "-"),
         )
+        if dial_id:  # one of our outbound calls: its dial record follows
+            await app.dialer.on_status(dial_id, fields)
         if fields.get("CallSid"):
-            await app.carrier_status(fields["CallSid"], dict(fields))
+            # An outbound call that never connected is already its dial's record.
+            await app.carrier_status(fields["CallSid"], dict(fields), create_missing=not dial_id)
+        await _respond(send, 204, b"", "text/plain")
+        return
+    if path == AMD_PATH:
+        await app.dialer.on_amd(dial_id, fields)
         await _respond(send, 204, b"", "text/plain")
         return
     await _answer_call(app, scope, send, fields, query)
@@ -143,6 +159,14 @@ async def _answer_call(
         return
     parameters = {k: fields[k] for k in CALL_PARAMETERS if fields.get(k)}
     parameters.update({k: v for k, v in query if k in SESSION_PARAMETERS and v})
+    # An outbound call's own (dialing.py): its dial id, AMD, template variables.
+    parameters.update(
+        {
+            k: v
+            for k, v in query
+            if k in (DIAL_PARAMETER, AMD_PARAMETER) or k.startswith(VARIABLE_PREFIX)
+        }
+    )
     # The stream's handshake signature covers only its URL, the same for every call:
     # this one-time ticket is what ties the stream to this call (twilio_ws checks it).
     parameters[TICKET_PARAMETER] = app.stream_tickets.issue(

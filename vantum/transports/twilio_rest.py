@@ -19,8 +19,9 @@ Usage::
 from __future__ import annotations
 
 import re
+import urllib.parse
 import xml.etree.ElementTree as ET
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import httpx
@@ -96,12 +97,25 @@ class TwilioREST:
         """Connect the caller to ``target`` (E.164 number or SIP URI) instead of us."""
         return await self.update_call(call_sid, {"Twiml": dial_twiml(target)})
 
+    async def create_call(self, params: Sequence[tuple[str, str]]) -> dict[str, Any]:
+        """``POST Calls.json``: place a call (``vantum.protocol.twilio.dialing`` builds
+        ``params``; repeated fields such as ``StatusCallbackEvent`` are kept)."""
+        url = f"{self.api_base}/2010-04-01/Accounts/{self.account_sid}/Calls.json"
+        return await self._post(url, list(params), "the new call")
+
     async def update_call(self, call_sid: str, params: Mapping[str, str]) -> dict[str, Any]:
         """POST ``params`` to the Call resource; returns Twilio's JSON for the call."""
-        url = self.call_url(call_sid)
+        return await self._post(self.call_url(call_sid), list(params.items()), f"call {call_sid}")
+
+    async def _post(self, url: str, data: list[tuple[str, str]], what: str) -> dict[str, Any]:
         try:
             async with httpx.AsyncClient(timeout=self.timeout) as client:
-                response = await client.post(url, data=dict(params), auth=self._auth)
+                response = await client.post(
+                    url,
+                    content=urllib.parse.urlencode(data).encode(),
+                    headers={"content-type": "application/x-www-form-urlencoded"},
+                    auth=self._auth,
+                )
         except httpx.HTTPError as exc:
             raise TwilioAPIError(f"Twilio API unreachable ({url}): {exc!r}") from exc
         body = _json(response)
@@ -110,7 +124,7 @@ class TwilioREST:
         message = body.get("message") or response.text[:200] or response.reason_phrase
         code = body.get("code")
         raise TwilioAPIError(
-            f"Twilio refused the update of call {call_sid} (HTTP {response.status_code}"
+            f"Twilio refused the request for {what} (HTTP {response.status_code}"
             f"{f', code {code}' if code else ''}): {message}",
             response.status_code,
             code if isinstance(code, int) else None,

@@ -33,9 +33,9 @@ from typing import Any
 import attrs
 import trio
 
-from ..agents.selection import AgentRefused, CallFacts
+from ..agents.selection import AgentChoice, AgentRefused, CallFacts
 from ..audio.resample import StreamResampler
-from ..errors import ProtocolError, VantumError
+from ..errors import ConfigError, ProtocolError, VantumError
 from ..logs import annotate, bind
 from ..pipeline.events import (
     ErrorEvent,
@@ -69,11 +69,19 @@ from ..protocol.twilio import (
     TwilioSerializer,
     frame_audio,
 )
+from ..protocol.twilio.dialing import (
+    AMD_PARAMETER,
+    DIAL_PARAMETER,
+    Verdict,
+    variables_from,
+    verdict,
+)
 from ..protocol.twilio_signature import SIGNATURE_HEADER, validate_signature
 from .asgi_ws import AsgiWebSocket
 from .browser import ASGIReceive, ASGISend
 from .host import SessionHost
 from .twilio_http import header_value, request_urls
+from .twilio_rest import TwilioAPIError, TwilioREST
 
 log = logging.getLogger("vantum.twilio")
 
@@ -81,6 +89,8 @@ FRAME_MS = 20
 START_TIMEOUT_S = 10.0
 """A stream must send ``start`` this soon after the handshake (Twilio sends it at once)."""
 DTMF_DIGITS = frozenset("0123456789*#ABCD")
+MESSAGE_AFTER_S = 0.5
+"""Quiet after a machine's beep before a voicemail message starts."""
 KEEP_UTTERANCES = 16
 """Playback records kept per call (older answers are forgotten)."""
 
@@ -167,6 +177,14 @@ class MediaStreamTransport:
             if event is not None:
                 self._ready.append(event)
         return self.start
+
+    async def skip_input(self) -> None:
+        """Read and drop inbound frames until cancelled; PeerGone when the stream ends.
+
+        Used while an outbound call waits for its answering-machine verdict: what the
+        callee says before it is not a turn, and must not pile up unread."""
+        while True:
+            await self._read_event()
 
     async def _read_event(self) -> ClientEvent | None:
         """One inbound frame as a client event, or None if it carries none for the session."""
@@ -455,15 +473,86 @@ async def serve_twilio_stream(
     # Bound here, not only by serve_session: the start and any refusal are logged with
     # the session id, and the call ids the start annotates reach the session's records.
     with bind(session_id=transport.session_id, transport="twilio"):
-        if await _admit_stream(app, transport):
-            settings = await _agent_settings(app, transport)
+        if await admit_stream(app, transport):
+            settings = await agent_settings(app, transport)
             if settings is not None:
-                await app.serve_session(
-                    transport, "twilio", settings, meta=call_meta(transport.start)
-                )
+                settings = await answering_machine(app, transport, settings)
+            if settings is not None:
+                meta = {**call_meta(transport.start), **(_dial_meta(transport) or {})}
+                await app.serve_session(transport, "twilio", settings, meta=meta)
 
 
-async def _agent_settings(app: SessionHost, transport: MediaStreamTransport) -> CallSettings | None:
+def _dial_meta(transport: MediaStreamTransport) -> dict[str, str] | None:
+    """An outbound call's record links to its dial (``twilio_dial``) and carrier SID."""
+    assert transport.start is not None
+    dial_id = transport.start.custom_parameters.get(DIAL_PARAMETER)
+    if not dial_id:
+        return None
+    return {"direction": "outbound", "dial": dial_id, "carrier_sid": transport.start.call_id}
+
+
+async def answering_machine(
+    app: SessionHost, transport: MediaStreamTransport, settings: CallSettings
+) -> CallSettings | None:
+    """For an outbound call placed with AMD: wait (up to the agent's ``amd_wait_ms``)
+    for Twilio's verdict before the greeting, dropping what the line says meanwhile,
+    then act on the agent's ``on_machine``. None: the call is over (hung up, or the
+    callee went away while we waited)."""
+    assert transport.start is not None
+    agent = settings.agent
+    if transport.start.custom_parameters.get(AMD_PARAMETER) != "1" or agent is None:
+        return settings
+    call_sid = transport.start.call_id
+    answered_by: str | None = None
+    gone = False
+    async with trio.open_nursery() as nursery:
+
+        async def drain() -> None:
+            nonlocal gone
+            try:
+                await transport.skip_input()
+            except PeerGone:
+                gone = True
+                nursery.cancel_scope.cancel()
+
+        nursery.start_soon(drain)
+        answered_by = await app.dialer.verdicts.wait(call_sid, agent.amd_wait_ms / 1000)
+        nursery.cancel_scope.cancel()
+    if gone:
+        return None
+    if answered_by is None:
+        log.info("call %s: no AMD verdict within %d ms; greeting", call_sid, agent.amd_wait_ms)
+        return settings
+    if verdict(answered_by) is not Verdict.MACHINE or agent.on_machine == "continue":
+        return settings
+    if agent.on_machine == "hangup":
+        log.info("call %s: answered by %s; hanging up", call_sid, answered_by)
+        await _hang_up(app, call_sid)
+        await transport.close(ev.CLOSE_NORMAL, "answering machine")
+        return None
+    # leave_message: no greeting, no conversation: once the line is quiet (the beep
+    # has gone), say the message as the idle goodbye, which hangs up when it has played.
+    log.info("call %s: answered by %s; leaving the message", call_sid, answered_by)
+    turn = attrs.evolve(
+        settings.turn,
+        idle_prompt_s=MESSAGE_AFTER_S,
+        max_idle_prompts=0,
+        goodbye=agent.machine_message or "",
+        barge_in=False,
+    )
+    return attrs.evolve(settings, greeting=None, turn=turn)
+
+
+async def _hang_up(app: SessionHost, call_sid: str) -> None:
+    try:
+        await TwilioREST.from_config(app.config).hang_up(call_sid)
+    except (ConfigError, TwilioAPIError, ValueError) as exc:
+        log.warning("call %s: could not hang up through the REST API: %s", call_sid, exc)
+
+
+async def agent_settings(
+    app: SessionHost, transport: MediaStreamTransport, kind: str = "twilio"
+) -> CallSettings | None:
     """The call's settings with its agent: the webhook URL's ``agent`` parameter (checked
     when the webhook answered), or the resolver's choice, or the default."""
     assert transport.start is not None
@@ -471,13 +560,14 @@ async def _agent_settings(app: SessionHost, transport: MediaStreamTransport) -> 
     params = start.custom_parameters
     facts = CallFacts(
         start.call_id,
-        "twilio",
+        kind,
         caller=params.get("From"),
         called=params.get("To"),
         requested_agent=params.get("agent") or None,
     )
+    variables = variables_from(params)
     try:
-        return await app.call_settings(facts)
+        return await app.call_settings(facts, choice=AgentChoice(variables=variables))
     except AgentRefused as exc:
         log.error("call %s: cannot run its agent: %s", start.call_id, exc.message)
         app.metrics.sessions_refused.labels(f"agent_{exc.reason}").inc()
@@ -498,8 +588,13 @@ def call_meta(start: Start | None) -> dict[str, str]:
     return meta
 
 
-async def _admit_stream(app: SessionHost, transport: MediaStreamTransport) -> bool:
-    """Wait for the stream's ``start`` and check its ticket; close the stream if refused."""
+async def admit_stream(
+    app: SessionHost, transport: MediaStreamTransport, kind: str = "twilio"
+) -> bool:
+    """Wait for the stream's ``start`` and check its ticket; close the stream if refused.
+
+    Every carrier's stream goes through this (``kind`` prefixes the refusal reasons:
+    ``twilio_no_start``, ``telnyx_bad_start``...)."""
     start: Start | None = None
     gone = False
     with trio.move_on_after(START_TIMEOUT_S):
@@ -509,12 +604,12 @@ async def _admit_stream(app: SessionHost, transport: MediaStreamTransport) -> bo
             gone = True
     if gone:
         if transport.start_unusable:  # logged where it was read
-            return await _refuse(app, transport, "twilio_bad_start", "unusable start")
+            return await _refuse(app, transport, f"{kind}_bad_start", "unusable start")
         return False  # hung up before it started: nothing to refuse
     if start is None:
         message = f"no start within {START_TIMEOUT_S:g} s"
         log.warning("refused media stream: %s", message)
-        return await _refuse(app, transport, "twilio_no_start", message)
+        return await _refuse(app, transport, f"{kind}_no_start", message)
     try:
         app.stream_tickets.redeem(
             start.custom_parameters.get(TICKET_PARAMETER), start.call_id, now=time.time()

@@ -13,8 +13,9 @@ One concept per module: ``wire`` (the error, the frame constants, the JSON field
 readers every message shares), ``inbound`` and ``outbound`` (each direction's
 messages), ``framing`` (20 ms audio frames), ``state`` (order rules and mark
 accounting), ``carrier`` (carrier-neutral events and the serializer protocol),
-``serializer`` (Twilio's serializer), ``twiml`` (the webhook answer) and ``ticket``
-(the one-time parameter that ties a stream to a call we answered). Import from the
+``serializer`` (Twilio's serializer), ``twiml`` (the webhook answer), ``ticket``
+(the one-time parameter that ties a stream to a call we answered) and ``dialing``
+(outbound calls: the ``Calls.json`` request and AMD verdicts). Import from the
 package: the names re-exported here are its public surface.
 """
 
