@@ -10,6 +10,8 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import attrs
+import httpx
 import pytest
 import trio
 from e2e_helpers import FAST_CA, FAST_DG, FAST_OA
@@ -268,3 +270,39 @@ async def test_vantum_dial_needs_a_public_url() -> None:
 
     with pytest.raises(ConfigError, match="VANTUM_PUBLIC_URL"):
         await run_dial(Config(), TO, FROM, None, {})
+
+
+async def test_post_v1_calls_places_a_call_through_the_api(tmp_path: Path) -> None:
+    """``POST /v1/calls`` with a write key dials through the same dialer (rate, cap,
+    records); a read key is 403, bad input 422, the cap 429, no public URL 503."""
+    full, read_only = "k" * 32, "r" * 32
+    keys = (full, f"{read_only}:read")
+    async with dial_stack(tmp_path, api_keys=keys, max_outbound_calls=1) as (stack, rest, store):
+        api = stack.url + "/v1/calls"
+
+        async def post(key: str, body: dict[str, Any]) -> httpx.Response:
+            async with httpx.AsyncClient() as http:
+                return await http.post(api, json=body, headers={"authorization": f"Bearer {key}"})
+
+        call = {"to": TO, "from": FROM, "agent": "reminder", "variables": {"name": "Ada"}}
+        off = await post(full, call)  # no VANTUM_PUBLIC_URL yet: Twilio could not call back
+        assert (off.status_code, off.json()["error"]["code"]) == (503, "dialing_not_configured")
+        stack.app.config = attrs.evolve(stack.app.config, public_url=stack.url)
+        assert (await post(read_only, call)).status_code == 403
+        for bad, code in (
+            ({**call, "to": "555"}, "invalid_request"),
+            ({**call, "agent": "nobody"}, "unknown_agent"),
+            ({**call, "colour": "red"}, "invalid_request"),
+        ):
+            refused = await post(full, bad)
+            assert (refused.status_code, refused.json()["error"]["code"]) == (422, code)
+        assert rest.created == []
+        placed = await post(full, call)
+        assert placed.status_code == 201, placed.text
+        (created,) = rest.created
+        assert placed.json()["call_sid"] == created.sid and created.get("To") == TO
+        assert "var.name=Ada" in (created.get("Url") or "")
+        dial = await record(store, placed.json()["dial_id"])
+        assert dial.summary.meta["to"] == TO
+        again = await post(full, call)  # the cap (1 in progress) holds for the API too
+        assert (again.status_code, again.json()["error"]["code"]) == (429, "too_many_calls")

@@ -3,7 +3,9 @@
 Routes: ``GET /v1/calls`` (newest first; ``since``/``until`` on the start time,
 ``agent``, ``transport``; ``limit`` ≤ :data:`MAX_PAGE`; ``cursor`` from the previous
 page), ``GET /v1/calls/{id}``, ``GET /v1/calls/{id}/recording`` and
-``POST /v1/calls/{id}/hangup``. Every request needs ``Authorization: Bearer <key>``
+``POST /v1/calls/{id}/hangup``, and ``POST /v1/calls`` (place an outbound call through
+Twilio, docs/telephony.md: ``{to, from, agent, variables, amd}`` → 201 with the dial's
+id and the carrier's call SID). Every request needs ``Authorization: Bearer <key>``
 with a key from ``VANTUM_API_KEYS``; an entry ``key:read`` may only read (403 on a
 hang-up). No keys configured: the API is off (404 ``api_disabled``). Errors are
 ``{"error": {"code", "message"}}`` with the stable codes of docs/integration.md.
@@ -26,8 +28,10 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import trio
 
+from ..protocol.twilio.dialing import DialRequest
 from ..records.store import CallQuery, CallRecord, CallSummary, RecordError
 from ..transports.browser import ASGIReceive, ASGISend
+from ..transports.twilio_dial import DialRefused
 from ..webhooks.payloads import call_header, ended_data
 
 if TYPE_CHECKING:
@@ -38,6 +42,7 @@ log = logging.getLogger("vantum.api")
 FILE_CHUNK = 64 * 1024
 DEFAULT_PAGE = 50
 MAX_PAGE = 200
+MAX_BODY = 16 * 1024
 READ, WRITE = "read", "write"
 _CALL = re.compile(r"^/v1/calls/([A-Za-z0-9._:-]{1,128})(/recording|/hangup)?$")
 
@@ -61,7 +66,7 @@ async def handle_calls_api(
     app: VantumApp, scope: dict[str, Any], receive: ASGIReceive, send: ASGISend
 ) -> None:
     try:
-        status, body = await _route(app, scope)
+        status, body = await _route(app, scope, receive)
         if isinstance(body, RecordingFile):
             await _send_file(body, scope, send)
             return
@@ -90,7 +95,7 @@ class RecordingFile:
 
 
 async def _route(
-    app: VantumApp, scope: dict[str, Any]
+    app: VantumApp, scope: dict[str, Any], receive: ASGIReceive
 ) -> tuple[int, dict[str, Any] | RecordingFile]:
     keys = parse_keys(app.config.api_keys)
     if not keys:
@@ -98,6 +103,10 @@ async def _route(
     granted = _authenticate(keys, scope)
     path, method = scope["path"], scope["method"]
     if path == "/v1/calls":
+        if method == "POST":
+            if WRITE not in granted:
+                raise ApiError(403, "forbidden", "this API key may only read")
+            return await _dial(app, await _json_body(receive))
         _method(method, "GET")
         return 200, await _list(app, scope)
     match = _CALL.match(path)
@@ -235,6 +244,57 @@ async def _hangup(app: VantumApp, call_id: str) -> tuple[int, dict[str, Any]]:
     if app.store is not None and await app.store.get_call(call_id) is not None:
         raise ApiError(409, "call_not_live", f"call {call_id} is not live on this server")
     raise ApiError(404, "call_not_found", f"no call {call_id}")
+
+
+async def _json_body(receive: ASGIReceive) -> dict[str, Any]:
+    """The request's JSON object (at most :data:`MAX_BODY` bytes)."""
+    body = b""
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            raise ApiError(400, "invalid_request", "the request ended before its body")
+        body += message.get("body", b"")
+        if len(body) > MAX_BODY:
+            raise ApiError(413, "body_too_large", f"the body is over {MAX_BODY} bytes")
+        if not message.get("more_body"):
+            break
+    try:
+        data = json.loads(body or b"null")
+    except ValueError:
+        raise ApiError(400, "invalid_json", "the body is not JSON") from None
+    if not isinstance(data, dict):
+        raise ApiError(400, "invalid_request", "the body must be a JSON object")
+    return data
+
+
+async def _dial(app: VantumApp, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    """``POST /v1/calls``: place an outbound call that runs ``agent`` (docs/telephony.md)."""
+    unknown = set(body) - {"to", "from", "agent", "variables", "amd"}
+    if unknown:
+        raise ApiError(422, "invalid_request", f"unknown fields: {', '.join(sorted(unknown))}")
+    to, from_, agent = body.get("to"), body.get("from"), body.get("agent")
+    variables, amd = body.get("variables", {}), body.get("amd", True)
+    if not isinstance(to, str) or not isinstance(from_, str):
+        raise ApiError(422, "invalid_request", "`to` and `from` are required E.164 numbers")
+    if agent is not None and (not isinstance(agent, str) or app.agents.get(agent) is None):
+        raise ApiError(422, "unknown_agent", f"no agent {str(agent)[:64]!r} is defined")
+    if not isinstance(variables, dict) or not isinstance(amd, bool):
+        raise ApiError(422, "invalid_request", "`variables` must be an object, `amd` a boolean")
+    if not app.config.public_url:
+        raise ApiError(
+            503, "dialing_not_configured", "outbound calls need VANTUM_PUBLIC_URL (and Twilio)"
+        )
+    try:
+        request = DialRequest(to, from_, agent, variables, amd=amd)
+    except ValueError as exc:
+        raise ApiError(422, "invalid_request", str(exc)) from None
+    try:
+        result = await app.dialer.dial(request, app.config.public_url)
+    except DialRefused as exc:
+        status = {"rate_limited": 429, "too_many_calls": 429, "not_configured": 503}
+        raise ApiError(status.get(exc.reason, 502), exc.reason, exc.message) from None
+    log.info("dialled %s for agent %s: %s", to, agent or "(default)", result.call_sid)
+    return 201, {"dial_id": result.dial_id, "call_sid": result.call_sid, "status": result.status}
 
 
 async def _list(app: VantumApp, scope: dict[str, Any]) -> dict[str, Any]:
