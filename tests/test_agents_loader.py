@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from vantum.agent_spec import BuiltinTool, HttpTool, McpServer, PythonTool
 from vantum.agents.loader import AgentsFileError, load_agents, parse_agents
 from vantum.agents.selection import (
     AgentChoice,
@@ -21,14 +22,13 @@ from vantum.agents.selection import (
     parse_choice,
     requested_agent,
 )
-from vantum.agents.spec import BuiltinTool, HttpTool, McpServer, PythonTool
 from vantum.agents.template import TemplateError, escape, placeholders, render
-from vantum.agents.tokens import call_token
 from vantum.pipeline.messages import InputStarted, TextTurn
 from vantum.pipeline.settings import CallSettings
 from vantum.pipeline.turn_state import Respond, TurnState
 from vantum.protocol.client_events import InputStart
 from vantum.server.auth import WS_AUDIENCE, verify_token
+from vantum.server.call_tokens import call_token
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 

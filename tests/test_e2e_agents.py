@@ -13,10 +13,10 @@ import pytest
 import trio
 from e2e_helpers import FAST_CA, FAST_DG, FAST_OA, speak_turn
 
-from vantum.agents.tokens import call_token
 from vantum.protocol import events as ev
 from vantum.records import open_store
 from vantum.server.auth import new_secret
+from vantum.server.call_tokens import call_token
 from vantum.testing.browser_client import BrowserClient, ServerRefused
 from vantum.testing.fake_resolver import serve_fake_resolver
 from vantum.testing.fake_twilio import FakeTwilioConfig, fetch_twiml, place_call

@@ -15,8 +15,8 @@ import attrs
 import trio
 from e2e_helpers import FAST_CA
 
+from vantum.agent_spec import AgentSpec, BuiltinTool, HttpTool
 from vantum.agents.loader import AgentBook
-from vantum.agents.spec import AgentSpec, BuiltinTool, HttpTool
 from vantum.asgi import read_body, serve_app, serve_lifespan
 from vantum.protocol import events as ev
 from vantum.records import open_store

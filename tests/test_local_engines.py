@@ -39,12 +39,12 @@ from vantum.providers.local_llm import (
     LlamaCppLLM,
     ScriptedResponder,
     alternate_roles,
-    best_local_llm,
     llama_cpp_available,
     transcript_prompt,
 )
 from vantum.providers.local_stt import Endpointer, PocketsphinxSTT
 from vantum.providers.local_tts import EspeakTTS
+from vantum.server.engines import best_local_llm
 
 SENTENCES = (
     "I would like to book a table for two people",

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from vantum.agents.spec import AgentSpec, BuiltinTool, McpServer
+from vantum.agent_spec import AgentSpec, BuiltinTool, McpServer
 from vantum.errors import ConfigError
 from vantum.pipeline import events as e
 from vantum.pipeline.session import Engines

@@ -12,7 +12,7 @@ import pytest
 import trio
 import trio.testing
 
-from vantum.agents.spec import AgentSpec, PythonTool
+from vantum.agent_spec import AgentSpec, PythonTool
 from vantum.pipeline import events as e
 from vantum.pipeline.session import Engines
 from vantum.pipeline.settings import CallSettings, TurnPolicy

@@ -16,7 +16,7 @@ import trio.testing
 from hypothesis import given
 from hypothesis import strategies as st
 
-from vantum.agents.spec import AgentSpec, BuiltinTool, HttpTool, PythonTool
+from vantum.agent_spec import AgentSpec, BuiltinTool, HttpTool, PythonTool
 from vantum.asgi import serve_app
 from vantum.errors import ConfigError
 from vantum.providers.base import ChatMessage, ToolCall, ToolSchema

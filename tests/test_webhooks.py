@@ -17,11 +17,10 @@ import trio.testing
 from hypothesis import given
 
 from vantum.pipeline import events as e
-from vantum.records import CallStore, open_store, record_call
+from vantum.records import CallStore, open_store, payloads, record_call
 from vantum.records.sqlite import open_sqlite_store
 from vantum.records.store import CallEvent
 from vantum.testing.webhook_receiver import Received, WebhookReceiver, open_webhook_receiver
-from vantum.webhooks import payloads
 from vantum.webhooks.dispatcher import DeliveryReport, WebhookDispatcher
 from vantum.webhooks.retry import RetryPolicy, retryable_status
 from vantum.webhooks.signing import SignatureError, sign, verify

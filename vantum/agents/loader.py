@@ -27,9 +27,7 @@ from typing import Any, TypeVar, cast, get_args
 
 import attrs
 
-from ..errors import ConfigError
-from ..pipeline.settings import TurnPolicy
-from .spec import (
+from ..agent_spec import (
     AgentSpec,
     BuiltinTool,
     HttpTool,
@@ -38,6 +36,8 @@ from .spec import (
     PythonTool,
     ToolSpec,
 )
+from ..errors import ConfigError
+from ..pipeline.settings import TurnPolicy
 from .template import TemplateError, placeholders
 
 NAME_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")

@@ -20,10 +20,10 @@ from typing import Any
 
 import attrs
 
+from ..agent_spec import AgentSpec
 from ..errors import VantumError
 from ..pipeline.settings import CallSettings
 from .loader import AgentBook
-from .spec import AgentSpec
 from .template import TemplateError, render
 
 MAX_VARIABLES = 32

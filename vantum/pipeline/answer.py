@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import attrs
 import trio
 
-from ..agents.spec import AgentSpec
+from ..agent_spec import AgentSpec
 from ..errors import LLMError, TTSError
 from ..protocol import events as ev
 from ..protocol.ids import new_id

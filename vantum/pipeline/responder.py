@@ -25,7 +25,7 @@ from contextlib import AsyncExitStack
 import attrs
 import trio
 
-from ..agents.spec import AgentSpec
+from ..agent_spec import AgentSpec
 from ..errors import ConfigError, TTSError
 from ..protocol import events as ev
 from ..protocol.client_events import PlaybackProgress

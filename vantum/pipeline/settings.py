@@ -22,7 +22,7 @@ from collections.abc import Mapping
 
 import attrs
 
-from ..agents.spec import AgentSpec
+from ..agent_spec import AgentSpec
 from ..audio.vad import VadEngine
 from ..protocol.client_events import InputStart, TurnMode
 from .context import DEFAULT_SYSTEM_PROMPT

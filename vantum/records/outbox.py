@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import attrs
 
 from ..protocol.ids import new_id
-from ..webhooks import payloads
+from . import payloads
 from .store import CallRecord, CallSummary
 
 OUTBOX_COLUMNS = "event_id, event_type, call_id, url, body, created_at, next_attempt_at"

@@ -24,6 +24,7 @@ from urllib.parse import parse_qs
 import attrs
 import trio
 
+from ..agent_spec import AgentSpec
 from ..agents.loader import AgentBook, AgentsFileError, load_agents
 from ..agents.resolver import AgentResolver
 from ..agents.selection import (
@@ -35,7 +36,6 @@ from ..agents.selection import (
     check_variables,
     requested_agent,
 )
-from ..agents.spec import AgentSpec
 from ..agents.template import escape
 from ..asgi import serve_lifespan
 from ..config import Config
@@ -53,13 +53,13 @@ from ..providers.reporting import reporting_to
 from ..recording.tap import CallRecording, RecordingLimits, record_audio
 from ..recording.upload import RecordingUploader
 from ..records import CallStore, RecordError, record_call
+from ..records.payloads import RECORDING_KIND
 from ..records.recorder import CallRecorder, OutboxWaker
 from ..tools.base import CallControl, ToolEnv
 from ..transports.asgi_ws import ConnectionControl, current_connection
 from ..transports.browser import ASGIReceive, ASGISend, BrowserTransport
 from ..transports.twilio_dial import OutboundDialer
 from ..transports.voicechat import VoicechatTransport
-from ..webhooks.payloads import RECORDING_KIND
 from .admission import AdmissionControl, HandshakeRefused, client_ip, rate_refusal
 from .auth import AuthError, TokenClaims
 from .cluster import CallRegistry, LocalCalls
@@ -477,7 +477,7 @@ class VantumApp:
         control: CallControl | None = None
         config = self.config
         if kind == "twilio" and config.twilio_account_sid and config.twilio_auth_token:
-            from ..tools.twilio_control import TwilioCallControl
+            from ..transports.twilio_control import TwilioCallControl
             from ..transports.twilio_rest import TwilioREST
 
             try:

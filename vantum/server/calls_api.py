@@ -23,19 +23,32 @@ import logging
 import re
 import urllib.parse
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import attrs
 import trio
 
+from ..agents.loader import AgentBook
+from ..config import Config
 from ..protocol.twilio.dialing import DialRequest
-from ..records.store import CallQuery, CallRecord, CallSummary, RecordError
+from ..records.payloads import call_header, ended_data
+from ..records.store import CallQuery, CallRecord, CallStore, CallSummary, RecordError
 from ..transports.browser import ASGIReceive, ASGISend
-from ..transports.twilio_dial import DialRefused
-from ..webhooks.payloads import call_header, ended_data
+from ..transports.twilio_dial import DialRefused, OutboundDialer
+from .cluster import CallRegistry
 
-if TYPE_CHECKING:
-    from .app import VantumApp
+
+class ApiHost(Protocol):
+    """What the calls API uses of the server (``VantumApp``), so it needs no import of it."""
+
+    config: Config
+    agents: AgentBook
+    store: CallStore | None
+    calls: CallRegistry
+    dialer: OutboundDialer
+
+    def hangup_here(self, sid: str) -> bool: ...
+
 
 log = logging.getLogger("vantum.api")
 
@@ -63,7 +76,7 @@ def parse_keys(entries: tuple[str, ...]) -> dict[str, frozenset[str]]:
 
 
 async def handle_calls_api(
-    app: VantumApp, scope: dict[str, Any], receive: ASGIReceive, send: ASGISend
+    app: ApiHost, scope: dict[str, Any], receive: ASGIReceive, send: ASGISend
 ) -> None:
     try:
         status, body = await _route(app, scope, receive)
@@ -95,7 +108,7 @@ class RecordingFile:
 
 
 async def _route(
-    app: VantumApp, scope: dict[str, Any], receive: ASGIReceive
+    app: ApiHost, scope: dict[str, Any], receive: ASGIReceive
 ) -> tuple[int, dict[str, Any] | RecordingFile]:
     keys = parse_keys(app.config.api_keys)
     if not keys:
@@ -229,14 +242,14 @@ def _method(method: str, allowed: str) -> None:
         raise ApiError(405, "method_not_allowed", f"use {allowed}")
 
 
-async def _record(app: VantumApp, call_id: str) -> CallRecord:
+async def _record(app: ApiHost, call_id: str) -> CallRecord:
     record = None if app.store is None else await app.store.get_call(call_id)
     if record is None:
         raise ApiError(404, "call_not_found", f"no call {call_id}")
     return record
 
 
-async def _hangup(app: VantumApp, call_id: str) -> tuple[int, dict[str, Any]]:
+async def _hangup(app: ApiHost, call_id: str) -> tuple[int, dict[str, Any]]:
     # Here, else (with VANTUM_REDIS_URL) on the worker that holds it.
     if app.hangup_here(call_id) or await app.calls.hangup(call_id):
         log.info("call %s: hung up through the API", call_id)
@@ -267,7 +280,7 @@ async def _json_body(receive: ASGIReceive) -> dict[str, Any]:
     return data
 
 
-async def _dial(app: VantumApp, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+async def _dial(app: ApiHost, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
     """``POST /v1/calls``: place an outbound call that runs ``agent`` (docs/telephony.md)."""
     unknown = set(body) - {"to", "from", "agent", "variables", "amd"}
     if unknown:
@@ -297,7 +310,7 @@ async def _dial(app: VantumApp, body: dict[str, Any]) -> tuple[int, dict[str, An
     return 201, {"dial_id": result.dial_id, "call_sid": result.call_sid, "status": result.status}
 
 
-async def _list(app: VantumApp, scope: dict[str, Any]) -> dict[str, Any]:
+async def _list(app: ApiHost, scope: dict[str, Any]) -> dict[str, Any]:
     query = urllib.parse.parse_qs(scope.get("query_string", b"").decode("latin-1"))
 
     def one(name: str) -> str | None:

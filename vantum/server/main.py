@@ -27,8 +27,8 @@ from .auth import WS_AUDIENCE, issue_token, load_secret
 from .engines import choose_engines
 from .redis_calls import open_redis_calls
 from .run import serve, serve_side_port
+from .seat import WorkerSeat, metrics_only
 from .tracing import Tracing, make_tracer
-from .worker import WorkerSeat, metrics_only
 from .workers import default_workers, supervise
 
 log = logging.getLogger("vantum")

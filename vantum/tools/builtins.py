@@ -15,7 +15,7 @@ from typing import Any
 
 import attrs
 
-from ..agents.spec import BuiltinTool
+from ..agent_spec import BuiltinTool
 from ..providers.base import ToolSchema
 from .base import ToolContext, ToolFailure, ToolResult, failed
 

@@ -16,7 +16,7 @@ from typing import Any
 import attrs
 import httpx
 
-from ..agents.spec import HttpTool
+from ..agent_spec import HttpTool
 from ..providers.base import ToolSchema
 from .base import ToolContext, ToolResult, failed
 from .signing import SIGNATURE_HEADER, sign

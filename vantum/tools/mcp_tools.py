@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from ..agents.spec import McpServer
+from ..agent_spec import McpServer
 from ..errors import ConfigError
 from ..providers.base import ToolSchema
 from .base import ToolContext, ToolResult, ToolRunner, failed

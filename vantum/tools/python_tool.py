@@ -23,7 +23,7 @@ from typing import Any
 
 import attrs
 
-from ..agents.spec import PythonTool
+from ..agent_spec import PythonTool
 from ..errors import ConfigError
 from ..providers.base import ToolSchema
 from .base import ToolContext, ToolResult

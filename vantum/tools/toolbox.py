@@ -16,7 +16,7 @@ import attrs
 import httpx
 import trio
 
-from ..agents.spec import AgentSpec, BuiltinTool, HttpTool, PythonTool
+from ..agent_spec import AgentSpec, BuiltinTool, HttpTool, PythonTool
 from ..errors import ConfigError
 from ..providers.base import ToolCall, ToolSchema
 from .base import ToolContext, ToolFailure, ToolResult, ToolRunner, failed

@@ -1,7 +1,8 @@
 """Call data out: signed webhooks delivered from a durable outbox in the call store.
 
 The pieces, one concept each: :mod:`.signing` (the signature header, pure),
-:mod:`.payloads` (what each event says, built from a call record, pure),
+what each event says is built from a call record by ``vantum.records.payloads``
+(pure; the store writes it into the outbox, so it lives beside the store),
 :mod:`.retry` (which failures are retried and when, pure) and
 :mod:`.dispatcher` (the actor that delivers what the outbox holds). The outbox rows
 themselves are written by the call store (``vantum.records``), in the same

@@ -21,11 +21,12 @@ import math
 import random
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import attrs
 import httpx
 import trio
+from prometheus_client import Counter, Gauge, Histogram
 
 from ..records.store import (
     DELIVERY_DELIVERED,
@@ -38,8 +39,20 @@ from ..records.store import (
 from .retry import RetryPolicy, retryable_status
 from .signing import EVENT_ID_HEADER, EVENT_TYPE_HEADER, SIGNATURE_HEADER, sign
 
-if TYPE_CHECKING:
-    from ..server.metrics import ServerMetrics
+
+class WebhookMetrics(Protocol):
+    """The Prometheus metrics a dispatcher writes (``server.metrics.ServerMetrics`` has
+    them); a Protocol, so this package needs nothing from the server above it."""
+
+    @property
+    def webhook_attempt_failures(self) -> Counter: ...
+    @property
+    def webhook_deliveries(self) -> Counter: ...
+    @property
+    def webhook_delivery_latency(self) -> Histogram: ...
+    @property
+    def webhook_outbox_depth(self) -> Gauge: ...
+
 
 log = logging.getLogger("vantum.webhooks")
 
@@ -69,7 +82,7 @@ class WebhookDispatcher:
         secret: bytes,
         *,
         policy: RetryPolicy | None = None,
-        metrics: ServerMetrics | None = None,
+        metrics: WebhookMetrics | None = None,
         workers: int = 8,
         batch: int = 32,
         poll_s: float = 30.0,

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import attrs
 
-from ..transports.twilio_rest import TwilioAPIError, TwilioREST
-from .base import ToolFailure
+from ..tools.base import ToolFailure
+from .twilio_rest import TwilioAPIError, TwilioREST
 
 
 @attrs.frozen

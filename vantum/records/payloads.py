@@ -17,7 +17,7 @@ import statistics
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ..records.store import OPEN_OUTCOME_ON_RESTART, CallEvent, CallRecord, CallSummary
+from .store import OPEN_OUTCOME_ON_RESTART, CallEvent, CallRecord, CallSummary
 
 CALL_STARTED = "call.started"
 CALL_ENDED = "call.ended"

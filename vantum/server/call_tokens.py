@@ -4,7 +4,7 @@ A browser page must not pick its own instructions or variables (anyone can edit 
 page), so those travel only in a token signed with the server's secret. A backend
 that shares ``VANTUM_AUTH_SECRET`` mints one per call::
 
-    from vantum.agents.tokens import call_token
+    from vantum.server.call_tokens import call_token
     token = call_token(secret, agent="concierge", variables={"caller": "Ada"})
     # the page then opens wss://voice.example.com/ws?token=<token>
 
@@ -16,8 +16,8 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 
-from ..server.auth import DEFAULT_MAX_TTL_S, WS_AUDIENCE, issue_token, load_secret
-from .selection import check_overrides, check_variables
+from ..agents.selection import check_overrides, check_variables
+from .auth import DEFAULT_MAX_TTL_S, WS_AUDIENCE, issue_token, load_secret
 
 
 def call_token(
