@@ -18,9 +18,9 @@ from typing import Any
 
 import pytest
 import trio
+from cluster_helpers import UNBALANCED_ACCEPT, health, metrics_text, serve_process
 from cluster_helpers import answers as _answers
 from cluster_helpers import calls_on_both as _calls_on_both
-from cluster_helpers import health, metrics_text, serve_process
 from e2e_helpers import FAST_CA, FAST_DG, FAST_OA
 
 from vantum.protocol import events as ev
@@ -51,6 +51,7 @@ def _fake_env(dg: Any, oa: Any, ca: Any, tmp: str) -> dict[str, str]:
     }
 
 
+@UNBALANCED_ACCEPT
 async def test_two_workers_share_the_port_and_a_killed_worker_is_restarted_alone(
     tmp_path: os.PathLike[str],
 ) -> None:
@@ -91,6 +92,7 @@ async def test_two_workers_share_the_port_and_a_killed_worker_is_restarted_alone
             await _answers(fresh)
 
 
+@UNBALANCED_ACCEPT
 async def test_sigterm_drains_every_worker_and_the_supervisor_exits_on_time(
     tmp_path: os.PathLike[str],
 ) -> None:
@@ -126,6 +128,7 @@ async def test_sigterm_drains_every_worker_and_the_supervisor_exits_on_time(
         assert len(drained) == 2, drained
 
 
+@UNBALANCED_ACCEPT
 async def test_workers_drain_when_their_supervisor_is_killed(
     tmp_path: os.PathLike[str],
 ) -> None:
