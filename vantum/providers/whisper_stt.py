@@ -49,12 +49,10 @@ from .base import (
     TranscriptEvent,
     UtteranceEnd,
 )
-from .local_stt import Endpointer
+from .local_stt import _FRAME_BYTES, FRAME_MS, Endpointer
 
 log = logging.getLogger("vantum.providers.whisper_stt")
 
-FRAME_MS = 30
-_FRAME_BYTES = STT_SAMPLE_RATE * FRAME_MS // 1000 * 2
 MAX_UTTERANCE_S = 28.0
 """Longer speech is cut into utterances of this length: Whisper sees 30 s at most,
 and it bounds each session's buffer to ~0.9 MB."""
