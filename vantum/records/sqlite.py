@@ -38,6 +38,7 @@ from .store import (
     dump_payload,
     load_payload,
 )
+from .threaded import BlockingQueries, ThreadedQueries
 
 T = TypeVar("T")
 GATHER_S = 0.005
@@ -87,7 +88,7 @@ CREATE INDEX IF NOT EXISTS vantum_webhook_outbox_call ON vantum_webhook_outbox (
 """
 
 
-class SQLiteCallStore:
+class SQLiteCallStore(ThreadedQueries):
     def __init__(
         self,
         conn: sqlite3.Connection,
@@ -172,11 +173,6 @@ class SQLiteCallStore:
             rows,
         )
 
-    async def add_event(
-        self, call_id: str, kind: str, payload: Mapping[str, Any], at: float
-    ) -> None:
-        await self.add_events([NewEvent(call_id, kind, payload, at)])
-
     async def end_call(self, call_id: str, outcome: str, *, at: float) -> None:
         def job(conn: sqlite3.Connection) -> int:
             changed = conn.execute(
@@ -196,40 +192,6 @@ class SQLiteCallStore:
             [(dump_payload(dict(meta)), call_id)],
         )
         return changed > 0
-
-    async def find_call(self, key: str, value: str) -> str | None:
-        return await self._run(_find_call, key, value)
-
-    async def query_calls(self, query: CallQuery) -> list[CallSummary]:
-        return await self._run(_query_calls, query)
-
-    async def claim_deliveries(self, *, now: float, limit: int, lease_s: float) -> list[Delivery]:
-        return await self._run(_claim, now, limit, lease_s)
-
-    async def settle_delivery(
-        self,
-        delivery_id: int,
-        *,
-        state: str,
-        at: float,
-        retry_at: float | None = None,
-        error: str | None = None,
-    ) -> None:
-        await self._run(_settle, delivery_id, state, at, retry_at, error)
-
-    async def outbox_stats(self) -> tuple[int, float | None]:
-        return await self._run(_outbox_stats)
-
-    async def prune_outbox(self, *, settled_before: float) -> int:
-        return await self._run(_prune, settled_before)
-
-    async def get_call(self, call_id: str) -> CallRecord | None:
-        return await self._run(_get_call, call_id)
-
-    async def list_calls(
-        self, *, limit: int = 50, before: float | None = None
-    ) -> list[CallSummary]:
-        return await self._run(_list_calls, limit, before)
 
     async def close_orphans(self, outcome: str = OPEN_OUTCOME_ON_RESTART, *, at: float) -> int:
         def job(conn: sqlite3.Connection) -> int:
@@ -535,3 +497,15 @@ def _prune(conn: Any, before: float) -> int:
         (DELIVERY_PENDING, before),
     )
     return max(0, int(cur.rowcount))
+
+
+SQLiteCallStore.QUERIES = BlockingQueries(
+    get_call=_get_call,
+    list_calls=_list_calls,
+    find_call=_find_call,
+    query_calls=_query_calls,
+    claim=_claim,
+    settle=_settle,
+    outbox_stats=_outbox_stats,
+    prune=_prune,
+)
