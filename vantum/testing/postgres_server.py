@@ -1,6 +1,8 @@
 """A throwaway PostgreSQL on a loopback port, for tests: ``initdb`` into a temporary
-directory, ``postgres`` started as this test's child and stopped by its PID
-(``scripts/install-services.sh`` installs Debian's ``postgresql``).
+directory, started and stopped with ``pg_ctl`` (``scripts/install-services.sh``
+installs Debian's ``postgresql``). One implementation serves both kinds of caller:
+:func:`postgres_server` for synchronous code (the suite's session fixture) and
+:func:`run_postgres` inside trio (it runs the same start and stop in a thread).
 
 PostgreSQL refuses to run as root; as root (CI) the cluster is created and run as
 the ``postgres`` system user the package creates (Popen's ``user``/``group``).
@@ -11,22 +13,20 @@ from __future__ import annotations
 import glob
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
 import trio
 
-READY = b"database system is ready to accept connections"
-
 
 class PostgresUnavailable(RuntimeError):
-    """No PostgreSQL server binaries (run scripts/install-services.sh)."""
+    """No PostgreSQL server binaries (run scripts/install-services.sh), or no user to
+    run them as."""
 
 
 def postgres_bin() -> Path | None:
@@ -44,6 +44,14 @@ def _as_owner() -> dict[str, Any]:
     """Popen's arguments to run as the ``postgres`` user when we are root."""
     if os.geteuid() != 0:
         return {}
+    import pwd
+
+    try:
+        pwd.getpwnam("postgres")
+    except KeyError:
+        raise PostgresUnavailable(
+            "running as root and there is no 'postgres' user to run PostgreSQL"
+        ) from None
     return {"user": "postgres", "group": "postgres", "extra_groups": []}
 
 
@@ -54,29 +62,29 @@ def _free_port() -> int:
         return port
 
 
-@asynccontextmanager
-async def run_postgres() -> AsyncIterator[str]:
-    """Yield the DSN of a fresh server (user ``vantum``, trust auth on loopback); its
-    directory (its own, so the ``postgres`` user can reach it) is removed after."""
+@contextmanager
+def postgres_server() -> Iterator[str]:
+    """Yield the DSN of a fresh server (user ``vantum``, trust auth on loopback,
+    ``fsync=off``); it is stopped and its directory (its own, so the ``postgres``
+    user can reach it) removed after."""
     bindir = postgres_bin()
     if bindir is None:
         raise PostgresUnavailable("PostgreSQL is not installed (scripts/install-services.sh)")
     owner = _as_owner()
     home = Path(tempfile.mkdtemp(prefix="vantum-pg-"))
+    data, port = home / "data", _free_port()
+
+    def run(*args: str) -> None:
+        done = subprocess.run(args, capture_output=True, **owner)
+        if done.returncode != 0:
+            raise PostgresUnavailable(
+                f"{Path(args[0]).name} failed: {done.stderr.decode(errors='replace')}"
+            )
+
     try:
         if owner:
             shutil.chown(home, "postgres", "postgres")
-        async with _serve(bindir, owner, home) as dsn:
-            yield dsn
-    finally:
-        shutil.rmtree(home)
-
-
-@asynccontextmanager
-async def _serve(bindir: Path, owner: dict[str, Any], home: Path) -> AsyncIterator[str]:
-    data = home / "data"
-    await trio.run_process(
-        [
+        run(
             str(bindir / "initdb"),
             "-D",
             str(data),
@@ -86,57 +94,41 @@ async def _serve(bindir: Path, owner: dict[str, Any], home: Path) -> AsyncIterat
             "--no-sync",
             "-E",
             "UTF8",
-        ],
-        capture_stdout=True,
-        capture_stderr=True,
-        **owner,
-    )
-    port = _free_port()
-    process = await trio.lowlevel.open_process(
-        [
-            str(bindir / "postgres"),
+        )
+        options = f"-p {port} -k {home} -c listen_addresses=127.0.0.1 -c fsync=off"
+        # -w: pg_ctl itself waits until the server accepts connections.
+        run(
+            str(bindir / "pg_ctl"),
             "-D",
             str(data),
-            "-p",
-            str(port),
-            "-k",
-            str(home),
-            "-c",
-            "listen_addresses=127.0.0.1",
-            "-c",
-            "fsync=off",
-        ],
-        stderr=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        start_new_session=True,
-        **owner,
-    )
-    try:
-        assert process.stderr is not None
-        log = b""
-        with trio.fail_after(30):
-            async for chunk in process.stderr:
-                log += chunk
-                if READY in log:
-                    break
-            else:
-                raise PostgresUnavailable(f"postgres exited: {log.decode(errors='replace')}")
-        async with trio.open_nursery() as nursery:
-            # Keep reading its log so a chatty server never blocks on a full pipe.
-            nursery.start_soon(_drain, process.stderr)
+            "-o",
+            options,
+            "-l",
+            str(home / "log"),
+            "-w",
+            "start",
+        )
+        try:
             yield f"postgresql://vantum@127.0.0.1:{port}/postgres"
-            nursery.cancel_scope.cancel()
+        finally:
+            # Not checked: a failed stop must not hide what the body raised.
+            subprocess.run(
+                [str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"],
+                capture_output=True,
+                **owner,
+            )
     finally:
-        if process.returncode is None:
-            process.send_signal(signal.SIGINT)  # fast shutdown
-            with trio.move_on_after(10) as waited, trio.CancelScope(shield=True):
-                await process.wait()
-            if waited.cancelled_caught:
-                process.kill()
-                with trio.CancelScope(shield=True):
-                    await process.wait()
+        shutil.rmtree(home, ignore_errors=True)
 
 
-async def _drain(stream: trio.abc.ReceiveStream) -> None:
-    async for _ in stream:
-        pass
+@asynccontextmanager
+async def run_postgres() -> AsyncIterator[str]:
+    """:func:`postgres_server` for trio code: start and stop block (initdb and pg_ctl
+    take a second or two), so they run in a worker thread."""
+    server = postgres_server()
+    dsn = await trio.to_thread.run_sync(server.__enter__)
+    try:
+        yield dsn
+    finally:
+        with trio.CancelScope(shield=True):
+            await trio.to_thread.run_sync(server.__exit__, None, None, None)
