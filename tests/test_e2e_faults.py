@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import attrs
+import trio
 from e2e_helpers import FAST_CA, FAST_DG, FAST_OA, check_answer_events, speak_turn
 
 from vantum.protocol import events as ev
+from vantum.testing.audio_fixtures import speech_like
 from vantum.testing.browser_client import BrowserClient
 from vantum.testing.fake_deepgram import FakeDeepgramConfig
 from vantum.testing.stack import open_stack
@@ -65,3 +68,35 @@ async def test_cartesia_error_reports_and_next_turn_works() -> None:
             assert good.errors == []
             assert good.audio_seconds > 0.3
             check_answer_events(good)
+
+
+async def test_turn_the_recogniser_never_finished_is_reported_not_dropped() -> None:
+    """A Finalize the provider never answers (twice: once more after the reconnect)
+    closes the turn empty; the caller is told, instead of waiting forever for an
+    answer (the 30-minute soak caught this as a stalled turn under load)."""
+    dg = attrs.evolve(FAST_DG, ignore_finalize=True, word_interval=10.0)
+    async with open_stack(
+        deepgram=dg,
+        openai=FAST_OA,
+        cartesia=FAST_CA,
+        stt_options={"finalize_timeout": 0.3, "reconnect_backoff": 0.01},
+    ) as stack:
+        async with BrowserClient.connect(stack.ws_url) as client:
+            await client.start(RATE)
+            await client.stream_audio(speech_like(0.4, RATE), RATE, realtime=False)
+            await client.end_turn()
+            with trio.fail_after(10):
+                while True:
+                    event = await client.next_event()
+                    assert event["eventType"] not in (ev.RESPONSE_START, ev.TRANSCRIPT_FINAL)
+                    if ev.is_error(event["eventType"]):
+                        break
+            assert event["eventType"] == ev.ERR_STT
+            assert event["requestType"] == ev.INPUT_END
+            assert "say it again" in event["payload"]["message"]
+            # The session goes on: a typed turn is answered.
+            await client.send(ev.TEXT_INPUT, {"text": "are you there"})
+            with trio.fail_after(10):
+                turn = await client.collect_turn()
+            assert turn.audio_seconds > 0.3
+        assert stack.deepgram.messages["Finalize"] >= 2  # asked, reconnected, asked again

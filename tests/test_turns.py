@@ -5,10 +5,11 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from vantum.pipeline.events import TranscriptFinal
+from vantum.pipeline.events import ErrorEvent, TranscriptFinal
 from vantum.pipeline.messages import InputEnded, InputStarted, TextTurn, VoiceStart
 from vantum.pipeline.settings import CallSettings
 from vantum.pipeline.turns import Emit, Respond, TurnState
+from vantum.protocol import events as ev
 from vantum.providers.base import FinalizeDone, TranscriptEvent, UtteranceEnd
 
 
@@ -39,6 +40,23 @@ def test_empty_turn_asks_for_nothing() -> None:
     s = TurnState()
     s.handle(InputEnded(1.0), 1.0)
     assert s.handle(FinalizeDone(), 1.1) == []
+
+
+def test_empty_turn_the_recogniser_never_finished_is_reported() -> None:
+    s = TurnState()
+    s.handle(InputEnded(1.0), 1.0)
+    (action,) = s.handle(FinalizeDone(unanswered=True), 3.0)
+    assert isinstance(action, Emit) and isinstance(action.event, ErrorEvent)
+    assert (action.event.code, action.event.request) == (ev.ERR_STT, ev.INPUT_END)
+    assert s.pending_ends == 0  # the turn is over: the next one starts clean
+
+
+def test_unanswered_finalize_still_answers_the_words_that_came() -> None:
+    s = TurnState()
+    s.handle(final("hello there"), 1.0)
+    s.handle(InputEnded(1.2), 1.2)
+    (action,) = s.handle(FinalizeDone(unanswered=True), 3.2)
+    assert isinstance(action, Respond) and action.request.text == "hello there"
 
 
 def test_auto_mode_closes_on_speech_final() -> None:

@@ -14,9 +14,10 @@ from collections.abc import Callable
 
 import attrs
 
+from ..protocol import events as ev
 from ..protocol.client_events import PlaybackProgress
 from ..providers.base import FinalizeDone, SpeechStarted, TranscriptEvent, UtteranceEnd
-from .events import ServerEvent, TranscriptFinal, TranscriptInterim
+from .events import ErrorEvent, ServerEvent, TranscriptFinal, TranscriptInterim
 from .messages import (
     AnswerAudible,
     CallOver,
@@ -38,6 +39,14 @@ from .messages import (
     VoiceSustained,
 )
 from .settings import CallSettings, TurnPolicy
+
+UNANSWERED_TURN = (
+    "speech recognition did not finish this turn in time (the provider never answered "
+    "its end); nothing was heard to answer: please say it again"
+)
+"""The ``stt.error.provider`` message for a turn whose Finalize the recogniser never
+acknowledged and that closed with no words: without it the caller waits for an
+answer that will not come."""
 
 
 @attrs.frozen
@@ -159,7 +168,11 @@ class TurnState:
             if not self.pending_ends:
                 return []
             self.pending_ends -= 1
-            return self._close_turn(now)
+            lost = item.unanswered and not self.finals
+            closed = self._close_turn(now)
+            if lost and not closed:
+                return [Emit(ErrorEvent(ev.ERR_STT, UNANSWERED_TURN, ev.INPUT_END))]
+            return closed
         if isinstance(item, VoiceStart):
             self.voice_since = item.at
             self.idle_prompts_sent = 0

@@ -66,6 +66,12 @@ class UtteranceEnd:
 class FinalizeDone:
     """Emitted exactly once per :class:`Finalize`, after the results it flushed."""
 
+    unanswered: bool = False
+    """The provider never acknowledged the Finalize: the engine gave up waiting, so
+    words of the turn may still be missing (they can arrive later, or never). A turn
+    that closes empty on such a FinalizeDone is reported to the caller, not dropped
+    silently: the client is waiting for an answer to something it said."""
+
 
 STTInput = bytes | Finalize
 STTEvent = TranscriptEvent | SpeechStarted | UtteranceEnd | FinalizeDone

@@ -535,4 +535,4 @@ class DeepgramSTT:
             while stream.finalize_deadlines and stream.finalize_deadlines[0] <= now:
                 stream.finalize_answered()
                 log.warning("Deepgram sent no from_finalize result in %.1fs", self.finalize_timeout)
-                await events.send(FinalizeDone())
+                await events.send(FinalizeDone(unanswered=True))
