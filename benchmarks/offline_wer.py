@@ -27,7 +27,7 @@ import samplerate
 from vantum.protocol import mulaw
 from vantum.providers import hibari_tts, local_tts
 from vantum.providers.local_stt import Recognizer, load_decoder
-from vantum.providers.whisper_stt import shared_whisper
+from vantum.providers.whisper_stt import Segmenter, Utterance, decoded_part, shared_whisper
 
 SENTENCES = (
     "I would like to book a table for two people tonight",
@@ -110,7 +110,12 @@ def pad(x: np.ndarray) -> bytes:
 
 
 def whisper(pcm: bytes) -> str:
-    return shared_whisper().decode(pcm).text
+    """What the actor decodes: the segmenter's utterance, cut ``pause_ms`` after its
+    last speech (the pause decode that becomes the final)."""
+    seg = Segmenter(interim_every_ms=None)
+    cut = [e for e in seg.feed(pcm) if isinstance(e, Utterance)] + [seg.close()]
+    utt = next(u for u in cut if u is not None)
+    return shared_whisper().decode(decoded_part(utt, seg.pause_ms)).text
 
 
 _DECODER: list[object] = []
@@ -129,6 +134,9 @@ def pocketsphinx(pcm: bytes) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--json", help="write the results here")
+    ap.add_argument(
+        "--only", choices=("whisper", "pocketsphinx"), help="one recogniser (PocketSphinx is slow)"
+    )
     args = ap.parse_args()
     import psutil
 
@@ -141,6 +149,8 @@ def main() -> None:
         for channel in ("clean", "telephone"):
             audio = [pad(c if channel == "clean" else telephone(c, i)) for i, c in enumerate(clips)]
             for rname, recognise in (("whisper", whisper), ("pocketsphinx", pocketsphinx)):
+                if args.only not in (None, rname):
+                    continue
                 errors = words = 0
                 cpu: list[float] = []
                 for ref, pcm in zip(SENTENCES, audio, strict=True):

@@ -51,13 +51,17 @@ from vantum.providers.hibari_tts import (
 )
 from vantum.providers.whisper_stt import (
     InterimDue,
+    PauseDue,
+    Resumed,
     Segmenter,
     Started,
     Utterance,
     WhisperSTT,
+    decoded_part,
     interims_affordable,
     shared_whisper,
     stable_prefix,
+    window_frames,
 )
 from vantum.server.engines import choose_engines
 
@@ -164,6 +168,38 @@ def test_interims_hide_the_half_heard_last_word() -> None:
     assert stable_prefix("What") == ""
 
 
+def test_a_pause_is_announced_once_and_its_audio_matches_the_final() -> None:
+    """The pause decode is taken as the final only when nothing but non-speech came
+    after it: the segmenter marks both with how much of the audio was voiced."""
+    seg = Segmenter(interim_every_ms=None, pause_ms=210, endpoint_silence_ms=600)
+    events = seg.feed(silence(0.2) + fixture_pcm("weather") + silence(0.4))
+    assert sum(isinstance(e, PauseDue) for e in events) >= 1
+    paused = seg.snapshot("pause")
+    assert paused is not None and paused.voiced < len(paused.pcm)
+    ended = [e for e in seg.feed(silence(0.6)) if isinstance(e, Utterance)]
+    assert [u.reason for u in ended] == ["endpoint"]
+    assert (ended[0].seq, ended[0].voiced) == (paused.seq, paused.voiced)
+    # Whisper is given the very same audio in both: the pause decode is the final.
+    assert decoded_part(ended[0], 210) == decoded_part(paused, 210)
+    assert len(ended[0].pcm) > len(paused.pcm)
+
+    seg = Segmenter(interim_every_ms=None, pause_ms=210, endpoint_silence_ms=1500)
+    events = seg.feed(silence(0.2) + fixture_pcm("weather") + silence(0.35))
+    paused = seg.snapshot("pause")
+    events = seg.feed(fixture_pcm("book_table") + silence(1.6))
+    assert isinstance(next(e for e in events if isinstance(e, Resumed | Utterance)), Resumed)
+    final = next(e for e in events if isinstance(e, Utterance))
+    assert paused is not None and final.voiced > paused.voiced
+
+
+def test_the_encoder_window_fits_the_utterance() -> None:
+    """Whisper's encoder costs what its window holds: a 3 s question is decoded in a
+    10 s window (WER held on benchmarks/offline_wer.py), long speech up to 30 s."""
+    assert window_frames(360) == 1000
+    assert window_frames(1500) == 1700
+    assert window_frames(2900) == 3000
+
+
 # --------------------------------------------------------------------------- whisper
 
 
@@ -258,6 +294,53 @@ async def test_whisper_failure_still_answers_the_finalize(
     # The engine took one or both Finalizes before it failed; each it took is answered.
     assert 1 <= got.count(FinalizeDone()) <= 2
     assert not any(isinstance(e, TranscriptEvent) for e in got)
+
+
+def fake_decode(
+    monkeypatch: pytest.MonkeyPatch,
+) -> list[int]:
+    """Replace the model by one that 'hears' how many bytes it was given."""
+    calls: list[int] = []
+
+    def decode(self: whisper_stt.SharedWhisper, pcm: bytes) -> whisper_stt.Decoded:
+        calls.append(len(pcm))
+        return whisper_stt.Decoded(f"heard {len(pcm)} bytes", 0.9)
+
+    monkeypatch.setattr(whisper_stt.SharedWhisper, "decode", decode)
+    return calls
+
+
+async def test_the_final_after_a_pause_is_the_pause_decode(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Decoded at 210 ms of silence, the utterance is transcribed before the session
+    VAD's end of speech (500 ms) arrives; the final repeats it without decoding again,
+    so the decode is not on the path from end of speech to the answer."""
+    calls = fake_decode(monkeypatch)
+    # The session's Finalize ends the turn (Whisper's own endpoint is further off).
+    stt = WhisperSTT(interim_every_ms=None, pause_ms=210, endpoint_silence_ms=1500)
+    events = await recognise(
+        stt, silence(0.2) + fixture_pcm("weather") + silence(0.5), finalize=True
+    )
+    texts = [e for e in events if isinstance(e, TranscriptEvent)]
+    assert [t.is_final for t in texts] == [False, True]
+    assert texts[0].text == texts[1].text == f"heard {calls[0]} bytes"
+    assert len(calls) == 1 and texts[1].from_finalize
+    assert events[-1] == FinalizeDone()
+
+
+async def test_speech_after_a_pause_voids_the_pause_decode(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls = fake_decode(monkeypatch)
+    stt = WhisperSTT(interim_every_ms=None, pause_ms=210, endpoint_silence_ms=1500)
+    audio = silence(0.2) + fixture_pcm("weather") + silence(0.35) + fixture_pcm("book_table")
+    events = await recognise(stt, audio + silence(0.3), finalize=True)
+    finals = [e for e in events if isinstance(e, TranscriptEvent) and e.is_final]
+    assert len(finals) == 1
+    # The final is decoded from the whole utterance, not taken from the early pause.
+    assert finals[0].text == f"heard {max(calls)} bytes"
+    assert max(calls) > len(silence(0.2) + fixture_pcm("weather") + silence(0.35)) + 32_000
 
 
 def test_one_model_per_process() -> None:

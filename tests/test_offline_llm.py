@@ -9,6 +9,7 @@ next token when its caller is cancelled.
 from __future__ import annotations
 
 import sys
+import time
 import types
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from vantum.providers.cyllama_llm import (
     CyllamaLLM,
     cyllama_available,
     offline_messages,
+    reused_prefix,
 )
 from vantum.providers.local_llm import BREAK
 
@@ -61,6 +63,15 @@ def test_a_model_that_does_not_match_its_pinned_hash_is_refused(
     with pytest.raises(LLMError, match="does not match its pinned sha256"):
         cyllama_llm.model_path(tmp_path / "cache")
     assert list((tmp_path / "cache").iterdir()) == [], "nothing half-written is left"
+
+
+def test_the_kv_cache_keeps_the_shared_prefix_and_the_last_prompt_token_is_redone() -> None:
+    assert reused_prefix([1, 2, 3, 4], [1, 2, 3, 9, 9]) == 3
+    assert reused_prefix([1, 2, 3], [1, 2, 3, 4, 5]) == 3  # the previous turn, extended
+    # The same prompt again: its last token is evaluated again for the next logits.
+    assert reused_prefix([1, 2, 3], [1, 2, 3]) == 2
+    assert reused_prefix([], [1, 2]) == 0
+    assert reused_prefix([5, 6], [1, 2]) == 0
 
 
 @pytest.fixture(scope="module")
@@ -104,3 +115,65 @@ async def test_the_offline_model_stops_when_cancelled(llm: CyllamaLLM) -> None:
     assert len(got) == 3  # unbuffered: nothing was generated past the cancel
     # The model is free again: the next answer is not refused as busy.
     assert "".join(await ask(llm, "Say hello."))
+
+
+@pytest.mark.slow
+async def test_a_turn_evaluates_only_what_is_new_since_the_last_one(llm: CyllamaLLM) -> None:
+    """The system prompt and the earlier turns stay in llama.cpp's KV cache: the next
+    turn's time to first token pays for its own words only (docs/embedded.md)."""
+    await llm.preload()  # also evaluates the offline system prompt
+    model = llm._model()
+    history = [ChatMessage("system", DEFAULT_SYSTEM_PROMPT)]
+    for question, expected in (
+        ("What is the capital of France?", "paris"),
+        ("And what is the capital of Germany?", "berlin"),
+    ):
+        history.append(ChatMessage("user", question))
+        out_tx, out_rx = trio.open_memory_channel[str](1000)
+        async with out_tx:
+            await llm.stream(history, out_tx)
+        answer = "".join([d async for d in out_rx])
+        assert expected in answer.lower()
+        prompt = model.vocab.tokenize(
+            model._apply_template(offline_messages(history, 4096), None),
+            add_special=True,
+            parse_special=True,
+        )
+        # The question, the chat template's markers around it and the tail of the
+        # previous answer as re-tokenised: well under the whole prompt.
+        assert model.last_prefill_tokens <= 24 < len(prompt)
+        history.append(ChatMessage("assistant", answer))
+
+
+@pytest.mark.slow
+async def test_the_loop_keeps_running_while_the_llm_generates(
+    llm: CyllamaLLM, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """llama.cpp decodes in a worker thread without the GIL; only sampling (~1 ms a
+    token) and the hand-over of each token touch Python. A ticker on the loop keeps
+    ticking: were generation on the loop, the worst gap would be the whole answer."""
+    await llm.preload()
+    gaps: list[float] = []
+
+    async def ticker() -> None:
+        last = time.perf_counter()
+        while True:
+            await trio.sleep(0.002)
+            now = time.perf_counter()
+            gaps.append(now - last)
+            last = now
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(ticker)
+        t0 = time.perf_counter()
+        deltas = await ask(llm, "Tell me a fun fact about the moon.")
+        took = time.perf_counter() - t0
+        nursery.cancel_scope.cancel()
+    worst = max(gaps)
+    with capsys.disabled():
+        print(
+            f"\n[offline llm] loop: worst gap {worst * 1000:.1f} ms, median "
+            f"{sorted(gaps)[len(gaps) // 2] * 1000:.1f} ms, over {len(deltas)} tokens in "
+            f"{took:.2f} s"
+        )
+    assert len(deltas) > 3 and worst < took / 3

@@ -31,7 +31,7 @@ import importlib
 import importlib.util
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -107,6 +107,22 @@ def model_path(directory: Path | None = None) -> Path:
     return dest
 
 
+def reused_prefix(held: Sequence[int], prompt: Sequence[int]) -> int:
+    """How many leading tokens of ``prompt`` the KV cache (holding ``held``) can keep.
+
+    Each turn's prompt starts with the previous turn's (system prompt, earlier turns,
+    the answer as re-tokenised), so only the new tail is evaluated: time to first
+    token stops growing with the system prompt and the history. At least the last
+    prompt token is always evaluated again: its logits give the first answer token.
+    """
+    n = 0
+    for a, b in zip(held, prompt[:-1], strict=False):
+        if a != b:
+            break
+        n += 1
+    return n
+
+
 def offline_messages(messages: Sequence[ChatMessage], max_chars: int) -> list[dict[str, str]]:
     """The chat for the small model: the default system prompt swapped for the short
     offline one (an agent's own instructions are kept), roles alternating, and no
@@ -137,7 +153,7 @@ class _SharedModel:
 def _load(path: str | None, *, n_threads: int, n_ctx: int, max_tokens: int) -> Any:
     try:
         from cyllama import LLM
-        from cyllama.llama.llama_cpp import disable_logging
+        from cyllama.llama.llama_cpp import disable_logging, llama_batch_get_one
     except ImportError as exc:
         raise LLMError(
             LLMErrorKind.FATAL, "cyllama is not installed: pip install 'vantum[embedded]'"
@@ -146,12 +162,77 @@ def _load(path: str | None, *, n_threads: int, n_ctx: int, max_tokens: int) -> A
     gguf = path or str(model_path())
 
     class _Threaded(LLM):  # type: ignore[misc]
-        """llama.cpp defaults to 4 threads; on 2 shared cores that only thrashes."""
+        """llama.cpp defaults to 4 threads; on 2 shared cores that only thrashes. And
+        the KV cache of the longest prompt prefix already evaluated is kept (see
+        :func:`reused_prefix`)."""
+
+        reuse_prefix = True
+        """False: clear the KV cache per answer, as cyllama does (for A/B benchmarks)."""
+        evaluated: list[int]
+        """The tokens the KV cache holds (set with each new context)."""
+        last_prefill_tokens = 0
+        """Tokens the last answer had to evaluate before its first token (benchmarks)."""
 
         def _ensure_context(self, prompt_length: int, config: Any) -> Any:
-            ctx = super()._ensure_context(prompt_length, config)
-            ctx.set_n_threads(n_threads, n_threads)
-            return ctx
+            fresh = self._ctx is None or self._ctx_size < (config.n_ctx or 0)
+            if fresh or not self.reuse_prefix:
+                ctx = super()._ensure_context(prompt_length, config)
+                ctx.set_n_threads(n_threads, n_threads)
+                self.evaluated = []
+                return ctx
+            return self._ctx  # keep the KV cache: _generate_stream trims it
+
+        def _generate_stream(
+            self, prompt: str, config: Any = None, on_token: Any = None
+        ) -> Iterator[str]:
+            """cyllama 0.2.18's streaming loop, minus its per-call KV cache clear: the
+            tokens shared with what the cache holds are not evaluated again."""
+            config = config or self.config
+            self._cancel_event.clear()
+            tokens: list[int] = list(
+                self.vocab.tokenize(
+                    prompt, add_special=config.add_bos, parse_special=config.parse_special
+                )
+            )
+            ctx = self._ensure_context(len(tokens), config)
+            keep = reused_prefix(self.evaluated, tokens)
+            if not ctx.memory_seq_rm(0, keep, -1):
+                ctx.kv_cache_clear()
+                keep = 0
+            # What the cache holds is only known again once this answer completes.
+            self.evaluated = []
+            held = tokens[:keep]
+            self.last_prefill_tokens = len(tokens) - keep
+            sampler = self._ensure_sampler(config)
+            ctx.cancel = False
+            for i in range(keep, len(tokens), config.n_batch):
+                if self._cancel_event.is_set():
+                    return
+                batch = tokens[i : i + config.n_batch]
+                try:
+                    ctx.decode(llama_batch_get_one(batch, i))
+                except InterruptedError:
+                    return
+                held.extend(batch)
+            for _ in range(config.max_tokens):
+                if self._cancel_event.is_set():
+                    break
+                token = sampler.sample(ctx, -1)
+                if self.vocab.is_eog(token):
+                    break
+                try:
+                    piece = self.vocab.token_to_piece(token, special=True)
+                except UnicodeDecodeError:
+                    piece = ""
+                self.evaluated = held  # a consistent cache even if the caller stops here
+                yield piece
+                self.evaluated = []
+                try:
+                    ctx.decode(llama_batch_get_one([token], len(held)))
+                except InterruptedError:
+                    break
+                held.append(token)
+            self.evaluated = held
 
     try:
         return _Threaded(
@@ -186,8 +267,22 @@ class CyllamaLLM:
         )
 
     async def preload(self) -> None:
-        """Assemble/check and load the model now (the server does it at start-up)."""
-        await trio.to_thread.run_sync(self._model, limiter=self.limiter())
+        """Assemble/check and load the model now (the server does it at start-up), and
+        evaluate the offline system prompt once, so the first caller's turn finds it
+        in the KV cache and evaluates only its own words."""
+
+        def warm() -> None:
+            chat = offline_messages(
+                [ChatMessage("system", DEFAULT_SYSTEM_PROMPT), ChatMessage("user", "Hello")],
+                max_chars=self.n_ctx * 2,
+            )
+            tokens = self._model().chat(chat, stream=True)
+            try:
+                next(tokens, None)
+            finally:
+                tokens.close()
+
+        await trio.to_thread.run_sync(warm, limiter=self.limiter())
 
     async def stream(
         self,

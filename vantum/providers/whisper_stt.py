@@ -36,6 +36,7 @@ from typing import Any, Literal
 
 import attrs
 import numpy as np
+import numpy.typing as npt
 import trio
 
 from ..errors import STTError
@@ -80,6 +81,17 @@ class InterimDue:
 
 
 @attrs.frozen
+class PauseDue:
+    """The caller has been silent ``pause_ms`` inside an utterance: decode it now, so
+    the transcript is ready if the endpoint confirms (the pause grows into it)."""
+
+
+@attrs.frozen
+class Resumed:
+    """Speech came back after a :class:`PauseDue`: a pause decode is stale."""
+
+
+@attrs.frozen
 class Utterance:
     """One utterance's audio (PCM16LE, 16 kHz) and where it sits on the stream clock."""
 
@@ -88,10 +100,27 @@ class Utterance:
     end: float
     seq: int
     """Counts utterances, so a stale interim of an ended one can be skipped."""
-    reason: Literal["endpoint", "finalize", "close", "interim"]
+    reason: Literal["endpoint", "finalize", "close", "interim", "pause"]
+    voiced: int = 0
+    """Bytes of ``pcm`` up to the end of its last speech frame: a pause decode and a
+    final with the same ``seq`` and ``voiced`` differ only by trailing non-speech."""
 
 
-SegmenterEvent = Started | InterimDue | Utterance
+SegmenterEvent = Started | InterimDue | PauseDue | Resumed | Utterance
+
+
+def decoded_part(utt: Utterance, pause_ms: int | None) -> bytes:
+    """What Whisper is given of an utterance: its speech and ``pause_ms`` after it.
+
+    A pause decode is taken ``pause_ms`` after the last speech; cutting the final the
+    same way gives Whisper the very same audio (the rest is non-speech), so taking
+    the pause decode as the final changes nothing, and the answer does not depend on
+    how long the endpoint waited. Interims and ``pause_ms=None`` keep it all.
+    """
+    if pause_ms is None or utt.reason == "interim" or not utt.voiced:
+        return utt.pcm
+    frames = max(1, pause_ms // FRAME_MS)
+    return utt.pcm[: utt.voiced + frames * _FRAME_BYTES]
 
 
 @attrs.define
@@ -103,6 +132,9 @@ class Segmenter:
     preroll_ms: int = 300
     vad_mode: int = 2
     max_utterance_s: float = MAX_UTTERANCE_S
+    pause_ms: int | None = 210
+    """Silence that starts a speculative decode (None: off). Under the endpoint
+    silence, and under the session VAD's 500 ms that sends ``Finalize``."""
     _vad: Any = attrs.field(init=False)
     _endpointer: Endpointer = attrs.field(init=False)
     _preroll: collections.deque[bytes] = attrs.field(init=False)
@@ -112,6 +144,8 @@ class Segmenter:
     _start: float | None = attrs.field(init=False, default=None)
     _since_interim: int = attrs.field(init=False, default=0)
     _seq: int = attrs.field(init=False, default=0)
+    _voiced: int = attrs.field(init=False, default=0)
+    _silent: int = attrs.field(init=False, default=0)
 
     def __attrs_post_init__(self) -> None:
         import webrtcvad
@@ -140,6 +174,7 @@ class Segmenter:
             if self.interim_every_ms is None
             else STT_SAMPLE_RATE * self.interim_every_ms // 1000 * 2
         )
+        pause_frames = None if self.pause_ms is None else max(1, self.pause_ms // FRAME_MS)
         for i in range(0, n, _FRAME_BYTES):
             frame = view[i : i + _FRAME_BYTES]
             speech = bool(self._vad.is_speech(frame, STT_SAMPLE_RATE))
@@ -156,8 +191,17 @@ class Segmenter:
                 out.append(Started(self._start))
             self._speech += frame
             self._since_interim += len(frame)
+            if speech:
+                if pause_frames is not None and self._silent >= pause_frames:
+                    out.append(Resumed())
+                self._silent = 0
+                self._voiced = len(self._speech)
+            else:
+                self._silent += 1
             if edge == "end" or len(self._speech) + _FRAME_BYTES > max_bytes:
                 out.append(self._end("endpoint"))
+            elif self._silent == pause_frames:
+                out.append(PauseDue())
             elif speech and interim_bytes is not None and self._since_interim >= interim_bytes:
                 # Only while the caller is talking: an interim started in the endpoint
                 # silence would still be decoding when the final is wanted.
@@ -165,11 +209,13 @@ class Segmenter:
                 out.append(InterimDue())
         return out
 
-    def snapshot(self) -> Utterance | None:
-        """The open utterance so far (for an interim decode)."""
+    def snapshot(self, reason: Literal["interim", "pause"] = "interim") -> Utterance | None:
+        """The open utterance so far (for an interim or a pause decode)."""
         if self._start is None:
             return None
-        return Utterance(bytes(self._speech), self._start, self.now, self._seq, "interim")
+        return Utterance(
+            bytes(self._speech), self._start, self.now, self._seq, reason, self._voiced
+        )
 
     def finalize(self) -> Utterance | None:
         """The caller's end of turn: the open utterance, ended now (None if none)."""
@@ -189,10 +235,11 @@ class Segmenter:
 
     def _end(self, reason: Literal["endpoint", "finalize", "close"]) -> Utterance:
         assert self._start is not None
-        utt = Utterance(bytes(self._speech), self._start, self.now, self._seq, reason)
+        utt = Utterance(bytes(self._speech), self._start, self.now, self._seq, reason, self._voiced)
         self._speech.clear()
         self._start = None
         self._since_interim = 0
+        self._voiced = self._silent = 0
         self._endpointer.reset()
         return utt
 
@@ -218,6 +265,8 @@ class SharedWhisper:
         self._threads = cpu_threads
         self._lock = threading.Lock()
         self._model: Any = None
+        self._prompt: tuple[Any, list[int]] | None = None
+        self._suppress: list[int] = []
 
     @property
     def model_path(self) -> str:
@@ -255,10 +304,22 @@ class SharedWhisper:
             return self._model
 
     def decode(self, pcm: bytes) -> Decoded:
-        """Transcribe one utterance (blocking; CTranslate2 releases the GIL)."""
+        """Transcribe one utterance (blocking; CTranslate2 releases the GIL).
+
+        The encoder sees :func:`window_frames` of log-Mel frames, not Whisper's
+        padded 30 s: its cost grows with the window, and a 3 s question in a 10 s
+        window cost 0.31 s CPU instead of 1.1-1.3 s with the same word error rate on
+        ``benchmarks/offline_wer.py`` (docs/embedded.md). The model was trained on
+        30 s windows, so an answer that looks degenerate (a repetition loop: high
+        compression ratio or the token cap reached) is decoded again the standard
+        way, padded to 30 s, by faster-whisper.
+        """
         model = self.load()
         audio = np.frombuffer(pcm, dtype=np.int16).astype(np.float32) / 32768.0
         try:
+            short = self._decode_window(model, audio)
+            if short is not None:
+                return short
             segments, _info = model.transcribe(
                 audio,
                 language="en",
@@ -268,16 +329,75 @@ class SharedWhisper:
                 without_timestamps=True,
                 vad_filter=False,
             )
-            segs = list(segments)
+            segs = [(s.text, s.avg_logprob, s.no_speech_prob) for s in segments]
         except (RuntimeError, ValueError) as exc:
             raise STTError(f"faster-whisper failed: {exc}") from exc
-        # Whisper writes words on noise; its own no-speech estimate drops those.
-        kept = [s for s in segs if not (s.no_speech_prob > 0.6 and s.avg_logprob < -1.0)]
-        text = " ".join(s.text.strip() for s in kept).strip()
-        if not kept:
-            return Decoded("", 0.0)
-        logprob = sum(s.avg_logprob for s in kept) / len(kept)
-        return Decoded(text, min(1.0, max(0.0, math.exp(logprob))))
+        return _kept(segs)
+
+    def _decode_window(self, model: Any, audio: npt.NDArray[np.float32]) -> Decoded | None:
+        """One greedy decode over a short window; None when it looks degenerate."""
+        from faster_whisper.audio import pad_or_trim
+        from faster_whisper.tokenizer import Tokenizer
+        from faster_whisper.transcribe import get_compression_ratio, get_suppressed_tokens
+
+        if self._prompt is None:
+            tok = Tokenizer(model.hf_tokenizer, False, task="transcribe", language="en")
+            self._prompt = (tok, model.get_prompt(tok, [], without_timestamps=True))
+            self._suppress = get_suppressed_tokens(tok, [-1])
+        tok, prompt = self._prompt
+        features = model.feature_extractor(audio)
+        frames = window_frames(features.shape[-1])
+        if frames >= FULL_WINDOW_FRAMES:
+            return None
+        window = np.ascontiguousarray(pad_or_trim(features, frames)[None])
+        encoded = model.encode(window)
+        cap = max_new_tokens(len(audio) / STT_SAMPLE_RATE)
+        result = model.model.generate(
+            encoded,
+            [prompt],
+            beam_size=1,
+            max_length=len(prompt) + cap,
+            return_scores=True,
+            return_no_speech_prob=True,
+            suppress_blank=True,
+            suppress_tokens=self._suppress,
+        )[0]
+        tokens = result.sequences_ids[0]
+        text = tok.decode(tokens).strip()
+        if len(tokens) >= cap or get_compression_ratio(text) > 2.4:
+            return None
+        avg_logprob = result.scores[0] * len(tokens) / (len(tokens) + 1)
+        return _kept([(text, avg_logprob, result.no_speech_prob)])
+
+
+FULL_WINDOW_FRAMES = 3000
+"""Whisper's 30 s window in 10 ms log-Mel frames."""
+MIN_WINDOW_FRAMES = 1000
+"""10 s: shorter windows (the utterance + 1-3 s) hallucinated on telephone-band
+audio (WER 1.0-2.4 on hibari's voice through mu-law; 0.039 at 10 s, 0.033 at 30 s)."""
+TAIL_FRAMES = 200
+"""2 s of padding after the speech: Whisper expects silence after the last word."""
+
+
+def window_frames(speech_frames: int) -> int:
+    """The encoder window for an utterance of ``speech_frames`` log-Mel frames."""
+    return min(FULL_WINDOW_FRAMES, max(MIN_WINDOW_FRAMES, speech_frames + TAIL_FRAMES))
+
+
+def max_new_tokens(duration_s: float) -> int:
+    """A generous cap on an utterance's tokens (people say ~3 words, ~4 tokens, a
+    second): reaching it means Whisper is looping, so the 30 s decode takes over."""
+    return min(400, 16 + int(12 * duration_s))
+
+
+def _kept(segs: list[tuple[str, float, float]]) -> Decoded:
+    """Whisper writes words on noise; its own no-speech estimate drops those."""
+    kept = [s for s in segs if not (s[2] > 0.6 and s[1] < -1.0)]
+    text = " ".join(s[0].strip() for s in kept).strip()
+    if not kept or not text:
+        return Decoded("", 0.0)
+    logprob = sum(s[1] for s in kept) / len(kept)
+    return Decoded(text, min(1.0, max(0.0, math.exp(logprob))))
 
 
 _SHARED: dict[tuple[str | None, int], SharedWhisper] = {}
@@ -301,7 +421,15 @@ class _Done:
     """Answer a Finalize (after the results queued before it)."""
 
 
-_Job = Utterance | _Done
+@attrs.frozen
+class _Pause:
+    """A speculative decode at a pause; void once speech resumes (``epoch`` moved)."""
+
+    utt: Utterance
+    epoch: int
+
+
+_Job = Utterance | _Done | _Pause
 
 
 @attrs.define
@@ -315,6 +443,10 @@ class WhisperSTT:
     model_path: str | None = attrs.field(default=None, kw_only=True)
     cpu_threads: int = attrs.field(default=2, kw_only=True)
     max_concurrent_decodes: int = attrs.field(default=1, kw_only=True)
+    pause_ms: int | None = attrs.field(default=210, kw_only=True)
+    """Decode at a pause this long, before the endpoint (None: only at the endpoint).
+    If the endpoint follows with no speech since, the final is that decode: the
+    decode is off the path from end of speech to the answer."""
     name: str = attrs.field(default="whisper", init=False)
     _limiter: trio.CapacityLimiter | None = attrs.field(default=None, init=False)
 
@@ -348,6 +480,7 @@ class WhisperSTT:
                 endpoint_silence_ms=self.endpoint_silence_ms,
                 interim_every_ms=self.interim_every_ms,
                 vad_mode=self.vad_mode,
+                pause_ms=self.pause_ms,
             )
             jobs_tx, jobs_rx = trio.open_memory_channel[_Job](4)
             failed: list[STTError] = []
@@ -389,6 +522,13 @@ class WhisperSTT:
                             await events.send(SpeechStarted(ev.timestamp))
                         elif isinstance(ev, Utterance):
                             await jobs.send(ev)
+                        elif isinstance(ev, PauseDue):
+                            snap = seg.snapshot("pause")
+                            if snap is not None:
+                                with contextlib.suppress(trio.WouldBlock):
+                                    jobs.send_nowait(_Pause(snap, pace.epoch))
+                        elif isinstance(ev, Resumed):
+                            pace.resumed()
                         else:
                             self._maybe_interim(seg, jobs, pace)
                 except trio.BrokenResourceError:
@@ -425,26 +565,43 @@ class WhisperSTT:
     ) -> None:
         last_final = 0
         last_interim = ""
+        ahead: tuple[int, int, Decoded] | None = None  # a pause decode: seq, voiced, result
         async with events, jobs:
             async for job in jobs:
                 if isinstance(job, _Done):
                     await events.send(FinalizeDone())
                     continue
+                pause = isinstance(job, _Pause)
+                if isinstance(job, _Pause):
+                    if job.epoch != pace.epoch or job.utt.seq <= last_final:
+                        continue  # speech resumed, or its utterance already ended
+                    job = job.utt
                 if job.reason == "interim" and job.seq <= last_final:
                     continue  # its utterance already ended
-                try:
-                    started = trio.current_time()
-                    decoded = await trio.to_thread.run_sync(
-                        self.model.decode, job.pcm, limiter=self.limiter()
-                    )
-                    pace.last_decode_s = trio.current_time() - started
-                except STTError as exc:
-                    # Answer the Finalizes already queued, close ``jobs`` (the
-                    # listener answers one it holds) and stop the listener.
-                    await _answer_pending_finalizes(jobs, events)
-                    failed.append(exc)
-                    scope.cancel()
-                    return
+                if ahead is not None and (ahead[0], ahead[1]) == (job.seq, job.voiced):
+                    # Nothing but non-speech since the pause decode: it decoded the
+                    # same audio (decoded_part), so it is the final.
+                    decoded: Decoded | None = ahead[2]
+                else:
+                    try:
+                        decoded = await self._decode(job, pace, pause)
+                    except STTError as exc:
+                        # Answer the Finalizes already queued, close ``jobs`` (the
+                        # listener answers one it holds) and stop the listener.
+                        await _answer_pending_finalizes(jobs, events)
+                        failed.append(exc)
+                        scope.cancel()
+                        return
+                if decoded is None:
+                    continue  # a pause decode voided by speech (Resumed)
+                if pause:
+                    ahead = (job.seq, job.voiced, decoded)
+                    # At a pause the last word is whole: the interim is the full text,
+                    # which the turn manager's speculative answer can start from.
+                    if decoded.text and decoded.text != last_interim:
+                        last_interim = decoded.text
+                        await events.send(_transcript(job, decoded, is_final=False))
+                    continue
                 if job.reason == "interim":
                     text = stable_prefix(decoded.text)
                     if text and text != last_interim:
@@ -453,7 +610,7 @@ class WhisperSTT:
                             _transcript(job, attrs.evolve(decoded, text=text), is_final=False)
                         )
                     continue
-                last_final, last_interim = job.seq, ""
+                last_final, last_interim, ahead = job.seq, "", None
                 if not decoded.text:
                     continue
                 from_finalize = job.reason == "finalize"
@@ -470,6 +627,22 @@ class WhisperSTT:
                     silence = self.endpoint_silence_ms / 1000 if job.reason == "endpoint" else 0
                     await events.send(UtteranceEnd(max(job.start, job.end - silence)))
 
+    async def _decode(self, job: Utterance, pace: _Pace, pause: bool) -> Decoded | None:
+        """Decode in a worker thread; None if a pause decode was voided meanwhile."""
+        with trio.CancelScope() as cancel:
+            if pause:
+                pace.pause_scope = cancel
+            try:
+                started = trio.current_time()
+                decoded = await trio.to_thread.run_sync(
+                    self.model.decode, decoded_part(job, self.pause_ms), limiter=self.limiter()
+                )
+                pace.last_decode_s = trio.current_time() - started
+                return decoded
+            finally:
+                pace.pause_scope = None
+        return None
+
 
 def stable_prefix(text: str) -> str:
     """An interim without its last word: the audio was cut mid-utterance, so Whisper's
@@ -481,10 +654,20 @@ def stable_prefix(text: str) -> str:
 
 @attrs.define
 class _Pace:
-    """How long this session's last decode took (written by the decoder task, read by
-    the listener task of the same actor)."""
+    """State the two tasks of one actor share: how long the session's last decode
+    took (written by the decoder, read by the listener), and the pause epoch (moved
+    by the listener when speech resumes, voiding pause decodes queued or running)."""
 
     last_decode_s: float = 0.0
+    epoch: int = 0
+    pause_scope: trio.CancelScope | None = None
+
+    def resumed(self) -> None:
+        self.epoch += 1
+        if self.pause_scope is not None:
+            # A decode already in its thread finishes (CTranslate2 cannot be
+            # interrupted) and is dropped; one waiting for the model stops waiting.
+            self.pause_scope.cancel()
 
 
 def interims_affordable(last_decode_s: float, interim_every_ms: int) -> bool:
