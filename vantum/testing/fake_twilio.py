@@ -71,6 +71,7 @@ from ..protocol.twilio import (
 )
 from ..protocol.twilio_signature import SIGNATURE_HEADER, compute_signature
 from .change import ChangeSignal
+from .dtmf_detect import DtmfDetector
 
 FRAME_S = 0.02
 CLOSE_GRACE_S = 3.0
@@ -174,6 +175,8 @@ class FakeTwilioCall:
         """PCM16 8 kHz the caller has heard (played, not cleared)."""
         self.received = bytearray()
         """All media the server sent, as PCM16, including audio later cleared."""
+        self.dtmf = DtmfDetector(SAMPLE_RATE)
+        """The keys pressed in what the caller heard (in-band DTMF: ``dtmf.digits``)."""
         self.segments: list[Segment] = []
         self.marks_received: list[str] = []
         self.marks_echoed: list[str] = []
@@ -409,6 +412,7 @@ class FakeTwilioCall:
             self._queued_s -= seconds
             self._segment_s += seconds
             self.heard += item
+            self.dtmf.feed(item)
             self._changed.notify()
             if speed is not None:
                 due += seconds / speed
