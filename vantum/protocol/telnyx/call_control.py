@@ -82,8 +82,8 @@ SEND_DTMF_MS = 250
 
 def send_dtmf_body(digits: str, duration_millis: int = SEND_DTMF_MS) -> dict[str, Any]:
     """``actions/send_dtmf``: press ``digits`` (0-9, A-D, *, #; ``w`` 0.5 s and ``W``
-    1 s pauses), each tone ``duration_millis`` long, sent out of band (RFC 2833
-    telephone-events) by Telnyx, so the media stream is untouched."""
+    1 s pauses), each tone ``duration_millis`` long, played on the call by Telnyx
+    itself, so our media stream is untouched."""
     if not 100 <= duration_millis <= 500:
         raise ValueError("Telnyx plays each DTMF digit for 100-500 ms")
     return {"digits": digits, "duration_millis": duration_millis}
