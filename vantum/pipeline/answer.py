@@ -19,6 +19,7 @@ import attrs
 import trio
 
 from ..agent_spec import AgentSpec
+from ..audio.dtmf import dtmf_audio
 from ..errors import LLMError, TTSError
 from ..protocol import events as ev
 from ..protocol.ids import new_id
@@ -26,13 +27,15 @@ from ..providers.base import (
     ChatMessage,
     LLMEngine,
     ToolCall,
+    TTSAudio,
     TTSConnection,
     TTSEngine,
     TTSEvent,
+    WordTimestamps,
 )
 from ..providers.llm_retry import FallbackMessages, stream_with_retry
 from ..providers.reporting import report
-from ..tools.base import CallControl, ToolContext, ToolResult
+from ..tools.base import CallControl, DtmfControl, ToolContext, ToolResult
 from ..tools.toolbox import NO_TOOLBOX, ToolBox
 from .chunker import MARKER, SemanticChunker
 from .events import (
@@ -51,6 +54,11 @@ from .player import Playback, PlayerControl, play
 from .settings import CallSettings
 
 log = logging.getLogger("vantum.responder")
+
+TONES = "\x00dtmf:"
+"""Starts a token that is DTMF tones, not text (``send_dtmf`` in band): it travels
+the answer's text channels in order with the words around it, the chunker never
+sees it, and the TTS stage turns it into the tones' audio between two TTS contexts."""
 
 
 @attrs.frozen
@@ -97,6 +105,20 @@ class AnswerContext:
     """The carrier's call control (Twilio REST); None on a browser call."""
     call_id: str = ""
     """What tools see as the call's id (Twilio: the CallSid; else the session id)."""
+    phone: bool = False
+    """A phone call: ``send_dtmf`` may press keys (as tones in this answer's audio
+    unless ``control`` presses them out of band)."""
+
+    @property
+    def tones_in_band(self) -> bool:
+        """Whether this answer's text may carry :data:`TONES` (only then does the TTS
+        stage look for them): a phone call whose agent has ``send_dtmf`` and whose
+        carrier cannot press keys out of band."""
+        return (
+            self.phone
+            and "send_dtmf" in self.toolbox.runners
+            and not isinstance(self.control, DtmfControl)
+        )
 
 
 @attrs.define(eq=False)
@@ -235,6 +257,9 @@ class Answer:
         async def transfer(target: str) -> None:
             await self.ctx.out.send(TransferRequested(target))
 
+        async def play_dtmf(digits: str) -> None:
+            await tokens_tx.send(TONES + digits)
+
         ctx = ToolContext(
             self.ctx.call_id or self.ctx.session_id,
             self.ctx.settings.variables or agent.variables,
@@ -242,6 +267,7 @@ class Answer:
             self.ctx.control,
             agent.transfer_numbers,
             transfer,
+            play_dtmf if self.ctx.tones_in_band else None,
         )
 
         async def filler() -> None:
@@ -294,8 +320,16 @@ class Answer:
         self, tokens_rx: trio.MemoryReceiveChannel[str], text_tx: trio.MemorySendChannel[str]
     ) -> None:
         chunker = SemanticChunker()
+        tones = self.ctx.tones_in_band
         async with text_tx, tokens_rx:
             async for delta in tokens_rx:
+                if tones and delta.startswith(TONES):
+                    # What was said before the keys is spoken before them.
+                    for chunk in chunker.flush():
+                        await self._emit_text(chunk, text_tx)
+                    with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                        await text_tx.send(delta)
+                    continue
                 if self.timings.llm_first_token is None:
                     self.timings.llm_first_token = trio.current_time()
                 for chunk in chunker.feed(delta):
@@ -318,6 +352,9 @@ class Answer:
                 async for _ in text_rx:
                     pass
                 return
+            if self.ctx.tones_in_band:
+                await self._synthesize_with_tones(self.conn, text_rx, audio_tx)
+                return
             try:
                 settings = self.ctx.settings
                 await self.conn.synthesize(
@@ -331,6 +368,104 @@ class Answer:
                 report(self.ctx.tts.name, "synthesis")
                 self._tts_ok = False
                 await self._error(ev.ERR_TTS, str(exc))
+
+    async def _synthesize_with_tones(
+        self,
+        conn: TTSConnection,
+        text_rx: trio.MemoryReceiveChannel[str],
+        audio_tx: trio.MemorySendChannel[TTSEvent],
+    ) -> None:
+        """Text between two ``send_dtmf`` tones is one TTS context; the tones' audio
+        goes to the player after the audio of the words before them (``synthesize``
+        returns only once the provider sent all of a context's audio), so speech,
+        tones and speech play in the order they were asked for."""
+        offset = 0.0  # seconds of this answer's audio so far
+        segment = 0
+        pending: str | None = None
+        while True:
+            first = pending
+            if first is None:
+                try:
+                    first = await text_rx.receive()
+                except trio.EndOfChannel:
+                    return
+            pending = None
+            if first.startswith(TONES):
+                pcm = dtmf_audio(first[len(TONES) :], conn.sample_rate)
+                await audio_tx.send(TTSAudio(pcm))
+                offset += len(pcm) / 2 / conn.sample_rate
+                continue
+            if not self._tts_ok:  # the TTS failed earlier: text only, tones still play
+                continue
+            context_id = self.utterance_id if segment == 0 else f"{self.utterance_id}-{segment}"
+            segment += 1
+            pending, offset = await self._speak_segment(
+                conn, context_id, first, text_rx, audio_tx, offset
+            )
+            if pending is None:
+                return
+
+    async def _speak_segment(
+        self,
+        conn: TTSConnection,
+        context_id: str,
+        first: str,
+        text_rx: trio.MemoryReceiveChannel[str],
+        audio_tx: trio.MemorySendChannel[TTSEvent],
+        offset: float,
+    ) -> tuple[str | None, float]:
+        """One TTS context: ``first`` and the text after it up to the next tones
+        (returned, None at the end of the answer) and the answer's audio seconds after
+        it. Word timings are moved by ``offset``, the audio before this context, so
+        ``heard_text`` still lines them up with the answer's audio."""
+        settings = self.ctx.settings
+        seg_tx, seg_rx = trio.open_memory_channel[str](8)
+        seg_audio_tx, seg_audio_rx = trio.open_memory_channel[TTSEvent](32)
+        start = offset
+        tones: str | None = None
+
+        async def relay() -> None:
+            nonlocal offset
+            async with seg_audio_rx:
+                async for item in seg_audio_rx:
+                    if isinstance(item, TTSAudio):
+                        offset += len(item.pcm) / 2 / conn.sample_rate
+                    elif start:
+                        item = WordTimestamps(
+                            item.words,
+                            tuple(t + start for t in item.start),
+                            tuple(t + start for t in item.end),
+                        )
+                    await audio_tx.send(item)
+
+        async def speak() -> None:
+            async with seg_audio_tx, seg_rx:
+                try:
+                    await conn.synthesize(
+                        context_id,
+                        seg_rx,
+                        seg_audio_tx,
+                        voice_id=settings.voice_id,
+                        language=settings.language,
+                    )
+                except TTSError as exc:
+                    report(self.ctx.tts.name, "synthesis")
+                    self._tts_ok = False
+                    await self._error(ev.ERR_TTS, str(exc))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(relay)
+            nursery.start_soon(speak)
+            async with seg_tx:
+                with contextlib.suppress(trio.BrokenResourceError):
+                    await seg_tx.send(first)
+                async for chunk in text_rx:
+                    if chunk.startswith(TONES):
+                        tones = chunk
+                        break
+                    with contextlib.suppress(trio.BrokenResourceError):
+                        await seg_tx.send(chunk)
+        return tones, offset
 
     async def _play(self, audio_rx: trio.MemoryReceiveChannel[TTSEvent]) -> None:
         settings = self.ctx.settings

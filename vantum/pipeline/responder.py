@@ -198,6 +198,7 @@ class Responder:
             ctx.toolbox = await self._toolbox_for(settings.agent, self.tool_env)
             ctx.control = self.tool_env.control
             ctx.call_id = self.tool_env.call_id
+            ctx.phone = self.tool_env.phone
         answer = Answer(
             ctx,
             conn,

@@ -472,19 +472,25 @@ class VantumApp:
 
     def tool_env(self, transport: Transport, kind: str) -> ToolEnv:
         """What a call's tools run with: Twilio calls get REST call control when the
-        account is configured (``TWILIO_ACCOUNT_SID``/``TWILIO_AUTH_TOKEN``)."""
+        account is configured (``TWILIO_ACCOUNT_SID``/``TWILIO_AUTH_TOKEN``), Telnyx
+        calls Call Control with ``TELNYX_API_KEY``; both are phone calls (``send_dtmf``)."""
         call_id = getattr(transport, "call_id", transport.session_id)
         control: CallControl | None = None
         config = self.config
-        if kind == "twilio" and config.twilio_account_sid and config.twilio_auth_token:
-            from ..transports.twilio_control import TwilioCallControl
-            from ..transports.twilio_rest import TwilioREST
+        try:
+            if kind == "twilio" and config.twilio_account_sid and config.twilio_auth_token:
+                from ..transports.twilio_control import TwilioCallControl
+                from ..transports.twilio_rest import TwilioREST
 
-            try:
                 control = TwilioCallControl(TwilioREST.from_config(config), call_id)
-            except ConfigError as exc:
-                log.warning("call %s: no call control for tools: %s", call_id, exc)
-        return ToolEnv(self.tool_secret, control, call_id)
+            elif kind == "telnyx" and config.telnyx_api_key:
+                from ..transports.telnyx_control import TelnyxCallControl
+                from ..transports.telnyx_rest import TelnyxREST
+
+                control = TelnyxCallControl(TelnyxREST.from_config(config), call_id)
+        except ConfigError as exc:
+            log.warning("call %s: no call control for tools: %s", call_id, exc)
+        return ToolEnv(self.tool_secret, control, call_id, phone=kind in ("twilio", "telnyx"))
 
     def records_audio(self, settings: CallSettings) -> bool:
         """Whether this call is recorded: the server's ``VANTUM_RECORD_CALLS`` or the

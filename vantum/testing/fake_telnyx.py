@@ -9,7 +9,9 @@ both halves, over real sockets:
 
 * :func:`serve_fake_telnyx_rest` — Call Control: Bearer auth (401), unknown calls
   (404), ended calls (422, code 90018), every action recorded in ``actions``;
-  ``hangup``/``transfer`` end that call's media stream, as on the real network.
+  ``hangup``/``transfer`` end that call's media stream, as on the real network;
+  ``send_dtmf`` checks its body (``digits``, ``duration_millis``) and changes
+  nothing on the stream (Telnyx sends the keys out of band).
 * :func:`send_webhook` — a signed webhook, as Telnyx sends it (``forge=`` and
   ``timestamp=`` for the refusal tests).
 * :func:`place_telnyx_call` — webhook, wait for the server's ``answer``, then open
@@ -285,7 +287,12 @@ class ActionRequest:
     status: int
 
 
-ACTIONS = frozenset({"answer", "hangup", "transfer", "reject", "streaming_start", "streaming_stop"})
+ACTIONS = frozenset(
+    {"answer", "hangup", "transfer", "reject", "send_dtmf", "streaming_start", "streaming_stop"}
+)
+DTMF_DIGITS = frozenset("0123456789ABCD*#wW")
+"""``send_dtmf``'s ``digits``: keys, ``w`` (0.5 s) and ``W`` (1 s) pauses (Telnyx's
+API reference)."""
 
 
 @attrs.define
@@ -380,12 +387,31 @@ class FakeTelnyxRest:
             if url is not None and not str(url).startswith(("ws://", "wss://")):
                 return _error(422, "10032", "stream_url must be a WebSocket URL")
             self.calls[call_id] = "active"
+        elif action == "send_dtmf":
+            return _send_dtmf(params)
         elif action in ("hangup", "reject", "transfer"):
             if action == "transfer" and not params.get("to"):
                 return _error(422, "10032", "to is required")
             self.calls[call_id] = "ended"
             self._ended[call_id].set()
         return 200, {"data": {"result": "ok"}}
+
+
+def _send_dtmf(params: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    """Checks the body as Telnyx documents it: ``digits`` required (keys and pauses),
+    ``duration_millis`` 100-500 (default 250), optional ``client_state`` and
+    ``command_id``. Stricter than Telnyx in one way: an unknown field is refused, so
+    a misspelt one (``duration_ms``) fails a test instead of being ignored."""
+    digits = params.get("digits")
+    if not isinstance(digits, str) or not digits or not set(digits) <= DTMF_DIGITS:
+        return _error(422, "10032", "digits must be 0-9, A-D, *, # and w/W pauses")
+    duration = params.get("duration_millis", 250)
+    if isinstance(duration, bool) or not isinstance(duration, int) or not 100 <= duration <= 500:
+        return _error(422, "10032", "duration_millis must be an integer from 100 to 500")
+    unknown = set(params) - {"digits", "duration_millis", "client_state", "command_id"}
+    if unknown:
+        return _error(422, "10032", f"unknown parameters: {sorted(unknown)}")
+    return 200, {"data": {"result": "ok"}}
 
 
 def _error(status: int, code: str, title: str) -> tuple[int, dict[str, Any]]:

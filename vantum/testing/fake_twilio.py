@@ -71,6 +71,7 @@ from ..protocol.twilio import (
 )
 from ..protocol.twilio_signature import SIGNATURE_HEADER, compute_signature
 from .change import ChangeSignal
+from .dtmf_detect import DtmfDetector
 
 FRAME_S = 0.02
 CLOSE_GRACE_S = 3.0
@@ -174,6 +175,8 @@ class FakeTwilioCall:
         """PCM16 8 kHz the caller has heard (played, not cleared)."""
         self.received = bytearray()
         """All media the server sent, as PCM16, including audio later cleared."""
+        self._dtmf = DtmfDetector(SAMPLE_RATE)
+        self._dtmf_fed = 0
         self.segments: list[Segment] = []
         self.marks_received: list[str] = []
         self.marks_echoed: list[str] = []
@@ -198,6 +201,16 @@ class FakeTwilioCall:
     @property
     def heard_seconds(self) -> float:
         return len(self.heard) / 2 / SAMPLE_RATE
+
+    @property
+    def dtmf(self) -> DtmfDetector:
+        """The keys pressed in what the caller heard (in-band DTMF: ``dtmf.digits``),
+        decoded when asked, from where the last look stopped: a call nobody asks
+        (load tests) spends nothing on it."""
+        if self._dtmf_fed < len(self.heard):
+            self._dtmf.feed(bytes(self.heard[self._dtmf_fed :]))
+            self._dtmf_fed = len(self.heard)
+        return self._dtmf
 
     @property
     def closed(self) -> bool:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import attrs
 
@@ -46,6 +46,18 @@ class CallControl(Protocol):
         ...
 
 
+@runtime_checkable
+class DtmfControl(Protocol):
+    """A carrier that presses keys on the call out of band (Telnyx ``send_dtmf``).
+
+    Twilio has no such thing that keeps the media stream (docs/telephony.md, "DTMF
+    out"), so its control does not implement this and its tones go in band."""
+
+    async def send_dtmf(self, digits: str) -> None:
+        """Press ``digits`` (keys, ``w``/``W`` pauses); raises :class:`ToolFailure` if refused."""
+        ...
+
+
 class ToolFailure(Exception):
     """Raised inside a tool to fail the call with a message the model may repeat."""
 
@@ -64,6 +76,9 @@ class ToolContext:
     transfer_numbers: tuple[str, ...] = ()
     emit_transfer: Callable[[str], Awaitable[None]] | None = None
     """Tells the client a transfer was asked for (``conversation.tool.transfer``)."""
+    play_dtmf: Callable[[str], Awaitable[None]] | None = None
+    """A phone call: queue DTMF tones in the answer's audio, after what was said
+    before the tool call and before what is said after it. None: not a phone call."""
 
 
 @attrs.frozen
@@ -75,6 +90,8 @@ class ToolEnv:
     """Signs HTTP tool requests (``VANTUM_TOOL_SECRET``, else the auth secret)."""
     control: CallControl | None = None
     call_id: str = ""
+    phone: bool = False
+    """A phone call (Twilio, Telnyx): ``send_dtmf`` can press keys on it."""
 
 
 class ToolRunner(Protocol):
@@ -97,6 +114,7 @@ class ToolRunner(Protocol):
 __all__ = [
     "Action",
     "CallControl",
+    "DtmfControl",
     "ToolContext",
     "ToolEnv",
     "ToolFailure",

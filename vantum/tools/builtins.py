@@ -1,4 +1,4 @@
-"""Call control the model can ask for: ``end_call`` and ``transfer_call``.
+"""Call control the model can ask for: ``end_call``, ``transfer_call``, ``send_dtmf``.
 
 They change the call, not the conversation, so they act through the context:
 ``end_call`` returns the ``end_call`` action — the answer loop speaks the agent's
@@ -7,6 +7,10 @@ goodbye and the turn manager hangs up once it has played (browser:
 completed through the REST API). ``transfer_call`` dials only numbers on the
 agent's allow-list: on Twilio it redirects the live call to ``<Dial>``; on a
 browser call it is an event the page acts on (``conversation.tool.transfer``).
+``send_dtmf`` presses keys on a phone call (phone menus): out of band where the
+carrier can (Telnyx ``actions/send_dtmf``), else as tones in the answer's audio
+(Twilio: its media stream has no DTMF message); on a browser call it fails with
+"send_dtmf needs a phone call" (docs/telephony.md, "DTMF out").
 """
 
 from __future__ import annotations
@@ -16,8 +20,9 @@ from typing import Any
 import attrs
 
 from ..agent_spec import BuiltinTool
+from ..audio.dtmf import duration_ms, parse_digits
 from ..providers.base import ToolSchema
-from .base import ToolContext, ToolFailure, ToolResult, failed
+from .base import DtmfControl, ToolContext, ToolFailure, ToolResult, failed
 
 _DEFAULTS: dict[str, tuple[str, dict[str, Any]]] = {
     "end_call": (
@@ -31,6 +36,15 @@ _DEFAULTS: dict[str, tuple[str, dict[str, Any]]] = {
             "type": "object",
             "properties": {"number": {"type": "string", "description": "E.164 number"}},
             "required": ["number"],
+        },
+    ),
+    "send_dtmf": (
+        "Press keys on the phone call, e.g. to choose an option in a phone menu (IVR). "
+        "Keys 0-9, *, #, A-D; w is a half-second pause, W a one-second pause.",
+        {
+            "type": "object",
+            "properties": {"digits": {"type": "string", "description": "keys to press, e.g. 1w2#"}},
+            "required": ["digits"],
         },
     ),
 }
@@ -64,6 +78,8 @@ class BuiltinRunner:
     async def run(self, call_id: str, arguments: dict[str, Any], ctx: ToolContext) -> ToolResult:
         if self.spec.name == "end_call":
             return ToolResult(True, {"ending": True}, action="end_call")
+        if self.spec.name == "send_dtmf":
+            return await send_dtmf(arguments, ctx)
         number = arguments.get("number")
         if not isinstance(number, str) or number not in ctx.transfer_numbers:
             allowed = ", ".join(ctx.transfer_numbers) or "none"
@@ -76,6 +92,27 @@ class BuiltinRunner:
             except ToolFailure as exc:
                 return failed(str(exc))
         return ToolResult(True, {"transferring_to": number})
+
+
+async def send_dtmf(arguments: dict[str, Any], ctx: ToolContext) -> ToolResult:
+    """Out of band when the carrier can, else tones queued in this answer's audio."""
+    digits = arguments.get("digits")
+    if not isinstance(digits, str):
+        return failed("send_dtmf needs 'digits', a string of keys such as '1w2#'")
+    try:
+        digits = parse_digits(digits)
+    except ValueError as exc:
+        return failed(f"cannot press {arguments['digits']!r}: {exc}")
+    if isinstance(ctx.control, DtmfControl):
+        try:
+            await ctx.control.send_dtmf(digits)
+        except ToolFailure as exc:
+            return failed(str(exc))
+        return ToolResult(True, {"pressed": digits, "via": "carrier"})
+    if ctx.play_dtmf is None:
+        return failed("send_dtmf needs a phone call; this conversation is not one")
+    await ctx.play_dtmf(digits)
+    return ToolResult(True, {"pressed": digits, "via": "tones", "ms": duration_ms(digits)})
 
 
 def implemented(name: str) -> bool:

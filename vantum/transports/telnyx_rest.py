@@ -1,4 +1,5 @@
-"""Telnyx Call Control v2 over REST: answer (with streaming), hang up, transfer, reject.
+"""Telnyx Call Control v2 over REST: answer (with streaming), hang up, transfer, reject,
+send DTMF.
 
 Every action is ``POST {api_base}/v2/calls/{call_control_id}/actions/{action}`` with
 ``Authorization: Bearer <API key>`` and a JSON body; Telnyx answers
@@ -17,7 +18,7 @@ import httpx
 
 from ..config import Config
 from ..errors import ConfigError, VantumError
-from ..protocol.telnyx.call_control import reject_body, transfer_body
+from ..protocol.telnyx.call_control import reject_body, send_dtmf_body, transfer_body
 
 
 class TelnyxAPIError(VantumError):
@@ -62,6 +63,9 @@ class TelnyxREST:
 
     async def transfer(self, call_control_id: str, target: str) -> dict[str, Any]:
         return await self.action(call_control_id, "transfer", transfer_body(target))
+
+    async def send_dtmf(self, call_control_id: str, digits: str) -> dict[str, Any]:
+        return await self.action(call_control_id, "send_dtmf", send_dtmf_body(digits))
 
     async def reject(self, call_control_id: str, cause: str = "USER_BUSY") -> dict[str, Any]:
         return await self.action(call_control_id, "reject", reject_body(cause))

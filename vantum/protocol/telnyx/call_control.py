@@ -76,6 +76,19 @@ def transfer_body(to: str) -> dict[str, Any]:
     return {"to": to}
 
 
+SEND_DTMF_MS = 250
+"""Telnyx's default tone length for ``send_dtmf`` (it takes 100-500 ms)."""
+
+
+def send_dtmf_body(digits: str, duration_millis: int = SEND_DTMF_MS) -> dict[str, Any]:
+    """``actions/send_dtmf``: press ``digits`` (0-9, A-D, *, #; ``w`` 0.5 s and ``W``
+    1 s pauses), each tone ``duration_millis`` long, played on the call by Telnyx
+    itself, so our media stream is untouched."""
+    if not 100 <= duration_millis <= 500:
+        raise ValueError("Telnyx plays each DTMF digit for 100-500 ms")
+    return {"digits": digits, "duration_millis": duration_millis}
+
+
 def reject_body(cause: str = "USER_BUSY") -> dict[str, Any]:
     """``actions/reject`` for a call we will not take (the caller hears busy)."""
     return {"cause": cause}
