@@ -18,9 +18,9 @@ from typing import Any
 
 import pytest
 import trio
-from cluster_helpers import UNBALANCED_ACCEPT, health, metrics_text, serve_process
 from cluster_helpers import answers as _answers
 from cluster_helpers import calls_on_both as _calls_on_both
+from cluster_helpers import health, metrics_text, serve_process, worker_sessions
 from e2e_helpers import FAST_CA, FAST_DG, FAST_OA
 
 from vantum.protocol import events as ev
@@ -51,7 +51,6 @@ def _fake_env(dg: Any, oa: Any, ca: Any, tmp: str) -> dict[str, str]:
     }
 
 
-@UNBALANCED_ACCEPT
 async def test_two_workers_share_the_port_and_a_killed_worker_is_restarted_alone(
     tmp_path: os.PathLike[str],
 ) -> None:
@@ -92,7 +91,6 @@ async def test_two_workers_share_the_port_and_a_killed_worker_is_restarted_alone
             await _answers(fresh)
 
 
-@UNBALANCED_ACCEPT
 async def test_sigterm_drains_every_worker_and_the_supervisor_exits_on_time(
     tmp_path: os.PathLike[str],
 ) -> None:
@@ -128,7 +126,6 @@ async def test_sigterm_drains_every_worker_and_the_supervisor_exits_on_time(
         assert len(drained) == 2, drained
 
 
-@UNBALANCED_ACCEPT
 async def test_workers_drain_when_their_supervisor_is_killed(
     tmp_path: os.PathLike[str],
 ) -> None:
@@ -153,6 +150,76 @@ async def test_workers_drain_when_their_supervisor_is_killed(
             # The workers' stderr is the pipe this test reads: it ends when both exited.
             await server.wait_eof()
         assert all(_gone(pid) for pid in pids)
+
+
+async def test_back_to_back_calls_spread_over_both_workers(
+    tmp_path: os.PathLike[str],
+) -> None:
+    """Forty calls opened one after another (each held) land on both workers, about
+    evenly. With every worker accepting from one inherited socket all forty went to
+    worker 0 (issue 19); with SO_REUSEPORT the kernel hashes each connection onto a
+    worker's own listener. Binomial(40, 1/2) falls below 8 on one side once in ~20000
+    runs."""
+    async with (
+        serve_fake_deepgram(FAST_DG) as dg,
+        serve_fake_openai(FAST_OA) as oa,
+        serve_fake_cartesia(FAST_CA) as ca,
+        serve_process(_fake_env(dg, oa, ca, str(tmp_path)), new_secret()) as server,
+        AsyncExitStack() as stack,
+    ):
+        with trio.fail_after(90):
+            for _ in range(40):
+                call = await stack.enter_async_context(
+                    RawWebSocket.connect(server.ws_url, token=server.token())
+                )
+                await call.read_ack()
+            counts = await worker_sessions(server)
+        print(f"40 back-to-back calls per worker: {counts}")
+        assert sum(counts.values()) == 40, counts
+        assert min(counts.values()) >= 8, counts
+
+
+async def test_a_draining_worker_leaves_the_port_to_the_others(
+    tmp_path: os.PathLike[str],
+) -> None:
+    """SIGTERM to one worker only: it drains its call, and from the drain's start the
+    kernel sends every new call to the other worker (none refused with
+    ``session.error.shutdown``, none reset). Staying in the group, the draining
+    worker would get its share of new calls and refuse each one."""
+    async with (
+        serve_fake_deepgram(FAST_DG) as dg,
+        serve_fake_openai(FAST_OA) as oa,
+        serve_fake_cartesia(FAST_CA) as ca,
+        serve_process(_fake_env(dg, oa, ca, str(tmp_path)), new_secret()) as server,
+        AsyncExitStack() as stack,
+    ):
+        with trio.fail_after(60):
+            by_worker = await _calls_on_both(server, stack)
+            draining = server.workers()[0]
+            mark = len(server.log)
+            os.kill(draining.pid, signal.SIGTERM)
+            await server.wait_for(r"left the port's group.*\[worker=0\]", after=mark)
+            assert (await health(draining.side_url))["http_status"] == 503
+            served = []
+            for _ in range(12):
+                call = await stack.enter_async_context(
+                    RawWebSocket.connect(server.ws_url, token=server.token())
+                )
+                await call.read_ack()  # an ACK, not session.error.shutdown
+                served.append(call)
+            on_other = (await health(server.workers()[1].side_url))["sessions"]
+            assert on_other == len(by_worker[1]) + len(served)
+            await _answers(served[-1])
+            # The draining worker's own call ends with the drain (1001), then it exits
+            # and the supervisor starts a new worker 0, which joins the group again.
+            for call in by_worker[0]:
+                try:
+                    await call.receive_event()
+                    closed = await call.wait_closed()
+                except ServerClosed as exc:
+                    closed = exc.closed
+                assert closed.code == ev.CLOSE_GOING_AWAY, closed
+            await server.wait_for(r"worker 0 ready", after=mark)
 
 
 def _gone(pid: int) -> bool:
