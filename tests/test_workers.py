@@ -179,6 +179,77 @@ async def test_back_to_back_calls_spread_over_both_workers(
         assert min(counts.values()) >= 8, counts
 
 
+async def test_a_busy_worker_does_not_lose_its_share_to_the_running_one(
+    tmp_path: os.PathLike[str],
+) -> None:
+    """The imbalance, made deterministic: worker 1 is stopped (SIGSTOP: the extreme of
+    a worker busy elsewhere) while 30 calls connect, and continued once every call is
+    either answered or still waiting in a listen queue (read from /proc/net/tcp).
+    Accepting from one shared socket, the running worker has taken all 30 by then;
+    with a listener per worker the kernel queued worker 1's share on worker 1's own
+    socket, and worker 1 answers it once it runs again. Binomial(30, 1/2) puts fewer
+    than 5 on one side once in ~15000 runs."""
+    async with (
+        serve_fake_deepgram(FAST_DG) as dg,
+        serve_fake_openai(FAST_OA) as oa,
+        serve_fake_cartesia(FAST_CA) as ca,
+        serve_process(_fake_env(dg, oa, ca, str(tmp_path)), new_secret()) as server,
+        AsyncExitStack() as stack,
+    ):
+        total = 30
+        port = int(server.url.rsplit(":", 1)[1])
+        stopped = server.workers()[1]
+        connected = answered = 0
+        settled = trio.Event()
+
+        def check() -> None:
+            if connected == total and answered + _listen_queued(port) == total:
+                settled.set()
+
+        def one_connected() -> None:
+            nonlocal connected
+            connected += 1
+            check()
+
+        async def call() -> None:
+            nonlocal answered
+            placed = await stack.enter_async_context(
+                RawWebSocket.connect(
+                    server.ws_url, token=server.token(), tcp_connected=one_connected
+                )
+            )
+            await placed.read_ack()
+            answered += 1
+            check()
+
+        with trio.fail_after(90):
+            os.kill(stopped.pid, signal.SIGSTOP)
+            try:
+                async with trio.open_nursery() as nursery:
+                    for _ in range(total):
+                        nursery.start_soon(call)
+                    await settled.wait()
+                    os.kill(stopped.pid, signal.SIGCONT)
+            finally:
+                os.kill(stopped.pid, signal.SIGCONT)
+            counts = await worker_sessions(server)
+        print(f"30 calls with worker 1 stopped while they connected: {counts}")
+        assert sum(counts.values()) == total, counts
+        assert min(counts.values()) >= 5, counts
+
+
+def _listen_queued(port: int) -> int:
+    """Connections waiting in the accept queues of every IPv4 listener on ``port``
+    (for a LISTEN socket, /proc/net/tcp's rx_queue is its accept backlog)."""
+    queued = 0
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local, state, queues = fields[1], fields[3], fields[4]
+        if state == "0A" and int(local.split(":")[1], 16) == port:
+            queued += int(queues.split(":")[1], 16)
+    return queued
+
+
 async def test_a_draining_worker_leaves_the_port_to_the_others(
     tmp_path: os.PathLike[str],
 ) -> None:
