@@ -255,7 +255,7 @@ async def test_a_draining_worker_leaves_the_port_to_the_others(
 ) -> None:
     """SIGTERM to one worker only: it drains its call, and from the drain's start the
     kernel sends every new call to the other worker (none refused with
-    ``session.error.shutdown``, none reset). Staying in the group, the draining
+    ``connection.error.shutdown``, none reset). Staying in the group, the draining
     worker would get its share of new calls and refuse each one."""
     async with (
         serve_fake_deepgram(FAST_DG) as dg,
@@ -276,7 +276,7 @@ async def test_a_draining_worker_leaves_the_port_to_the_others(
                 call = await stack.enter_async_context(
                     RawWebSocket.connect(server.ws_url, token=server.token())
                 )
-                await call.read_ack()  # an ACK, not session.error.shutdown
+                await call.read_ack()  # an ACK, not connection.error.shutdown
                 served.append(call)
             on_other = (await health(server.workers()[1].side_url))["sessions"]
             assert on_other == len(by_worker[1]) + len(served)

@@ -43,7 +43,7 @@ async def serve(
     ``leave_when_draining`` (a worker in a group): at ``shutdown_trigger``, accept
     what is queued on the listening socket and close it, then drain. The kernel then
     sends new connections to the workers still serving; the few taken from the queue
-    get the drain's refusal (``session.error.shutdown``, close 1001) instead of the
+    get the drain's refusal (``connection.error.shutdown``, close 1001) instead of the
     reset Linux gives a closing listener's queue. A server alone on its port keeps
     accepting through the drain and refuses each new call so, with a reason.
 

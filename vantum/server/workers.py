@@ -18,7 +18,7 @@ What the group costs, and how it is handled (docs/deploy.md, "How the port is sh
 - a listener that closes takes the connections still queued on it with it (Linux
   resets them, unless ``net.ipv4.tcp_migrate_req`` is 1). A *draining* worker
   therefore first accepts whatever is queued on its socket (those callers get the
-  drain's clean refusal, ``session.error.shutdown`` and close 1001) and then closes
+  drain's clean refusal, ``connection.error.shutdown`` and close 1001) and then closes
   it, so the kernel sends every later connection to the workers still serving; a
   *crashed* worker's queue (connections the kernel completed in the instant before
   it died) is reset with it, and while it restarts its share goes to the others;
