@@ -603,7 +603,22 @@ def start_target(
         target.name, [*target.argv, "--port", str(port)], env, cores, logdir / f"{target.name}.log"
     )
     proc.wait_port(port)
+    _nice_workers(proc)
     return proc, f"ws://127.0.0.1:{port}/ws"
+
+
+def _nice_workers(proc: Proc) -> None:
+    """Give ``--nice`` to the autogroups of ``vantum serve --workers N``'s workers.
+
+    The supervisor starts each worker in its own session (so a terminal's Ctrl-C
+    reaches the supervisor only), hence its own autogroup at nice 0: without this a
+    two-worker server would weigh a tenth of the one-worker server it is compared
+    with on a machine busy with other work. Each inherits the process nice value."""
+    if not _NICE:
+        return
+    for child in proc.ps.children(recursive=True):
+        with contextlib.suppress(OSError):
+            Path(f"/proc/{child.pid}/autogroup").write_text(str(_NICE))
 
 
 async def run_step(
@@ -700,6 +715,11 @@ async def measure_step(
         round(cpu / step["call_minutes"], 3) if step["call_minutes"] else None
     )
     step["loadgen_cpu_util"] = round(load / wall, 3)  # includes the fakes
+    # Everything the measurement ran: every server process (supervisor and workers),
+    # the load generator and the fakes. What a call-minute costs this machine.
+    step["total_cpu_s_per_call_min"] = (
+        round((cpu + load) / step["call_minutes"], 3) if step["call_minutes"] else None
+    )
     step["fakes_cpu_util"] = round(fakes_cpu / wall, 3)
     step["server_runqueue_wait_ms_per_s"] = round(1000 * (proc.runq_wait() - q0) / wall, 1)
     step["fakes_runqueue_wait_ms_per_s"] = round(
@@ -877,7 +897,13 @@ def machine() -> dict[str, Any]:
     }
 
 
-_COLORS = {"vantum": "tab:blue", "vantum-twilio": "tab:green", "pipecat": "tab:orange"}
+_COLORS = {
+    "vantum": "tab:blue",
+    "vantum-twilio": "tab:green",
+    "pipecat": "tab:orange",
+    "vantum-1w": "tab:blue",
+    "vantum-2w": "tab:purple",
+}
 
 
 def plot(result: dict[str, Any], path: Path) -> bool:
@@ -981,10 +1007,18 @@ def configure_parser(p: argparse.ArgumentParser, root: Path | None = None) -> No
     p.add_argument("--no-pin", action="store_true", help="do not pin the server to one core")
     p.add_argument(
         "--workers",
-        type=int,
-        default=1,
+        default="1",
         help="vantum serve --workers N (pinned to N cores if one is left for the load "
-        "generator; server CPU and RSS are summed over the supervisor and its workers)",
+        "generator; server CPU and RSS are summed over the supervisor and its workers). "
+        "A list (1,2) runs one server per count in the same run, unpinned, load levels "
+        "interleaved, and ends with the scaling ratio (sessions held within the bar)",
+    )
+    p.add_argument(
+        "--bar-ms",
+        type=float,
+        default=50.0,
+        help="the bar for sessions held: p99 added latency (net of the fakes) within this, "
+        "no underrun, every turn answered (default 50)",
     )
     p.add_argument("--no-peer", action="store_true", help="skip the Pipecat comparison")
     p.add_argument(
@@ -1075,15 +1109,18 @@ def run(args: argparse.Namespace) -> int:
             own_session = True
     _raise_priority(own_session)
     ncpu = len(os.sched_getaffinity(0))
-    if args.workers < 1:
-        raise SystemExit("--workers must be 1 or more")
-    pinnable = sorted(os.sched_getaffinity(0))[: args.workers]
-    # The server gets --workers cores when the load generator keeps at least one.
-    server_cores = None if args.no_pin or ncpu <= args.workers else set(pinnable)
+    worker_counts = _ints(args.workers)
+    if not worker_counts or min(worker_counts) < 1:
+        raise SystemExit("--workers must be 1 or more (or a list: 1,2)")
+    pinnable = sorted(os.sched_getaffinity(0))[: max(worker_counts)]
+    # The server gets --workers cores when the load generator keeps at least one; servers
+    # of different worker counts, side by side, are compared unpinned.
+    pin = not args.no_pin and len(worker_counts) == 1 and ncpu > worker_counts[0]
+    server_cores = set(pinnable) if pin else None
     other = None if server_cores is None else os.sched_getaffinity(0) - server_cores
     if other:
         os.sched_setaffinity(0, other)
-    targets = [
+    vantum = [
         Target(
             "vantum",
             [
@@ -1103,7 +1140,10 @@ def run(args: argparse.Namespace) -> int:
                 "VANTUM_MAX_SESSIONS": "5000",
                 # --workers (default 1: the fakes' keys would otherwise mean one
                 # worker per core).
-                "VANTUM_WORKERS": str(args.workers),
+                "VANTUM_WORKERS": str(worker_counts[0]),
+                # Each worker's own /metrics port: free ones (the default, the main
+                # port + 1 + index, can collide with another server of the same run).
+                "VANTUM_WORKER_METRICS_PORT": "0",
                 # One load generator opens hundreds of calls from one address; a token
                 # check costs one HMAC per connection, nothing per frame.
                 "VANTUM_INSECURE_NO_AUTH": "1",
@@ -1114,6 +1154,17 @@ def run(args: argparse.Namespace) -> int:
         )
     ]
     sizes = {"vantum": _ints(args.sizes), "pipecat": _ints(args.peer_sizes)}
+    if len(worker_counts) > 1:
+        vantum = [
+            attrs.evolve(
+                vantum[0],
+                name=f"vantum-{n}w",
+                env={**vantum[0].env, "VANTUM_WORKERS": str(n)},
+            )
+            for n in worker_counts
+        ]
+        sizes.update({t.name: sizes["vantum"] for t in vantum})
+    targets = list(vantum)
     twilio_floor = _twilio_extra_floor(wl)
     if _ints(args.twilio_sizes) and twilio_floor is not None:
         targets.append(
@@ -1136,7 +1187,7 @@ def run(args: argparse.Namespace) -> int:
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "machine": machine(),
         "server_pinned_cores": sorted(server_cores) if server_cores else None,
-        "server_workers": args.workers,
+        "server_workers": worker_counts,
         "nice": args.nice,
         "workload": attrs.asdict(wl),
         "provider_floor_ms": round(1000 * wl.floor(), 1),
@@ -1198,9 +1249,11 @@ def run(args: argparse.Namespace) -> int:
                 }
     for sysres in result["systems"].values():
         if "steps" in sysres:
-            sysres.update(capacity(sysres["steps"]))
+            sysres.update(capacity(sysres["steps"], args.bar_ms))
+    result["bar_ms"] = args.bar_ms
     result["wall_s"] = round(time.monotonic() - started, 1)
     result["comparison"] = compare(result["systems"])
+    result["scaling"] = scaling(result["systems"])
     (args.out / "latest.json").write_text(json.dumps(result, indent=2) + "\n")
     drew = plot(result, args.out / "latest.png")
     print_summary(result)
@@ -1248,6 +1301,32 @@ def compare(systems: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def scaling(systems: dict[str, Any]) -> dict[str, Any]:
+    """Sessions held within the bar by each ``vantum-<N>w`` server of the run, the
+    ratio of each to one worker's, and the whole machine's CPU per call-minute at
+    the largest load each held (servers + load generator + fakes)."""
+    servers = {
+        int(name[len("vantum-") : -1]): res
+        for name, res in systems.items()
+        if name.startswith("vantum-") and name.endswith("w") and "steps" in res
+    }
+    if 1 not in servers or len(servers) < 2:
+        return {}
+    out: dict[str, Any] = {}
+    base = servers[1]["max_sessions_per_core_measured"]
+    for n, res in sorted(servers.items()):
+        held = res["max_sessions_per_core_measured"]
+        at = {s["sessions"]: s for s in res["steps"]}.get(held, {})
+        out[f"{n}w"] = {
+            "sessions_held": held,
+            "held_is_largest_tested": res["measured_is_largest_tested"],
+            "ratio_to_1w": round(held / base, 2) if base else None,
+            "server_cpu_s_per_call_min": at.get("server_cpu_s_per_call_min"),
+            "total_cpu_s_per_call_min": at.get("total_cpu_s_per_call_min"),
+        }
+    return out
+
+
 def print_summary(result: dict[str, Any]) -> None:
     print(f"\n{_HEADER}")
     for name, sysres in result["systems"].items():
@@ -1261,10 +1340,19 @@ def print_summary(result: dict[str, Any]) -> None:
         parts = [f"{rss['per_session_kb']} KB RSS per idle session"] if rss else []
         largest = " (largest tested)" if sysres.get("measured_is_largest_tested") else ""
         parts.append(
-            f"max sessions/core within 50 ms p99 {sysres.get('max_sessions_per_core_measured')}"
+            f"max sessions/core within {result.get('bar_ms', 50.0):g} ms p99 "
+            f"{sysres.get('max_sessions_per_core_measured')}"
             f"{largest}, CPU-projected {sysres.get('cpu_projected_sessions_per_core')}"
         )
         print(f"{name}: " + "; ".join(parts))
+    for name, row in result.get("scaling", {}).items():
+        largest = " (largest tested)" if row["held_is_largest_tested"] else ""
+        print(
+            f"scaling {name}: {row['sessions_held']} sessions held{largest}, "
+            f"{row['ratio_to_1w']}x one worker; CPU s per call-minute there: server "
+            f"{row['server_cpu_s_per_call_min']}, all (+ load generator and fakes) "
+            f"{row['total_cpu_s_per_call_min']}"
+        )
     comp = result.get("comparison", {}).get("by_sessions", {})
     for n, row in comp.items():
         print(f"pipecat/vantum at {n}: " + ", ".join(f"{k} {r['ratio']}" for k, r in row.items()))

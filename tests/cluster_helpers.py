@@ -20,7 +20,6 @@ from typing import Any
 
 import attrs
 import httpx
-import pytest
 import trio
 
 from vantum.protocol import events as ev
@@ -28,16 +27,6 @@ from vantum.server.auth import issue_token, load_secret
 from vantum.testing.raw_ws import RawWebSocket
 
 READY = re.compile(r"worker (\d+) ready \(pid (\d+), /metrics and /health at (http://\S+)\)")
-
-# Both workers wait on one inherited listening socket and the first one woken takes
-# the connection, so a hot worker takes nearly all of them (40 of 40 back-to-back
-# calls, 21 of 21 in concurrent pairs, in an idle CI run): tests that need a call on
-# each worker fail there, while on a loaded machine they pass. A product finding of
-# issue 19 (accept is not balanced across workers; SO_REUSEPORT or an accept hand-off
-# would be), kept visible as an expected failure rather than removed.
-UNBALANCED_ACCEPT = pytest.mark.xfail(
-    reason="accept on a shared socket is not balanced across workers (issue 19)", strict=False
-)
 
 
 @attrs.define
@@ -119,59 +108,32 @@ async def answers(call: RawWebSocket) -> None:
 async def calls_on_both(
     server: ServerProcess, stack: AsyncExitStack
 ) -> dict[int, list[RawWebSocket]]:
-    """Open calls until each of the two workers holds at least one; which worker a
-    connection lands on is the kernel's choice, so each worker's /health says.
+    """Open calls one after another (each held, in ``stack``) until each of the two
+    workers holds at least one; which worker a connection lands on is the kernel's
+    choice (``SO_REUSEPORT`` hashes it), so each worker's /health says.
 
-    One connection at a time lands on the same worker nearly always on an idle
-    machine (both workers wait on the one listening socket and the first one woken
-    wins: 40 of 40 in a CI run), so after a first call the rest are opened in
-    concurrent pairs: while one worker takes the first, the other takes the second.
-    Which of a pair went where is learnt by closing one of them and seeing whose
-    count drops."""
+    The kernel spreads connections evenly: both workers are reached within a few calls
+    (40 tries missing one worker would be a 1-in-10^12 chance, i.e. a bug)."""
     workers = server.workers()
     assert sorted(workers) == [0, 1]
     by_worker: dict[int, list[RawWebSocket]] = {0: [], 1: []}
-
-    async def counts() -> dict[int, int]:
-        return {i: (await health(w.side_url))["sessions"] for i, w in workers.items()}
-
-    async def open_call() -> tuple[RawWebSocket, AsyncExitStack]:
-        own = AsyncExitStack()
-        call = await own.enter_async_context(
+    for _ in range(40):
+        before = await worker_sessions(server)
+        call = await stack.enter_async_context(
             RawWebSocket.connect(server.ws_url, token=server.token())
         )
         await call.read_ack()  # registered in its worker before the ACK is sent
-        return call, own
-
-    before = await counts()
-    call, own = await open_call()
-    await stack.enter_async_context(own)
-    now = await counts()
-    (grew,) = [i for i in now if now[i] > before[i]]
-    by_worker[grew].append(call)
-    for _ in range(20):
+        now = await worker_sessions(server)
+        (grew,) = [i for i in now if now[i] > before[i]]
+        by_worker[grew].append(call)
         if by_worker[0] and by_worker[1]:
             return by_worker
-        before = await counts()
-        pair: list[tuple[RawWebSocket, AsyncExitStack]] = []
+    raise AssertionError(f"40 calls did not reach both workers: {await worker_sessions(server)}")
 
-        async def open_into(opened: list[tuple[RawWebSocket, AsyncExitStack]]) -> None:
-            opened.append(await open_call())
 
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(open_into, pair)
-            nursery.start_soon(open_into, pair)
-        (_, first_stack), (second, second_stack) = pair
-        now = await counts()
-        await stack.enter_async_context(second_stack)
-        await first_stack.aclose()
-        with trio.fail_after(10):
-            while (after := await counts()) == now:
-                await trio.lowlevel.checkpoint()
-        (first_on,) = [i for i in now if after[i] < now[i]]
-        second_on = first_on if now[first_on] - before[first_on] == 2 else 1 - first_on
-        by_worker[second_on].append(second)
-    raise AssertionError(f"20 pairs of calls did not reach both workers: {await counts()}")
+async def worker_sessions(server: ServerProcess) -> dict[int, int]:
+    """Calls each worker holds now, from its own /health."""
+    return {i: (await health(w.side_url))["sessions"] for i, w in server.workers().items()}
 
 
 async def health(side_url: str) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from contextlib import AsyncExitStack
 
 import pytest
 import trio
-from cluster_helpers import UNBALANCED_ACCEPT, answers, calls_on_both, serve_process
+from cluster_helpers import answers, calls_on_both, serve_process
 from e2e_helpers import FAST_CA, FAST_DG, FAST_OA
 
 from vantum.records.postgres import open_postgres_store
@@ -39,7 +39,6 @@ pytestmark = [
 ]
 
 
-@UNBALANCED_ACCEPT
 async def test_records_from_both_workers_land_in_postgresql(tmp_path: os.PathLike[str]) -> None:
     async with (
         run_postgres() as dsn,

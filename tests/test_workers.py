@@ -18,9 +18,9 @@ from typing import Any
 
 import pytest
 import trio
-from cluster_helpers import UNBALANCED_ACCEPT, health, metrics_text, serve_process
 from cluster_helpers import answers as _answers
 from cluster_helpers import calls_on_both as _calls_on_both
+from cluster_helpers import health, metrics_text, serve_process, worker_sessions
 from e2e_helpers import FAST_CA, FAST_DG, FAST_OA
 
 from vantum.protocol import events as ev
@@ -51,7 +51,6 @@ def _fake_env(dg: Any, oa: Any, ca: Any, tmp: str) -> dict[str, str]:
     }
 
 
-@UNBALANCED_ACCEPT
 async def test_two_workers_share_the_port_and_a_killed_worker_is_restarted_alone(
     tmp_path: os.PathLike[str],
 ) -> None:
@@ -92,7 +91,6 @@ async def test_two_workers_share_the_port_and_a_killed_worker_is_restarted_alone
             await _answers(fresh)
 
 
-@UNBALANCED_ACCEPT
 async def test_sigterm_drains_every_worker_and_the_supervisor_exits_on_time(
     tmp_path: os.PathLike[str],
 ) -> None:
@@ -128,7 +126,6 @@ async def test_sigterm_drains_every_worker_and_the_supervisor_exits_on_time(
         assert len(drained) == 2, drained
 
 
-@UNBALANCED_ACCEPT
 async def test_workers_drain_when_their_supervisor_is_killed(
     tmp_path: os.PathLike[str],
 ) -> None:
@@ -153,6 +150,147 @@ async def test_workers_drain_when_their_supervisor_is_killed(
             # The workers' stderr is the pipe this test reads: it ends when both exited.
             await server.wait_eof()
         assert all(_gone(pid) for pid in pids)
+
+
+async def test_back_to_back_calls_spread_over_both_workers(
+    tmp_path: os.PathLike[str],
+) -> None:
+    """Forty calls opened one after another (each held) land on both workers, about
+    evenly. With every worker accepting from one inherited socket all forty went to
+    worker 0 (issue 19); with SO_REUSEPORT the kernel hashes each connection onto a
+    worker's own listener. Binomial(40, 1/2) falls below 8 on one side once in ~20000
+    runs."""
+    async with (
+        serve_fake_deepgram(FAST_DG) as dg,
+        serve_fake_openai(FAST_OA) as oa,
+        serve_fake_cartesia(FAST_CA) as ca,
+        serve_process(_fake_env(dg, oa, ca, str(tmp_path)), new_secret()) as server,
+        AsyncExitStack() as stack,
+    ):
+        with trio.fail_after(90):
+            for _ in range(40):
+                call = await stack.enter_async_context(
+                    RawWebSocket.connect(server.ws_url, token=server.token())
+                )
+                await call.read_ack()
+            counts = await worker_sessions(server)
+        print(f"40 back-to-back calls per worker: {counts}")
+        assert sum(counts.values()) == 40, counts
+        assert min(counts.values()) >= 8, counts
+
+
+async def test_a_busy_worker_does_not_lose_its_share_to_the_running_one(
+    tmp_path: os.PathLike[str],
+) -> None:
+    """The imbalance, made deterministic: worker 1 is stopped (SIGSTOP: the extreme of
+    a worker busy elsewhere) while 30 calls connect, and continued once every call is
+    either answered or still waiting in a listen queue (read from /proc/net/tcp).
+    Accepting from one shared socket, the running worker has taken all 30 by then;
+    with a listener per worker the kernel queued worker 1's share on worker 1's own
+    socket, and worker 1 answers it once it runs again. Binomial(30, 1/2) puts fewer
+    than 5 on one side once in ~15000 runs."""
+    async with (
+        serve_fake_deepgram(FAST_DG) as dg,
+        serve_fake_openai(FAST_OA) as oa,
+        serve_fake_cartesia(FAST_CA) as ca,
+        serve_process(_fake_env(dg, oa, ca, str(tmp_path)), new_secret()) as server,
+        AsyncExitStack() as stack,
+    ):
+        total = 30
+        port = int(server.url.rsplit(":", 1)[1])
+        stopped = server.workers()[1]
+        connected = answered = 0
+        settled = trio.Event()
+
+        def check() -> None:
+            if connected == total and answered + _listen_queued(port) == total:
+                settled.set()
+
+        def one_connected() -> None:
+            nonlocal connected
+            connected += 1
+            check()
+
+        async def call() -> None:
+            nonlocal answered
+            placed = await stack.enter_async_context(
+                RawWebSocket.connect(
+                    server.ws_url, token=server.token(), tcp_connected=one_connected
+                )
+            )
+            await placed.read_ack()
+            answered += 1
+            check()
+
+        with trio.fail_after(90):
+            os.kill(stopped.pid, signal.SIGSTOP)
+            try:
+                async with trio.open_nursery() as nursery:
+                    for _ in range(total):
+                        nursery.start_soon(call)
+                    await settled.wait()
+                    os.kill(stopped.pid, signal.SIGCONT)
+            finally:
+                os.kill(stopped.pid, signal.SIGCONT)
+            counts = await worker_sessions(server)
+        print(f"30 calls with worker 1 stopped while they connected: {counts}")
+        assert sum(counts.values()) == total, counts
+        assert min(counts.values()) >= 5, counts
+
+
+def _listen_queued(port: int) -> int:
+    """Connections waiting in the accept queues of every IPv4 listener on ``port``
+    (for a LISTEN socket, /proc/net/tcp's rx_queue is its accept backlog)."""
+    queued = 0
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local, state, queues = fields[1], fields[3], fields[4]
+        if state == "0A" and int(local.split(":")[1], 16) == port:
+            queued += int(queues.split(":")[1], 16)
+    return queued
+
+
+async def test_a_draining_worker_leaves_the_port_to_the_others(
+    tmp_path: os.PathLike[str],
+) -> None:
+    """SIGTERM to one worker only: it drains its call, and from the drain's start the
+    kernel sends every new call to the other worker (none refused with
+    ``connection.error.shutdown``, none reset). Staying in the group, the draining
+    worker would get its share of new calls and refuse each one."""
+    async with (
+        serve_fake_deepgram(FAST_DG) as dg,
+        serve_fake_openai(FAST_OA) as oa,
+        serve_fake_cartesia(FAST_CA) as ca,
+        serve_process(_fake_env(dg, oa, ca, str(tmp_path)), new_secret()) as server,
+        AsyncExitStack() as stack,
+    ):
+        with trio.fail_after(60):
+            by_worker = await _calls_on_both(server, stack)
+            draining = server.workers()[0]
+            mark = len(server.log)
+            os.kill(draining.pid, signal.SIGTERM)
+            await server.wait_for(r"left the port's group.*\[worker=0\]", after=mark)
+            assert (await health(draining.side_url))["http_status"] == 503
+            served = []
+            for _ in range(12):
+                call = await stack.enter_async_context(
+                    RawWebSocket.connect(server.ws_url, token=server.token())
+                )
+                await call.read_ack()  # an ACK, not connection.error.shutdown
+                served.append(call)
+            on_other = (await health(server.workers()[1].side_url))["sessions"]
+            assert on_other == len(by_worker[1]) + len(served)
+            await _answers(served[-1])
+            # The draining worker's own call ends with the drain (1001), then it exits
+            # and the supervisor starts a new worker 0, which joins the group again.
+            for call in by_worker[0]:
+                try:
+                    await call.receive_event()
+                    closed = await call.wait_closed()
+                except ServerClosed as exc:
+                    closed = exc.closed
+                assert closed.code == ev.CLOSE_GOING_AWAY, closed
+            await server.wait_for(r"worker 0 ready", after=mark)
 
 
 def _gone(pid: int) -> bool:

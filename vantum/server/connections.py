@@ -395,6 +395,46 @@ _DETAIL = {
 }
 
 
+class _KeepOpen(trio.abc.Listener[trio.SocketStream]):
+    """A listener that ``trio.serve_listeners`` cannot close: it closes what it serves
+    when it stops, and a closing listener resets its queued connections, so
+    :func:`serve_guarded` closes the socket itself, after taking the queue when it
+    leaves a group (:func:`_leave`)."""
+
+    def __init__(self, inner: trio.SocketListener) -> None:
+        self.inner = inner
+
+    async def accept(self) -> trio.SocketStream:
+        return await self.inner.accept()
+
+    async def aclose(self) -> None:
+        await trio.lowlevel.checkpoint()
+
+
+def _leave(
+    listeners: list[tuple[stdlib_socket.socket, trio.SocketListener]],
+    handle: Callable[[trio.SocketStream], Awaitable[None]],
+    nursery: trio.Nursery,
+) -> None:
+    """Accept every connection queued on ``listeners``, then close them, with no
+    checkpoint in between: a connection the kernel queues after the last ``accept``
+    and before ``close`` (the same few microseconds of this thread) is the only one
+    the close can still reset."""
+    for sock, listener in listeners:
+        while True:
+            try:
+                conn, _ = sock.accept()  # non-blocking (Hypercorn set it so)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as exc:  # e.g. ECONNABORTED: that one is gone already
+                log.debug("accept while leaving: %s", exc)
+                continue
+            stream = trio.SocketStream(trio.socket.from_stdlib_socket(conn))
+            nursery.start_soon(handle, stream)
+        listener.socket.close()
+    log.info("left the port's group: no new connections come here")
+
+
 async def serve_guarded(
     app: Any,
     hc: HypercornConfig,
@@ -402,6 +442,7 @@ async def serve_guarded(
     table: ConnectionTable,
     *,
     shutdown_trigger: Callable[[], Awaitable[None]],
+    stop_accepting: Callable[[], Awaitable[None]] | None = None,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """``hypercorn.trio.serve``, with each connection's stream guarded (plain TCP only).
@@ -409,6 +450,12 @@ async def serve_guarded(
     Follows Hypercorn 0.18's ``worker_serve``: lifespan, listeners, one ``TCPServer``
     task per connection, and on shutdown stop accepting, let connections finish for
     ``hc.graceful_timeout`` s, then cancel them.
+
+    ``stop_accepting`` (a listener in a ``SO_REUSEPORT`` group): once it returns, the
+    listeners are closed, before the shutdown, so the kernel sends new connections to
+    the group's other listeners. Linux resets whatever is still queued on a listener
+    when it closes (``net.ipv4.tcp_migrate_req`` off, the default), so the queue is
+    accepted first (:func:`_leave`) and served like any connection.
     """
     wrapped = wrap_app(app, hc.wsgi_max_body_size, "asgi")
     lifespan_state: dict[str, Any] = {}
@@ -447,12 +494,21 @@ async def serve_guarded(
                 async with trio.open_nursery() as accepting:
                     accepting.start_soon(
                         partial(
-                            trio.serve_listeners, handle, listeners, handler_nursery=server_nursery
+                            trio.serve_listeners,
+                            handle,
+                            [_KeepOpen(listener) for listener in listeners],
+                            handler_nursery=server_nursery,
                         )
                     )
-                    await shutdown_trigger()
+                    await (stop_accepting or shutdown_trigger)()
                     accepting.cancel_scope.cancel()
+                if stop_accepting is not None:
+                    pairs = list(zip(sockets.insecure_sockets, listeners, strict=True))
+                    _leave(pairs, handle, server_nursery)
+                    await shutdown_trigger()
             finally:
+                for listener in listeners:
+                    listener.socket.close()  # idempotent; _leave may have closed it
                 await context.terminated.set()
                 server_nursery.cancel_scope.deadline = trio.current_time() + hc.graceful_timeout
         await lifespan.wait_for_shutdown()

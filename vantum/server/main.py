@@ -200,7 +200,14 @@ async def _serve_seat(app: VantumApp, config: Config, seat: WorkerSeat) -> None:
         )
         async with trio.open_nursery() as nursery:
             await nursery.start(
-                partial(serve, app, config, bind=f"fd://{seat.fd}", shutdown_trigger=seat.stop.wait)
+                partial(
+                    serve,
+                    app,
+                    config,
+                    bind=f"fd://{seat.fd}",
+                    shutdown_trigger=seat.stop.wait,
+                    leave_when_draining=True,
+                )
             )
             seat.ready(side_url)
         side.cancel_scope.cancel()

@@ -31,12 +31,21 @@ async def serve(
     *,
     shutdown_trigger: Callable[[], Awaitable[None]] = wait_for_signal,
     bind: str | None = None,
+    leave_when_draining: bool = False,
     task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve ``app`` until ``shutdown_trigger`` returns; reports the bound URL when ready.
 
     ``bind``: Hypercorn's bind string instead of ``config.host:config.port``; a worker
-    of ``vantum serve --workers N`` passes ``fd://N``, the supervisor's listening socket.
+    of ``vantum serve --workers N`` passes ``fd://N``, its own socket in the port's
+    ``SO_REUSEPORT`` group.
+
+    ``leave_when_draining`` (a worker in a group): at ``shutdown_trigger``, accept
+    what is queued on the listening socket and close it, then drain. The kernel then
+    sends new connections to the workers still serving; the few taken from the queue
+    get the drain's refusal (``connection.error.shutdown``, close 1001) instead of the
+    reset Linux gives a closing listener's queue. A server alone on its port keeps
+    accepting through the drain and refuses each new call so, with a reason.
 
     Every connection runs under ``connections.GuardedStream``: writes have a deadline,
     frames are checked against ``max_frame_bytes`` from their headers, and the drain
@@ -47,15 +56,26 @@ async def serve(
     limits = GuardLimits(config.write_timeout_ms / 1000.0, config.max_frame_bytes)
     connections = ConnectionTable()
 
-    async def trigger() -> None:
-        await shutdown_trigger()
+    async def drain() -> None:
         drain_ends = trio.current_time() + config.graceful_timeout
         connections.cut_all_at(drain_ends + CLOSE_GRACE_S, "shutdown")
         await app.drain(config.graceful_timeout)
 
+    async def trigger() -> None:
+        await shutdown_trigger()
+        await drain()
+
     async with trio.open_nursery() as nursery:
         binds: list[str] = await nursery.start(
-            partial(serve_guarded, app, hc, limits, connections, shutdown_trigger=trigger)
+            partial(
+                serve_guarded,
+                app,
+                hc,
+                limits,
+                connections,
+                shutdown_trigger=drain if leave_when_draining else trigger,
+                stop_accepting=shutdown_trigger if leave_when_draining else None,
+            )
         )
         task_status.started(binds[0])
 

@@ -1,7 +1,8 @@
-"""A worker's seat in ``vantum serve --workers N``: what the supervisor hands one worker
-process (the listening socket's fd, its index, its metrics port) and the pieces of a
-worker's life that the server's own start-up uses (``main.run_worker``): its side port's
-app and the watch for the order to stop. The process entry is ``worker.py``.
+"""A worker's seat in ``vantum serve --workers N``: where one worker process sits (its
+own listening socket in the port's ``SO_REUSEPORT`` group, its index, its metrics
+port) and the pieces of a worker's life that the server's own start-up uses
+(``main.run_worker``): its side port's app and the watch for the order to stop. The
+process entry is ``worker.py``; why ``SO_REUSEPORT`` is in ``workers.py``.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import sys
 from typing import Any
 
@@ -23,10 +25,29 @@ log = logging.getLogger("vantum.server")
 SIDE_PATHS = ("/metrics", "/health")
 
 
+def reuseport_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``host:port`` with ``SO_REUSEPORT``, not listening yet.
+
+    Every socket of a port's group sets the option before binding (the supervisor's
+    reservation and each worker's listener), and the kernel groups only sockets of the
+    same user, so another user's process cannot join and take calls."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host.strip("[]"), port))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
 @attrs.define
 class WorkerSeat:
-    """Where a worker sits: the inherited socket, its index, its metrics port; and
-    whether it serves yet and has been told to stop."""
+    """Where a worker sits: its own listening socket's fd (from
+    :func:`reuseport_socket`), its index, its metrics port; and whether it serves yet
+    and has been told to stop."""
 
     fd: int
     index: int

@@ -1,9 +1,12 @@
 """One worker of ``vantum serve --workers N`` (``python -m vantum.server.worker``).
 
-The supervisor (``workers.py``) starts it with the listening socket's fd, its index,
-how often its slot was restarted and its metrics port on the command line, and the
-server's pickled :class:`~vantum.config.Config` on stdin. It serves exactly like a
-single-process ``vantum serve`` on that socket (same app, same drain on SIGTERM),
+The supervisor (``workers.py``) starts it with the shared port, its index, how often
+its slot was restarted and its metrics port on the command line, and the server's
+pickled :class:`~vantum.config.Config` on stdin. It binds its own socket on that port
+with ``SO_REUSEPORT`` (the kernel spreads connections over the group) and serves
+exactly like a single-process ``vantum serve`` on it (same app, same drain on SIGTERM,
+except that a draining worker leaves the group: the port's other workers take its
+share of new calls),
 plus its own ``/metrics`` and ``/health`` on its metrics port, and writes one line,
 ``ready <metrics url>``, to stdout once it accepts calls.
 """
@@ -21,7 +24,7 @@ import trio
 from ..config import Config
 from ..errors import VantumError
 from ..logs import bind, configure_logging
-from .seat import WorkerSeat, watch_for_stop
+from .seat import WorkerSeat, reuseport_socket, watch_for_stop
 
 log = logging.getLogger("vantum.server")
 
@@ -47,11 +50,14 @@ async def run_seat(config: Config, seat: WorkerSeat) -> None:
 
 
 def main(argv: list[str]) -> int:
-    fd, index, restarts, metrics_port = (int(a) for a in argv)
+    port, index, restarts, metrics_port = (int(a) for a in argv)
     # One pickle; the supervisor keeps the pipe open after it (see watch_for_stop).
     config: Config = pickle.load(sys.stdin.buffer)
     configure_logging(config.log_level, config.log_format)
-    seat = WorkerSeat(fd, index, restarts, metrics_port)
+    # Bound now, listening once the app is up: until then the kernel sends this worker
+    # nothing. Detached: Hypercorn's socket object (``fd://``) becomes the fd's only
+    # owner, so closing it when the worker drains really leaves the group.
+    seat = WorkerSeat(reuseport_socket(config.host, port).detach(), index, restarts, metrics_port)
     try:
         with bind(worker=str(index)):
             trio.run(run_seat, config, seat)

@@ -1,21 +1,39 @@
-"""``vantum serve --workers N``: N trio worker processes on one listening socket.
+"""``vantum serve --workers N``: N trio worker processes on one port.
 
 Why processes: one trio process uses one core (the replay benchmark: ~30 browser
 calls per core), and a call's actors share nothing across calls, so the cheapest way
-to use every core is to run independent servers side by side. Why one *inherited*
-socket rather than ``SO_REUSEPORT``: the supervisor binds and listens once and every
-worker accepts from the same kernel queue, so connections that arrive while a worker
-restarts wait in that queue for a live worker instead of being reset with the dead
-worker's own queue, and port 0 (tests) needs no dance to share a number.
+to use every core is to run independent servers side by side.
 
-The supervisor is small on purpose: it owns the socket and the worker processes,
+How they share the port: ``SO_REUSEPORT``. Each worker binds and listens on its own
+socket on the same port, and the Linux kernel hashes each new connection (its
+address and port pair) onto one listener of the group, so calls spread across the
+workers whatever their load. The first design had every worker accept from one
+inherited socket; then the worker woken first took nearly every connection (40 of 40
+back-to-back calls, 21 of 21 concurrent pairs on worker 0, issue 19): accept
+wake-ups favour the worker that is already running. With ``SO_REUSEPORT`` the same
+40 calls split about evenly (docs/deploy.md has the measured counts).
+
+What the group costs, and how it is handled (docs/deploy.md, "How the port is shared"):
+
+- a listener that closes takes the connections still queued on it with it (Linux
+  resets them, unless ``net.ipv4.tcp_migrate_req`` is 1). A *draining* worker
+  therefore first accepts whatever is queued on its socket (those callers get the
+  drain's clean refusal, ``connection.error.shutdown`` and close 1001) and then closes
+  it, so the kernel sends every later connection to the workers still serving; a
+  *crashed* worker's queue (connections the kernel completed in the instant before
+  it died) is reset with it, and while it restarts its share goes to the others;
+- the supervisor keeps the port: it binds a socket with ``SO_REUSEPORT`` and never
+  listens on it, so the number stays ours while workers come and go (and port 0, in
+  tests, resolves once for all of them) but no connection is ever queued there.
+
+The supervisor is small on purpose: it owns the port and the worker processes,
 nothing of the calls. It
 
-- starts each worker (``python -m vantum.server.worker``) with the socket's fd, its
-  index and the server's :class:`~vantum.config.Config` (pickled on stdin: it holds
-  the auth secret, which stays out of argv and the environment), and waits for its
-  ``ready`` line on stdout; that stdin pipe then stays open, and its end tells a
-  worker its supervisor died (it drains);
+- starts each worker (``python -m vantum.server.worker``) with the port, its index
+  and the server's :class:`~vantum.config.Config` (pickled on stdin: it holds the auth
+  secret, which stays out of argv and the environment), and waits for its ``ready``
+  line on stdout; that stdin pipe then stays open, and its end tells a worker its
+  supervisor died (it drains);
 - restarts a worker that exits while the server is not stopping, counting it
   (``vantum_worker_restarts`` on the new worker's ``/metrics``, and the log), with a
   back-off if it dies young, so a worker that cannot start does not spin a core;
@@ -25,7 +43,7 @@ nothing of the calls. It
 A crashed worker's calls end with it (the kernel closes its sockets); the other
 workers' calls never notice. Each worker serves ``/metrics`` and ``/health`` for
 itself on its own port (``VANTUM_WORKER_METRICS_PORT`` + index): the shared port
-reaches whichever worker accepts, so it cannot give one view of a process.
+reaches whichever worker the kernel picks, so it cannot give one view of a process.
 """
 
 from __future__ import annotations
@@ -44,6 +62,7 @@ import trio
 
 from ..config import Config
 from .connections import CLOSE_GRACE_S
+from .seat import reuseport_socket
 
 log = logging.getLogger("vantum.server")
 
@@ -82,19 +101,15 @@ def default_workers(config: Config) -> tuple[int, str]:
     )
 
 
-def listening_socket(host: str, port: int) -> socket.socket:
-    """Bind once, for every worker to accept from (the fd is inherited).
+def reserve_port(host: str, port: int) -> socket.socket:
+    """The supervisor's hold on the port: bound into the ``SO_REUSEPORT`` group, never
+    listening, so it is never picked for a connection.
 
-    The supervisor does not listen: the first worker ready does (Hypercorn's serve
-    listens on each socket it serves, and listening is a state of the socket, shared by
-    every fd of it). So the port refuses connections until a worker can take them, as
-    a single process's does, instead of queueing them while the workers load."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host.strip("[]"), port))
-    sock.set_inheritable(True)
-    return sock
+    Binding here first also fails early and clearly when the port is taken, and
+    resolves port 0 to the one number every worker then binds. The port refuses
+    connections until the first worker listens, as a single process's does, instead
+    of queueing them while the workers load."""
+    return reuseport_socket(host, port)
 
 
 @attrs.define
@@ -111,7 +126,8 @@ class WorkerSlot:
 class Supervisor:
     config: Config
     count: int
-    sock: socket.socket
+    port: int
+    """The port every worker binds (``SO_REUSEPORT``); the supervisor reserves it."""
     slots: list[WorkerSlot] = attrs.field(init=False)
     stopping: bool = False
     on_ready: Callable[[WorkerSlot], None] | None = None
@@ -201,19 +217,17 @@ class Supervisor:
                 backoff = 0.5
 
     async def _spawn(self, slot: WorkerSlot) -> trio.Process:
-        fd = self.sock.fileno()
         command = [
             sys.executable,
             "-m",
             "vantum.server.worker",
-            str(fd),
+            str(self.port),
             str(slot.index),
             str(slot.restarts),
             str(self.metrics_port(slot.index)),
         ]
         process = await trio.lowlevel.open_process(
             command,
-            pass_fds=(fd,),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             # Its own process group: a terminal's Ctrl-C reaches the supervisor only,
@@ -267,10 +281,10 @@ async def supervise(config: Config, count: int, *, announce: Callable[[str], Non
     The signals are caught from the start: a SIGTERM while the workers still load
     stops them in order too."""
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        sock = listening_socket(config.host, config.port)
+        sock = reserve_port(config.host, config.port)
         host, port = sock.getsockname()[:2]
         url = f"http://{f'[{host}]' if ':' in host else host}:{port}"
-        supervisor = Supervisor(config, count, sock)
+        supervisor = Supervisor(config, count, port)
         try:
             async with trio.open_nursery() as nursery:
 

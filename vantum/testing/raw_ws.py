@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import socket
 import struct
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import urlsplit
@@ -98,15 +98,20 @@ class RawWebSocket:
         rcvbuf: int | None = None,
         token: str | None = None,
         deflate: bool = False,
+        tcp_connected: Callable[[], None] | None = None,
     ) -> AsyncIterator[RawWebSocket]:
         """Open ``url`` (ws://127.0.0.1:PORT/PATH); ``rcvbuf`` shrinks SO_RCVBUF before
-        connecting, so a client that stops reading soon blocks the server's writes."""
+        connecting, so a client that stops reading soon blocks the server's writes.
+        ``tcp_connected`` is called once the TCP handshake is done (the kernel queued
+        the connection), before the WebSocket one (which needs the server process)."""
         parts = urlsplit(url)
         assert parts.hostname is not None and parts.port is not None
         sock = trio.socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         if rcvbuf is not None:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         await sock.connect((parts.hostname, parts.port))
+        if tcp_connected is not None:
+            tcp_connected()
         stream = trio.SocketStream(sock)
         conn = WSConnection(ConnectionType.CLIENT)
         headers = [(b"authorization", f"Bearer {token}".encode())] if token else []
