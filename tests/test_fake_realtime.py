@@ -26,7 +26,7 @@ RATE = rc.PCM_RATE
 
 @asynccontextmanager
 async def client(fake: FakeRealtime, key: str | None = None) -> AsyncIterator[WebSocketConnection]:
-    headers = [("Authorization", f"Bearer {key or fake.api_key}")]
+    headers = [(b"Authorization", f"Bearer {key or fake.api_key}".encode())]
     async with open_websocket_url(f"{fake.url}?model=gpt-realtime", extra_headers=headers) as ws:
         created = rc.decode_server(await ws.get_message())
         assert isinstance(created, rc.SessionCreated)
