@@ -100,25 +100,39 @@ class ResponseTracker:
             return
         if isinstance(event, OutputItemAdded):
             if event.kind == "message" and not event.done:
-                self.items.setdefault(event.item_id, AudioItem(event.item_id))
+                self.add_item(event.item_id)
         elif isinstance(event, AudioDelta):
-            item = self._item(event.item_id, event.content_index)
-            samples = len(event.pcm) // 2
-            item.samples += samples
-            if samples:
-                self.segments.append((event.item_id, samples))
+            self.add_audio(event.item_id, len(event.pcm) // 2, event.content_index)
         elif isinstance(event, TranscriptDelta):
-            self._item(event.item_id, event.content_index).transcript += event.delta
+            self.add_text(event.item_id, event.delta)
         elif isinstance(event, TranscriptDone):
-            self._item(event.item_id, event.content_index).transcript = event.transcript
+            self._item(event.item_id).transcript = event.transcript
         elif isinstance(event, AudioDone):
-            self._item(event.item_id, event.content_index).done = True
+            self.finish_item(event.item_id)
 
-    def _item(self, item_id: str, content_index: int) -> AudioItem:
+    def add_item(self, item_id: str) -> None:
+        self._item(item_id)
+
+    def add_audio(self, item_id: str, samples: int, content_index: int = 0) -> None:
+        item = self._item(item_id)
+        item.content_index = content_index
+        item.samples += samples
+        if samples:
+            self.segments.append((item_id, samples))
+
+    def add_text(self, item_id: str, delta: str) -> None:
+        self._item(item_id).transcript += delta
+
+    def finish_item(self, item_id: str, transcript: str | None = None) -> None:
+        item = self._item(item_id)
+        item.done = True
+        if transcript is not None:
+            item.transcript = transcript
+
+    def _item(self, item_id: str) -> AudioItem:
         item = self.items.get(item_id)
         if item is None:
-            item = self.items[item_id] = AudioItem(item_id, content_index)
-        item.content_index = content_index
+            item = self.items[item_id] = AudioItem(item_id)
         return item
 
     def heard_samples(self, heard_s: float) -> dict[str, int]:
