@@ -221,3 +221,25 @@ async def test_a_refused_provider_handshake_is_an_error_event() -> None:
             error = await client.expect_error()
     assert error["eventType"] == ev.ERR_S2S
     assert fake.connections == 0
+
+
+async def test_a_provider_gone_for_good_is_reported_and_the_caller_is_not_blocked() -> None:
+    async with open_stack(realtime=SHORT) as stack:
+        fake = stack.realtime
+        assert fake is not None
+        async with BrowserClient.connect(stack.ws_url) as client:
+            await fake.wait_for(lambda: fake.connections == 1)
+            fake.reject_next(401, times=3)  # every reconnect is refused
+            fake.drop_in_next_response()
+            await client.start(RATE)
+            await client.stream_audio(speech_like(0.5, RATE), RATE, realtime=False)
+            await client.end_turn()
+            errors = [await client.expect_error(), await client.expect_error()]
+            # Four seconds of audio more than every buffer on the way holds: dropped, and
+            # the caller's frames are still read and acknowledged.
+            await client.stream_audio(speech_like(4.0, RATE), RATE, realtime=False)
+            with trio.fail_after(5):
+                await client.end_turn()
+                await client.expect(ev.INPUT_END)
+    assert [e["eventType"] for e in errors] == [ev.ERR_S2S, ev.ERR_S2S]
+    assert "could not be reached" in errors[1]["payload"]["message"]

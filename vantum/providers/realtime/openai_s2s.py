@@ -22,6 +22,7 @@ and truncate/delete refusals (a warning: the history is Vantum's own anyway).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import urllib.parse
 from collections.abc import AsyncIterator, Callable
@@ -71,6 +72,11 @@ log = logging.getLogger("vantum.s2s")
 
 DEFAULT_URL = "wss://api.openai.com/v1/realtime"
 SESSION_CAP_S = 60 * 60.0
+VOICES = frozenset(
+    {"alloy", "ash", "ballad", "coral", "echo", "sage", "shimmer", "verse", "marin", "cedar"}
+)
+"""OpenAI's built-in voices; a call's voice that is not one (a Cartesia id from the
+agent) is not sent, the session would refuse it."""
 BENIGN = frozenset({"conversation_already_has_active_response", "response_cancel_not_active"})
 CUT_REFUSED = frozenset(
     {"unsupported_content_type", "item_truncate_invalid_item_id", "item_delete_invalid_item_id"}
@@ -132,7 +138,7 @@ def session_config(model: str, setup: S2SSetup) -> rc.SessionConfig:
     return rc.SessionConfig(
         model=model,
         instructions=setup.instructions,
-        voice=setup.voice or "marin",
+        voice=setup.voice if setup.voice in VOICES else "marin",
         turn_detection=vad,
         tools=setup.tools,
     )
@@ -173,7 +179,9 @@ class _Connection:
         return self._events_rx
 
     async def send(self, command: S2SCommand) -> None:
-        await self._commands_tx.send(command)
+        # Once the provider is gone for good (reported once), what is sent is dropped.
+        with contextlib.suppress(trio.BrokenResourceError):
+            await self._commands_tx.send(command)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -241,6 +249,7 @@ class _Connection:
                 try:
                     ws = await self._reopen(nursery)
                 except RealtimeError as exc:
+                    self._commands_rx.close()
                     await self._events_tx.send(S2SFailure("s2s.error.provider", str(exc)))
                     return
                 self._close(old)
