@@ -243,3 +243,41 @@ async def test_a_provider_gone_for_good_is_reported_and_the_caller_is_not_blocke
                 await client.expect(ev.INPUT_END)
     assert [e["eventType"] for e in errors] == [ev.ERR_S2S, ev.ERR_S2S]
     assert "could not be reached" in errors[1]["payload"]["message"]
+
+
+async def test_a_session_that_hits_the_cap_is_replaced_without_an_error() -> None:
+    """Recycling too late (or a shorter cap than configured): the provider's
+    ``session_expired`` and close 1001 lead to a replacement, not to a client error."""
+    config = FakeRealtimeConfig(
+        script=(Scripted((Say("Still here.", ms_per_word=100),)),),
+        user_transcripts=("are you there",),
+        session_cap_s=2.0,
+    )
+    async with open_stack(realtime=config) as stack:
+        fake = stack.realtime
+        assert fake is not None
+        async with BrowserClient.connect(stack.ws_url) as client:
+            first = await manual_turn(client)
+            await fake.wait_for(lambda: fake.connections == 2)
+            second = await manual_turn(client)
+    assert fake.errors.count("session_expired") >= 1
+    assert first.errors == [] and second.errors == []
+    assert second.text == ["Still here."]
+    replayed = [i for n, i in fake.conversation_log if n == 2]
+    assert replayed[:2] == [
+        rc.TextItem("user", "are you there"),
+        rc.TextItem("assistant", "Still here."),
+    ]
+
+
+async def test_a_stalled_response_is_waited_for_and_measured() -> None:
+    async with open_stack(realtime=SHORT) as stack:
+        fake = stack.realtime
+        assert fake is not None
+        async with BrowserClient.connect(stack.ws_url) as client:
+            fake.stall_next_response(1.0)
+            stalled = await manual_turn(client)
+            normal = await manual_turn(client)
+    assert stalled.errors == [] and stalled.text == ["Hi, how can I help?"]
+    assert stalled.metrics["voiceToVoiceMs"] >= 1000
+    assert normal.metrics["voiceToVoiceMs"] < stalled.metrics["voiceToVoiceMs"]
