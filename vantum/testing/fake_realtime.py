@@ -42,6 +42,7 @@ events by type), ``truncations`` and ``deletions`` (what was applied), ``errors`
 from __future__ import annotations
 
 import collections
+import contextlib
 import itertools
 import math
 import time
@@ -228,14 +229,16 @@ class _Connection:
         if fake._malformed:
             fake._malformed -= 1
             fake.sent["malformed"] += 1
-            await self.out_tx.send('{"type": "response.output_audio.delta", "delta": ')
+            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                await self.out_tx.send('{"type": "response.output_audio.delta", "delta": ')
             return
         name = rc.encode_server(event, fake.new_id("event"))
         kind = name.split('"type":"', 1)[1].split('"', 1)[0]
         fake.sent[kind] += 1
         if isinstance(event, rc.ErrorReport) and event.code:
             fake.errors.append(event.code)
-        await self.out_tx.send(name)
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            await self.out_tx.send(name)  # the writer is gone with the socket: dropped
 
     async def error(
         self, message: str, code: str | None, param: str | None = None, event_id: str | None = None
@@ -435,6 +438,8 @@ class _Connection:
             if fake._drop_next:
                 fake._drop_next = False
                 await self.stream.aclose()  # like a network failure: no close frame
+                assert self.nursery is not None
+                self.nursery.cancel_scope.cancel()  # this session is gone
                 return
             sent_ms += ms
             await trio.sleep_until(start + sent_ms / 1000 / self.cfg.speed)
