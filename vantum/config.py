@@ -69,6 +69,11 @@ class Config:
     openai_base_url: str | None = None
     openai_model: str = "gpt-4o-mini"
 
+    engine: str = "cascade"
+    """``cascade`` (STT -> LLM -> TTS) or ``s2s`` (OpenAI Realtime; docs/s2s.md)."""
+    openai_realtime_model: str = "gpt-realtime"
+    openai_realtime_url: str = "wss://api.openai.com/v1/realtime"
+
     cartesia_api_key: str | None = None
     cartesia_url: str = "wss://api.cartesia.ai/tts/websocket"
     cartesia_voice_id: str = "a0e99841-438c-4a64-b679-ae501e7d6091"
@@ -219,6 +224,11 @@ class Config:
             "openai_api_key": e.get("OPENAI_API_KEY") or None,
             "openai_base_url": e.get("OPENAI_BASE_URL") or None,
             "openai_model": e.get("OPENAI_MODEL", _default("openai_model")),
+            "engine": e.get("VANTUM_ENGINE", _default("engine")),
+            "openai_realtime_model": e.get(
+                "OPENAI_REALTIME_MODEL", _default("openai_realtime_model")
+            ),
+            "openai_realtime_url": e.get("OPENAI_REALTIME_URL", _default("openai_realtime_url")),
             "cartesia_api_key": e.get("CARTESIA_API_KEY") or None,
             "cartesia_url": e.get("CARTESIA_URL", _default("cartesia_url")),
             "cartesia_voice_id": e.get("CARTESIA_VOICE_ID", _default("cartesia_voice_id")),

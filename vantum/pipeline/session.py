@@ -38,7 +38,7 @@ from ..protocol.client_events import (
     PlaybackProgress,
     TextInput,
 )
-from ..providers.base import Finalize, LLMEngine, STTEngine, TTSEngine
+from ..providers.base import Finalize, LLMEngine, S2SEngine, STTEngine, TTSEngine
 from ..tools.base import CallControl, ToolEnv
 from .audio_path import run_audio_path
 from .context import Conversation
@@ -77,6 +77,9 @@ class Engines:
     stt: STTEngine
     llm: LLMEngine
     tts: TTSEngine
+    s2s: S2SEngine | None = None
+    """Set: calls run in speech-to-speech mode (``pipeline/s2s_session.py``) instead of
+    the cascade (``VANTUM_ENGINE=s2s``; docs/s2s.md)."""
 
 
 class EventObserver(Protocol):

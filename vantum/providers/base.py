@@ -232,3 +232,220 @@ class TTSEngine(Protocol):
         connection's ``sample_rate`` tells the player what it gets.
         """
         ...
+
+
+# --------------------------------------------------------------------------- S2S
+#
+# A speech-to-speech model (OpenAI Realtime) hears the caller and speaks the answer
+# itself: one engine in place of STT + LLM + TTS. The pipeline keeps what it owns in
+# the cascade: the floor (barge-in), playback pacing, what was heard, tools and the
+# history; the engine is one connection actor with typed commands up and events down.
+
+S2S_SAMPLE_RATE = 24_000
+"""Audio to and from an S2S engine is PCM16LE mono at 24 kHz (the resampler adapts)."""
+
+
+@attrs.frozen
+class S2SSetup:
+    """What a session is configured with (sent again when the caller's settings change)."""
+
+    instructions: str
+    voice: str | None = None
+    tools: tuple[ToolSchema, ...] = ()
+    auto_turns: bool = False
+    """True: the provider's VAD ends turns and starts answers (and cancels an answer
+    the caller speaks over); False: the pipeline commits and asks for each answer."""
+    silence_ms: int = 500
+    language: str = "en-US"
+
+
+@attrs.frozen
+class S2SAudioIn:
+    pcm: bytes
+
+
+@attrs.frozen
+class S2SCommit:
+    """End the caller's turn (manual turns)."""
+
+
+@attrs.frozen
+class S2SClear:
+    """Drop the caller's audio not yet committed."""
+
+
+@attrs.frozen
+class S2SRespond:
+    """Ask for an answer (manual turns, typed turns, after tool results)."""
+
+
+@attrs.frozen
+class S2SCancel:
+    """Cancel the answer being generated. Never sent after the provider's own VAD cut
+    it (that would cancel the *next* answer, or fail)."""
+
+
+@attrs.frozen
+class S2STruncate:
+    item_id: str
+    audio_end_ms: int
+
+
+@attrs.frozen
+class S2SDelete:
+    item_id: str
+
+
+@attrs.frozen
+class S2SToolResult:
+    call_id: str
+    output: str
+
+
+@attrs.frozen
+class S2SAddText:
+    role: Literal["user", "assistant", "system"]
+    text: str
+
+
+@attrs.frozen
+class S2SUpdate:
+    setup: S2SSetup
+
+
+@attrs.frozen
+class S2SRemember:
+    """The pipeline's own history (what was heard), replayed if the connection is
+    replaced: the engine keeps only the latest."""
+
+    messages: tuple[ChatMessage, ...]
+
+
+S2SCommand = (
+    S2SAudioIn
+    | S2SCommit
+    | S2SClear
+    | S2SRespond
+    | S2SCancel
+    | S2STruncate
+    | S2SDelete
+    | S2SToolResult
+    | S2SAddText
+    | S2SUpdate
+    | S2SRemember
+)
+
+
+@attrs.frozen
+class S2SSpeechStarted:
+    """The provider's VAD heard the caller start (it has cancelled its answer)."""
+
+
+@attrs.frozen
+class S2SSpeechStopped:
+    pass
+
+
+@attrs.frozen
+class S2SUserTranscript:
+    """The caller's words; may arrive after the answer to them has started."""
+
+    item_id: str
+    text: str
+    is_final: bool
+
+
+@attrs.frozen
+class S2SAnswerStarted:
+    response_id: str
+
+
+@attrs.frozen
+class S2SAnswerItem:
+    """An audio item of the answer begins (an answer may have several)."""
+
+    response_id: str
+    item_id: str
+
+
+@attrs.frozen
+class S2SAnswerAudio:
+    response_id: str
+    item_id: str
+    pcm: bytes
+
+
+@attrs.frozen
+class S2SAnswerText:
+    """The provider's transcript of the answer's audio: ahead of what was heard."""
+
+    response_id: str
+    item_id: str
+    delta: str
+
+
+@attrs.frozen
+class S2SAnswerItemDone:
+    response_id: str
+    item_id: str
+    transcript: str
+
+
+@attrs.frozen
+class S2SAnswerDone:
+    response_id: str
+    status: str
+    """``completed``, ``cancelled``, ``failed``, ``incomplete``."""
+    calls: tuple[ToolCall, ...] = ()
+
+
+@attrs.frozen
+class S2SReconnected:
+    """The connection was replaced (session cap or a failure) and the history replayed."""
+
+    reason: str
+
+
+@attrs.frozen
+class S2SFailure:
+    """An error the provider reported (or a lost connection); the call goes on."""
+
+    code: str
+    message: str
+
+
+S2SEvent = (
+    S2SSpeechStarted
+    | S2SSpeechStopped
+    | S2SUserTranscript
+    | S2SAnswerStarted
+    | S2SAnswerItem
+    | S2SAnswerAudio
+    | S2SAnswerText
+    | S2SAnswerItemDone
+    | S2SAnswerDone
+    | S2SReconnected
+    | S2SFailure
+)
+
+
+class S2SConnection(Protocol):
+    """One call's provider session (replaced transparently before its cap)."""
+
+    async def send(self, command: S2SCommand) -> None:
+        """Queue a command (bounded: audio waits while a replacement connects)."""
+        ...
+
+    @property
+    def events(self) -> trio.MemoryReceiveChannel[S2SEvent]:
+        """What the provider says, in its order; closed when the connection ends."""
+        ...
+
+
+class S2SEngine(Protocol):
+    name: str
+
+    def connect(self, setup: S2SSetup) -> AbstractAsyncContextManager[S2SConnection]:
+        """Open the call's session; raises :class:`vantum.errors.VantumError` if it
+        cannot. Leaving the context closes it."""
+        ...

@@ -43,6 +43,7 @@ from ..errors import ConfigError
 from ..logs import bind
 from ..pipeline.context import DEFAULT_SYSTEM_PROMPT
 from ..pipeline.events import ErrorEvent
+from ..pipeline.s2s_session import run_s2s_session
 from ..pipeline.session import Engines, EventObserver, run_session
 from ..pipeline.settings import CallSettings
 from ..pipeline.transport import Transport
@@ -446,14 +447,24 @@ class VantumApp:
                         recording = await stack.enter_async_context(self._recording(sid))
                         transport = recording.wrap(transport)
                     try:
-                        await run_session(
-                            transport,
-                            self.engines,
-                            settings,
-                            observer,
-                            meter=self.metrics,
-                            tool_env=self.tool_env(transport, kind),
-                        )
+                        if self.engines.s2s is not None:
+                            await run_s2s_session(
+                                transport,
+                                self.engines.s2s,
+                                settings,
+                                observer,
+                                meter=self.metrics,
+                                tool_env=self.tool_env(transport, kind),
+                            )
+                        else:
+                            await run_session(
+                                transport,
+                                self.engines,
+                                settings,
+                                observer,
+                                meter=self.metrics,
+                                tool_env=self.tool_env(transport, kind),
+                            )
                     finally:
                         self._count_cut(connection, recorder)
             except Exception:

@@ -16,7 +16,7 @@ import logging
 from ..config import Config
 from ..errors import ConfigError
 from ..pipeline.session import Engines
-from ..providers.base import LLMEngine, STTEngine, TTSEngine
+from ..providers.base import LLMEngine, S2SEngine, STTEngine, TTSEngine
 
 log = logging.getLogger("vantum")
 
@@ -37,7 +37,26 @@ def choose_engines(config: Config) -> tuple[Engines, dict[str, str], dict[str, s
     tts, tts_why = _tts(config)
     names = {"stt": stt.name, "llm": llm.name, "tts": tts.name}
     why = {"stt": stt_why, "llm": llm_why, "tts": tts_why}
-    return Engines(stt, llm, tts), names, why
+    s2s = _s2s(config)
+    if s2s is not None:
+        names["s2s"] = s2s.name
+        why["s2s"] = f"VANTUM_ENGINE=s2s, model {config.openai_realtime_model}"
+    return Engines(stt, llm, tts, s2s), names, why
+
+
+def _s2s(config: Config) -> S2SEngine | None:
+    """The speech-to-speech engine when ``VANTUM_ENGINE=s2s`` (the cascade otherwise)."""
+    if config.engine == "cascade":
+        return None
+    if config.engine != "s2s":
+        raise ConfigError(f"VANTUM_ENGINE={config.engine!r}: use cascade or s2s")
+    if not config.openai_api_key:
+        raise ConfigError("VANTUM_ENGINE=s2s needs OPENAI_API_KEY (OpenAI Realtime)")
+    from ..providers.realtime.openai_s2s import OpenAIRealtime
+
+    return OpenAIRealtime(
+        config.openai_api_key, config.openai_realtime_url, config.openai_realtime_model
+    )
 
 
 def _stt(config: Config) -> tuple[STTEngine, str]:

@@ -11,7 +11,7 @@ Use it in your own tests::
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 import attrs
@@ -26,6 +26,7 @@ from ..server.run import serve
 from .fake_cartesia import FakeCartesia, FakeCartesiaConfig, serve_fake_cartesia
 from .fake_deepgram import FakeDeepgram, FakeDeepgramConfig, serve_fake_deepgram
 from .fake_openai import FakeOpenAI, FakeOpenAIConfig, serve_fake_openai
+from .fake_realtime import FakeRealtime, FakeRealtimeConfig, serve_fake_realtime
 
 
 @attrs.frozen
@@ -35,6 +36,8 @@ class Stack:
     deepgram: FakeDeepgram
     openai: FakeOpenAI
     cartesia: FakeCartesia
+    realtime: FakeRealtime | None = None
+    """The fake OpenAI Realtime server when the stack runs in S2S mode."""
 
     @property
     def ws_url(self) -> str:
@@ -56,12 +59,16 @@ async def open_stack(
     stt_options: Mapping[str, Any] | None = None,
     llm_options: Mapping[str, Any] | None = None,
     tts_options: Mapping[str, Any] | None = None,
+    realtime: FakeRealtimeConfig | None = None,
+    s2s_options: Mapping[str, Any] | None = None,
     **config: Any,
 ) -> AsyncIterator[Stack]:
     """Start fakes and a server; everything stops when the block exits.
 
     ``stt_options`` / ``llm_options`` / ``tts_options`` are extra keyword arguments
-    for the engines (e.g. shorter timeouts for fault tests).
+    for the engines (e.g. shorter timeouts for fault tests). ``realtime``: run calls in
+    speech-to-speech mode against a fake OpenAI Realtime server (``s2s_options`` for
+    :class:`~vantum.providers.realtime.openai_s2s.OpenAIRealtime`).
     """
     from ..pipeline.session import Engines
 
@@ -69,7 +76,15 @@ async def open_stack(
         serve_fake_deepgram(deepgram or FakeDeepgramConfig()) as dg,
         serve_fake_openai(openai or FakeOpenAIConfig()) as oa,
         serve_fake_cartesia(cartesia or FakeCartesiaConfig()) as ca,
+        AsyncExitStack() as extra,
     ):
+        rt: FakeRealtime | None = None
+        s2s = None
+        if realtime is not None:
+            from ..providers.realtime.openai_s2s import OpenAIRealtime
+
+            rt = await extra.enter_async_context(serve_fake_realtime(realtime))
+            s2s = OpenAIRealtime(rt.api_key, rt.url, **(s2s_options or {}))
         config.setdefault("graceful_timeout", 1.0)
         # Tests connect without tokens unless they pass auth_secret=... to test auth.
         config.setdefault("insecure_no_auth", not config.get("auth_secret"))
@@ -81,6 +96,7 @@ async def open_stack(
             DeepgramSTT(dg.api_key, dg.url, **(stt_options or {})),
             OpenAILLM(oa.api_key, oa.base_url, "fake-model", **(llm_options or {})),
             CartesiaTTS(ca.api_key, ca.url, sample_rate=tts_sample_rate, **(tts_options or {})),
+            s2s,
         )
         names = {"stt": "deepgram (fake)", "llm": "openai (fake)", "tts": "cartesia (fake)"}
         app = VantumApp(cfg, engines, engine_names=names)
@@ -92,6 +108,6 @@ async def open_stack(
                 )
             )
             try:
-                yield Stack(url, app, dg, oa, ca)
+                yield Stack(url, app, dg, oa, ca, rt)
             finally:
                 stop.set()
