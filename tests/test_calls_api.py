@@ -20,6 +20,9 @@ from vantum.protocol import events as ev
 from vantum.records import CallStore, open_store
 from vantum.server.main import run_server
 from vantum.testing.browser_client import BrowserClient
+from vantum.testing.fake_cartesia import serve_fake_cartesia
+from vantum.testing.fake_deepgram import serve_fake_deepgram
+from vantum.testing.fake_openai import serve_fake_openai
 from vantum.testing.fake_twilio import (
     FakeTwilioConfig,
     dial_fake_twilio,
@@ -253,11 +256,24 @@ async def test_vantum_serve_runs_the_dispatcher_and_says_the_api_is_off(tmp_path
     try:
         async with (
             open_webhook_receiver(SECRET.encode()) as receiver,
+            # Cloud engines (the fakes): with no keys run_server would load the
+            # embedded models first, which is not what this test is about (and took
+            # over its 30 s under load).
+            serve_fake_deepgram(FAST_DG) as dg,
+            serve_fake_openai(FAST_OA) as oa,
+            serve_fake_cartesia(FAST_CA) as ca,
             trio.open_nursery() as nursery,
         ):
             config = Config(
                 host="127.0.0.1",
                 port=0,
+                deepgram_api_key=dg.config.api_key,
+                deepgram_url=dg.url,
+                openai_api_key=oa.api_key,
+                openai_base_url=oa.base_url,
+                cartesia_api_key=ca.config.api_key,
+                cartesia_url=ca.url,
+                workers=1,  # this process: the test reads its log
                 insecure_no_auth=True,
                 graceful_timeout=1.0,
                 records_url=f"sqlite:///{tmp_path / 'calls.db'}",
