@@ -25,7 +25,7 @@ from vantum.agents.loader import parse_agents
 from vantum.audio import smart_turn
 from vantum.audio.log_mel import SAMPLES, last_seconds, log_mel
 from vantum.audio.resample import StreamResampler
-from vantum.pipeline import audio_path
+from vantum.pipeline import audio_path, end_of_turn
 from vantum.pipeline.audio_path import run_audio_path
 from vantum.pipeline.endpoint import INCOMPLETE_ENDINGS, ends_incomplete, last_word
 from vantum.pipeline.messages import (
@@ -281,10 +281,25 @@ class ScriptedModel:
         return self.probability
 
 
+INFERRING = [0]
+"""Inferences in flight (the judge's, counted on the loop): the stream holds the
+mock clock while there are any, as the real model would take real time."""
+
+
 @pytest.fixture
 def scripted(monkeypatch: pytest.MonkeyPatch) -> Iterator[ScriptedModel]:
     model = ScriptedModel(0.9)
     monkeypatch.setattr(audio_path, "load_smart_turn", lambda: model)
+    real = smart_turn.predict_off_loop
+
+    async def counted(model: smart_turn.SmartTurnModel, pcm16: bytes) -> float:
+        INFERRING[0] += 1
+        try:
+            return await real(model, pcm16)
+        finally:
+            INFERRING[0] -= 1
+
+    monkeypatch.setattr(end_of_turn, "predict_off_loop", counted)
     yield model
 
 
@@ -310,6 +325,10 @@ async def stream(pcm: bytes, settings: CallSettings) -> list[tuple[float, TurnIn
         async with audio_tx:
             for i in range(0, len(pcm), step):
                 await trio.sleep(0.02)
+                # The worker thread takes real time the mock clock must not skip:
+                # busy on purpose (a task blocked on an Event lets the clock jump).
+                while INFERRING[0]:
+                    await trio.lowlevel.checkpoint()
                 await audio_tx.send(pcm[i : i + step])
     return inbox
 
