@@ -5,6 +5,7 @@ the ``[denoise]`` extra is not installed (scripts/test.sh installs it)."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import attrs
 import numpy as np
@@ -58,11 +59,19 @@ class Muting(denoise.DeepFilter):
     """The real suppressor (it runs, in its thread), whose output is then silenced: if
     the VAD hears it, it hears nothing."""
 
+    calls = 0
+
     def process(self, pcm16: bytes) -> bytes:
+        self.calls += 1
         return bytes(len(super().process(pcm16)))
 
 
-async def _run(settings: CallSettings, audio: bytes) -> tuple[list[TurnInput], bytes, float]:
+async def _run(
+    settings: CallSettings, audio: bytes, ready: Callable[[], bool] = lambda: True
+) -> tuple[list[TurnInput], bytes, float]:
+    """``audio`` through the audio path; the speech (after 2 s) is sent only once
+    ``ready()`` (the suppressor was handed over: its loading thread takes real time
+    the mock clock would otherwise run through)."""
     audio_tx, audio_rx = trio.open_memory_channel[AudioItem](8)
     stt_tx, stt_rx = trio.open_memory_channel[SttItem](512)
     inbox_tx, inbox_rx = trio.open_memory_channel[TurnInput](64)
@@ -88,6 +97,8 @@ async def _run(settings: CallSettings, audio: bytes) -> tuple[list[TurnInput], b
             async with audio_tx:
                 for i in range(0, len(audio), 640):
                     await trio.sleep(0.02)
+                    while i >= 2 * RATE * 2 and not ready():
+                        await trio.lowlevel.checkpoint()
                     await audio_tx.send(audio[i : i + 640])
     finally:
         trio.lowlevel.remove_instrument(monitor)
@@ -100,14 +111,21 @@ async def test_the_vad_hears_the_denoised_copy_and_the_stt_the_raw_audio(
     # Built before the call (a real state takes seconds of real time to load, while
     # the mock clock would run through the call): the call's load returns it at once.
     prebuilt = await trio.to_thread.run_sync(Muting, 12)
-    monkeypatch.setattr(denoise, "DeepFilter", lambda atten_db: prebuilt)
+    handed: list[bool] = []
+
+    def hand_over(atten_db: int) -> Muting:
+        handed.append(True)
+        return prebuilt
+
+    monkeypatch.setattr(denoise, "DeepFilter", hand_over)
     # Silence first: the suppressor loads (in a thread) while nothing is said.
     audio = bytes(2 * RATE * 2) + tone(1.0) + bytes(2 * RATE)
     plain = CallSettings(RATE, turn_mode="auto", vad="webrtc")
     inbox, _, _ = await _run(plain, audio)
     assert any(isinstance(x, VoiceStart) for x in inbox)  # the tone is speech to WebRTC
     denoised = attrs.evolve(plain, turn=TurnPolicy(noise_reduction=True))
-    inbox, sent, longest = await _run(denoised, audio)
+    inbox, sent, longest = await _run(denoised, audio, lambda: bool(handed))
+    assert prebuilt.calls > 0
     assert not any(isinstance(x, VoiceStart) for x in inbox)  # the VAD heard the copy
     assert sent == audio  # the recogniser gets the caller's audio untouched
     assert longest < 0.010, longest  # the model ran in its thread, not on the loop
