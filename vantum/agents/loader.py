@@ -315,8 +315,12 @@ class _Parser:
                 ):
                     raise at.fail(key, "must be a non-empty list of strings")
                 out[key] = tuple(value)
+            elif key == "silence_ms":  # None by default: the caller's silenceMs
+                out[key] = at.integer(key, 100, 5000)
             elif isinstance(default, bool):
                 out[key] = at.boolean(key, default)
+            elif isinstance(default, float):  # probabilities (VAD, end-of-turn model)
+                out[key] = at.number(key, 0.0, 1.0)
             elif isinstance(default, int):
                 out[key] = at.integer(key, 0, 1_000_000)
             elif isinstance(default, str):

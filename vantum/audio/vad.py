@@ -110,6 +110,28 @@ class VadSegmenter:
         return events
 
     @property
+    def gap_ms(self) -> int:
+        """Non-speech since the last speech frame of the current segment (0 outside
+        speech): a pause the semantic end of turn may judge."""
+        return self._gap_ms if self.in_speech else 0
+
+    @property
+    def last_speech_end(self) -> float:
+        """Where the current segment's last speech frame ended (stream seconds): it
+        names the pause that follows it, since any speech frame moves it."""
+        return self._last_speech_end
+
+    def force_end(self) -> VoiceEnded:
+        """End the current segment now, before ``silence_ms`` (the end-of-turn model
+        judged the pause the end of the turn). Only in speech."""
+        if not self.in_speech:
+            raise RuntimeError("force_end outside speech")
+        self.in_speech = False
+        self._run_ms = 0
+        speech_ms = round((self._last_speech_end - self._speech_start) * 1000)
+        return VoiceEnded(self._last_speech_end, speech_ms)
+
+    @property
     def speech_ms(self) -> int:
         """Length of the current speech segment so far (0 when not in speech)."""
         if not self.in_speech:
@@ -317,12 +339,14 @@ class SileroClassifier:
         return float(np.max(np.abs(window))) < self.quiet_peak
 
 
-async def open_classifier(engine: VadEngine) -> FrameClassifier:
+async def open_classifier(
+    engine: VadEngine, threshold: float = 0.5, neg_threshold: float = 0.35
+) -> FrameClassifier:
     """A fresh per-call classifier; the Silero model is loaded in a thread the first
-    time (so the event loop never waits on it)."""
+    time (so the event loop never waits on it). The thresholds are Silero's."""
     if engine == "silero":
         import trio
 
         model = await trio.to_thread.run_sync(load_silero_model)
-        return SileroClassifier(model)
+        return SileroClassifier(model, threshold=threshold, neg_threshold=neg_threshold)
     return WebRtcClassifier()

@@ -42,6 +42,10 @@ class VoiceEnd:
     at: float
     speech_ms: int
     auto_end: bool
+    early_ms: int = 0
+    """Semantic end of turn: the end-of-turn model ended the turn this long before the
+    silence would have; the turn manager waits that long (the ceiling) instead when
+    the transcript stops mid-phrase. 0: the silence ended it."""
 
 
 @attrs.frozen
@@ -62,6 +66,14 @@ class IdleTimeout:
 @attrs.frozen
 class HoldExpired:
     """The paused answer's confirmation window ran out (synthesised by the actor)."""
+
+    at: float
+
+
+@attrs.frozen
+class TurnCeiling:
+    """A turn held open by its transcript (it stopped mid-phrase after an early end)
+    reached the configured silence: it ends now (synthesised by the actor)."""
 
     at: float
 
@@ -130,6 +142,7 @@ ControlEvent = (
     | ResponseFinished
     | IdleTimeout
     | HoldExpired
+    | TurnCeiling
     | PlaybackProgress
     | CallOver
     | EndCallRequested
@@ -289,6 +302,7 @@ __all__ = [
     "SpeculationGate",
     "SttItem",
     "TextTurn",
+    "TurnCeiling",
     "TurnInput",
     "TurnRequest",
     "TurnTimings",

