@@ -43,3 +43,27 @@ def test_installed_it_sees_the_interpreters_collections() -> None:
         watch.remove()
     assert watch.collections >= 1 and watch.pauses == 0
     assert watch not in gc.callbacks
+
+
+def test_the_env_switches_on_the_monitor_and_the_gc_watch_on_the_chosen_clock() -> None:
+    import time
+
+    import trio
+
+    from vantum.stall import install_from_env
+
+    async def main() -> None:
+        assert install_from_env({}) is None
+        monitor = install_from_env({"VANTUM_STALL_MS": "5", "VANTUM_STALL_CLOCK": "cpu"})
+        assert monitor is not None and monitor.threshold_s == 0.005
+        assert monitor.clock is time.thread_time
+        await trio.lowlevel.checkpoint()
+        assert monitor.steps > 0
+
+    before = list(gc.callbacks)
+    try:
+        trio.run(main)
+        (watch,) = [c for c in gc.callbacks if c not in before]
+        assert isinstance(watch, GcWatch) and watch.clock is time.thread_time
+    finally:
+        gc.callbacks[:] = before

@@ -118,8 +118,13 @@ def install_from_env(env: dict[str, str] | None = None) -> StallMonitor | None:
     raw = (os.environ if env is None else env).get("VANTUM_STALL_MS", "").strip()
     if not raw:
         return None
-    monitor = StallMonitor(threshold_s=float(raw) / 1000)
+    # VANTUM_STALL_CLOCK=cpu times the loop thread's own CPU: on a shared machine a step
+    # the OS preempted is then not counted as a stall (wall, the default, counts it).
+    cpu = (os.environ if env is None else env).get("VANTUM_STALL_CLOCK", "").strip() == "cpu"
+    monitor = StallMonitor(
+        threshold_s=float(raw) / 1000, clock=time.thread_time if cpu else time.perf_counter
+    )
     trio.lowlevel.add_instrument(monitor)
-    GcWatch(threshold_s=monitor.threshold_s).install()
+    GcWatch(threshold_s=monitor.threshold_s, clock=monitor.clock).install()
     log.info("stall monitor on: task steps and garbage collections over %s ms are logged", raw)
     return monitor
