@@ -1029,10 +1029,13 @@ def plot(result: dict[str, Any], path: Path) -> bool:
         return False
     fig, (v2v, added, cpu) = plt.subplots(1, 3, figsize=(15, 4.4))
     for name, sysres in result["systems"].items():
-        steps = sysres.get("steps") or []
+        steps = sorted(sysres.get("steps") or [], key=lambda s: s["sessions"])  # knee: bisected
         if not steps:
             continue
         color = _COLORS.get(name)
+        knee = (sysres.get("knee") or {}).get("knee_sessions")
+        if knee:
+            added.axvline(knee, color=color, lw=1.2, alpha=0.6, label=f"{name} knee {knee}")
         xs = [s["sessions"] for s in steps]
         key = "added_net_ms" if "added_net_ms" in steps[0] else "added_ms"
         for pct, style in (("p50", "o-"), ("p99", "s--")):
@@ -1547,6 +1550,8 @@ def print_summary(result: dict[str, Any]) -> None:
         if "skipped" in sysres:
             print(f"{name}: {sysres['skipped']}")
             continue
+        if "steps" not in sysres:
+            continue  # the bare stack (--knee): see the knee table
         rss = sysres.get("idle_rss")
         parts = [f"{rss['per_session_kb']} KB RSS per idle session"] if rss else []
         largest = " (largest tested)" if sysres.get("measured_is_largest_tested") else ""
