@@ -23,10 +23,9 @@ the echo), hence one per ``mark_ms`` rather than one per chunk. A cancelled answ
 sends ``clear``, dropping whatever the carrier still has queued; its pending marks
 come back at once, and when all are back the transport reports what was played to
 the session as a :class:`~vantum.protocol.client_events.PlaybackProgress`, so the
-history after a
-barge-in holds what the carrier played, not the server clock's guess. A paused
-answer (caller speech being judged) sends ``clear`` too, at once; if it resumes,
-its audio follows again from the server's estimate of what was played.
+history after a barge-in holds what the carrier played, not the server clock's
+guess. A paused answer (caller speech being judged) sends ``clear`` too, at once; if
+it resumes, its audio follows again from the server's estimate of what was played.
 """
 
 from __future__ import annotations
@@ -383,7 +382,8 @@ class MediaStreamTransport:
         play.sent_ms = play.sent_samples * 1000 // self._rate
 
     def _flush(self) -> list[str | bytes]:
-        """The current answer's last partial frame, padded with silence, and its final mark."""
+        """The current answer's held-back audio (in 20 ms framing, the last partial frame
+        padded with silence) and its final mark."""
         play, self._current = self._current, None
         if play is None:
             return []
