@@ -72,3 +72,81 @@ def test_cap_and_step_budget() -> None:
 def test_bad_parameters_are_refused() -> None:
     with pytest.raises(ValueError):
         KneeSearch(growth=1.0)
+
+
+def _step(p99: float | None, **over: object) -> dict[str, object]:
+    step: dict[str, object] = {
+        "added_ms": {"p99": p99},
+        "underrun_turns": 0,
+        "turns": 10,
+        "turns_answered": 10,
+        "loadgen_cpu_util": 0.3,
+        "fakes_runqueue_wait_ms_per_s": 5.0,
+        "loadgen_runqueue_wait_ms_per_s": 5.0,
+    }
+    step.update(over)
+    return step
+
+
+def test_the_bound_is_p99_net_of_the_fakes_no_underrun_every_turn_answered() -> None:
+    from replay_harness import holds
+
+    assert holds(_step(80.0), overhead_ms=35.0)  # 45 ms net
+    assert not holds(_step(90.0), overhead_ms=35.0)
+    assert not holds(_step(20.0, underrun_turns=1), overhead_ms=None)
+    assert not holds(_step(20.0, turns_answered=9), overhead_ms=None)
+    assert not holds(_step(None), overhead_ms=None)
+
+
+def test_a_busy_or_starved_load_side_is_named() -> None:
+    from replay_harness import _load_cores, load_limited
+
+    assert load_limited(_step(10.0)) == ""
+    busy = load_limited(_step(10.0, loadgen_cpu_util=0.95 * _load_cores()))
+    assert "of their core" in busy
+    starved = load_limited(_step(10.0, fakes_runqueue_wait_ms_per_s=200.0))
+    assert "waited 205 ms/s" in starved
+
+
+def test_stall_report_reads_only_the_steps_log_lines(tmp_path: object) -> None:
+    from pathlib import Path
+
+    from replay_harness import stall_report
+
+    log = Path(str(tmp_path)) / "server.log"
+    log.write_text("WARNING event loop stalled 99.0 ms in task before.the.step\n")
+    offset = log.stat().st_size
+    with open(log, "a") as f:
+        f.write(
+            "WARNING vantum.stall: event loop stalled 12.5 ms in task vantum.a.run_audio_path\n"
+        )
+        f.write('{"msg": "event loop stalled 30.1 ms in task x.writer", "level": "WARNING"}\n')
+        f.write("WARNING event loop stalled 14.0 ms in task vantum.a.run_audio_path\n")
+        f.write("WARNING garbage collection (generation 2) paused the loop 21.5 ms, 4 collected\n")
+    report = stall_report(log, offset)
+    assert report["count"] == 3 and report["max_ms"] == 30.1
+    assert report["by_task"]["run_audio_path"] == {"count": 2, "max_ms": 14.0}
+    assert report["by_task"]["writer"] == {"count": 1, "max_ms": 30.1}
+    assert (report["gc_pauses"], report["gc_max_ms"]) == (1, 21.5)
+    assert report["gc_by_generation"] == {"2": 1}
+
+
+def test_knee_table_sets_the_servers_side_by_side_with_the_floor_at_the_calls_rate() -> None:
+    from replay_harness import knee_table
+
+    systems = {
+        "vantum": {
+            "knee": {"knee_sessions": 60, "outcome": "found"},
+            "steps": [{"client_messages_per_session_s": 30.0}],
+        },
+        "pipecat": {"knee": {"knee_sessions": 20, "outcome": "found"}},
+        "floor": {
+            "floor": {
+                "server_cpu_us_per_message": 200.0,
+                "sessions_per_core_on_the_stack_alone": 66,
+            }
+        },
+    }
+    table = knee_table(systems)
+    assert table["floor"]["sessions_per_core_at_call_mix"] == 166  # 1e6 / (200 * 30)
+    assert table["ratios"] == {"vantum/pipecat": 3.0, "vantum/floor": 0.36}
