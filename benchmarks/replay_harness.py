@@ -1453,10 +1453,18 @@ def knee_table(systems: dict[str, Any]) -> dict[str, Any]:
                 1e6 / (floor["server_cpu_us_per_message"] * rate)
             )
         rows["floor"] = row
-    v = rows.get("vantum", {}).get("knee_sessions")
+    # A knee the load side cut short (or never found) is a lower bound: no ratio from it.
+    measured = ("found", "cap", "cpu_projected")
+
+    def knee_of(name: str) -> Any:
+        row = rows.get(name, {})
+        if row.get("outcome") not in measured:
+            return None
+        return row.get("knee_sessions") or row.get("sessions_per_core_at_call_mix")
+
+    v = knee_of("vantum")
     for name in ("pipecat", "floor"):
-        other = rows.get(name, {})
-        theirs = other.get("knee_sessions") or other.get("sessions_per_core_at_call_mix")
+        theirs = knee_of(name)
         if v and theirs:
             rows.setdefault("ratios", {})[f"vantum/{name}"] = round(v / theirs, 2)
     return rows

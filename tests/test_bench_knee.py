@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -134,7 +136,7 @@ def test_stall_report_reads_only_the_steps_log_lines(tmp_path: object) -> None:
 def test_knee_table_sets_the_servers_side_by_side_with_the_floor_at_the_calls_rate() -> None:
     from replay_harness import knee_table
 
-    systems = {
+    systems: dict[str, dict[str, Any]] = {
         "vantum": {
             "knee": {"knee_sessions": 60, "outcome": "found"},
             "steps": [{"client_messages_per_session_s": 30.0}],
@@ -150,3 +152,6 @@ def test_knee_table_sets_the_servers_side_by_side_with_the_floor_at_the_calls_ra
     table = knee_table(systems)
     assert table["floor"]["sessions_per_core_at_call_mix"] == 166  # 1e6 / (200 * 30)
     assert table["ratios"] == {"vantum/pipecat": 3.0, "vantum/floor": 0.36}
+    # A knee the load generator cut short is a lower bound: no ratio is made from it.
+    systems["vantum"]["knee"] = {"knee_sessions": 4, "outcome": "load_generator_limit"}
+    assert "ratios" not in knee_table(systems)
