@@ -1033,9 +1033,11 @@ def plot(result: dict[str, Any], path: Path) -> bool:
         if not steps:
             continue
         color = _COLORS.get(name)
-        knee = (sysres.get("knee") or {}).get("knee_sessions")
+        knee_row = sysres.get("knee") or {}
+        knee = knee_row.get("knee_sessions")
         if knee:
-            added.axvline(knee, color=color, lw=1.2, alpha=0.6, label=f"{name} knee {knee}")
+            bound = "" if knee_row.get("outcome") in ("found", "cap") else " (lower bound)"
+            added.axvline(knee, color=color, lw=1.2, alpha=0.6, label=f"{name} knee {knee}{bound}")
         xs = [s["sessions"] for s in steps]
         key = "added_net_ms" if "added_net_ms" in steps[0] else "added_ms"
         for pct, style in (("p50", "o-"), ("p99", "s--")):
