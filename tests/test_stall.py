@@ -57,7 +57,8 @@ def test_the_env_switches_on_the_monitor_and_the_gc_watch_on_the_chosen_clock() 
         monitor = install_from_env({"VANTUM_STALL_MS": "5", "VANTUM_STALL_CLOCK": "cpu"})
         assert monitor is not None and monitor.threshold_s == 0.005
         assert monitor.clock is time.thread_time
-        await trio.lowlevel.checkpoint()
+        async with trio.open_nursery() as nursery:  # a task whose steps all end here
+            nursery.start_soon(trio.lowlevel.checkpoint)
         assert monitor.steps > 0
 
     before = list(gc.callbacks)
