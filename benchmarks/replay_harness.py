@@ -36,6 +36,7 @@ import json
 import math
 import os
 import platform
+import re
 import socket
 import subprocess
 import sys
@@ -49,6 +50,7 @@ from typing import Any
 import attrs
 import numpy as np
 import trio
+from knee import KneeSearch
 
 from vantum.audio.wav import read_wav
 from vantum.protocol import events as ev
@@ -354,6 +356,8 @@ class Turn:
     complete: bool = False
     metrics: dict[str, Any] = attrs.Factory(dict)
     errors: list[str] = attrs.Factory(list)
+    sent_messages: int = 0
+    """Messages the caller sent in this turn (audio frames and control events)."""
 
     def playout(self, buffer_s: float) -> tuple[int, float, float]:
         """(underruns, underrun seconds, playback end) of a real-time player."""
@@ -426,6 +430,7 @@ async def replay_session(
                 session.turns.append(turn)
                 await client.send(ev.INPUT_START, {"samplingRate": rate})
                 speech = len(pcm) / 2 / rate
+                turn.sent_messages = 2 + math.ceil(1000 * speech / wl.chunk_ms)  # start, end
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(_collect, client, turn, expect_metrics, speech + 20.0)
                     await client.stream_audio(pcm, rate, chunk_ms=wl.chunk_ms)
@@ -573,6 +578,13 @@ def summarize(sessions: Sequence[Session], wl: Workload, floor: float) -> dict[s
         "underrun_ms": round(1000 * sum(u[1] for u in under), 1),
         "server_stages_ms": stages,
         "call_minutes": round(minutes, 3),
+        "client_messages_per_session_s": (
+            round(
+                (sum(t.sent_messages for t in turns) + len(late) + len(answered)) / minutes / 60, 1
+            )
+            if minutes and any(t.sent_messages for t in turns)
+            else None
+        ),
         "floor_ms": round(floor_ms, 1),
     }
 
@@ -698,6 +710,7 @@ async def measure_step(
 
     proc, me = run.proc, psutil.Process()
     waited = await wait_for_quiet(ours, quiet_wait)
+    log_at = proc.log.stat().st_size if proc.log.exists() else 0
     t0, c0, m0 = time.monotonic(), proc.cpu(), me.cpu_times()
     f0, all0 = (fakes.cpu() if fakes else 0.0), sum(p.cpu() for p in ours)
     q0, busy0 = proc.runq_wait(), _busy()
@@ -731,7 +744,37 @@ async def measure_step(
     step["wall_s"] = round(wall, 1)
     step["waited_for_quiet_s"] = round(waited, 1)
     step["server_rss_mb"] = round(proc.rss() / 2**20, 1)
+    if run.target.env.get("VANTUM_STALL_MS"):
+        step["stalls"] = stall_report(proc.log, log_at)
     return step
+
+
+_STALL = re.compile(r"event loop stalled ([0-9.]+) ms in task ([^\s\"]+)")
+_GC = re.compile(r"garbage collection \(generation (\d)\) paused the loop ([0-9.]+) ms")
+
+
+def stall_report(log: Path, offset: int) -> dict[str, Any]:
+    """What the server's stall monitor (``--stall-ms``) logged from ``offset`` on:
+    loop stalls by task, and garbage collections over the same threshold."""
+    with open(log, "rb") as f:
+        f.seek(offset)
+        text = f.read().decode(errors="replace")
+    stalls = [(float(m[1]), m[2]) for m in _STALL.finditer(text)]
+    gcs = [(int(m[1]), float(m[2])) for m in _GC.finditer(text)]
+    by_task: dict[str, list[float]] = {}
+    for ms, task in stalls:
+        by_task.setdefault(task.rsplit(".", 1)[-1], []).append(ms)
+    top = sorted(by_task.items(), key=lambda kv: -len(kv[1]))[:6]
+    return {
+        "count": len(stalls),
+        "max_ms": max((ms for ms, _ in stalls), default=0.0),
+        "by_task": {k: {"count": len(v), "max_ms": max(v)} for k, v in top},
+        "gc_pauses": len(gcs),
+        "gc_max_ms": max((ms for _, ms in gcs), default=0.0),
+        "gc_by_generation": {
+            str(g): sum(1 for gen, _ in gcs if gen == g) for g in sorted({g for g, _ in gcs})
+        },
+    }
 
 
 async def measure_all(
@@ -782,6 +825,101 @@ async def measure_all(
         for run in running:
             run.proc.stop()
     return results
+
+
+def holds(step: dict[str, Any], overhead_ms: float | None, budget_ms: float = 50.0) -> bool:
+    """The bound: p99 added latency (net of the fakes' overhead) within ``budget_ms``,
+    no underrun, every turn answered."""
+    p99 = step["added_ms"]["p99"]
+    if p99 is None:
+        return False
+    return bool(
+        float(p99) - (overhead_ms or 0.0) <= budget_ms
+        and step["underrun_turns"] == 0
+        and step["turns_answered"] == step["turns"]
+    )
+
+
+def load_limited(step: dict[str, Any], max_util: float = 0.85, max_wait_ms: float = 150.0) -> str:
+    """Why the load side (load generator + fakes, one core) may have shaped this step,
+    or "" if it kept up: its core nearly full, or its processes waiting for a CPU."""
+    reasons = []
+    if step["loadgen_cpu_util"] > max_util * _load_cores():
+        reasons.append(f"load generator + fakes {step['loadgen_cpu_util']:.0%} of their core")
+    wait = step["fakes_runqueue_wait_ms_per_s"] + step["loadgen_runqueue_wait_ms_per_s"]
+    if wait > max_wait_ms:
+        reasons.append(f"load side waited {wait:.0f} ms/s for a CPU")
+    return "; ".join(reasons)
+
+
+async def measure_knee(
+    targets: Sequence[Target],
+    search: KneeSearch,
+    clips: Sequence[tuple[bytes, int]],
+    wl: Workload,
+    fake_env: dict[str, str],
+    cores: tuple[set[int] | None, Proc | None],
+    logdir: Path,
+    quiet_wait: float = 0.0,
+    overhead_ms: float | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Each server's knee (:mod:`knee`): raise, then bisect. All servers are up at once
+    and the rounds interleave (each server's next step in turn), as in :func:`measure_all`."""
+    server_cores, fakes = cores
+    results: dict[str, dict[str, Any]] = {}
+    running: list[tuple[Running, KneeSearch]] = []
+    try:
+        for target in targets:
+            try:
+                proc, url = start_target(target, fake_env, server_cores, logdir)
+            except RuntimeError as exc:
+                results[target.name] = {"skipped": str(exc)}
+                continue
+            run = Running(target, proc, url)
+            running.append((run, attrs.evolve(search)))
+            results[target.name] = run.out
+        ours = [r.proc for r, _ in running] + ([fakes] if fakes else [])
+        for run, _ in running:
+            await run_step(run.url, 2, clips, attrs.evolve(wl, turns=1, ramp=0.2), run.target)
+        while True:
+            todo = [(r, k, n) for r, k in running if (n := k.next_size()) is not None]
+            if not todo:
+                break
+            for run, knee, n in todo:
+                step = await measure_step(run, n, clips, wl, fakes, ours, quiet_wait)
+                step["holds_bound"] = holds(step, overhead_ms)
+                step["load_limited"] = load_limited(step)
+                knee.record(n, step["holds_bound"], bool(step["load_limited"]))
+                run.out["steps"].append(step)
+                verdict = "holds" if step["holds_bound"] else "breaks"
+                limit = f"  (load side: {step['load_limited']})" if step["load_limited"] else ""
+                print(f"{_row(run.target.name, step)}  {verdict}{limit}", flush=True)
+                await trio.sleep(1.0)
+        for run, knee in running:
+            run.out["knee"] = knee.report()
+            at = [s for s in run.out["steps"] if s["sessions"] == knee.good]
+            if at:
+                run.out["knee"]["server_core_busy"] = at[0]["server_cpu_util"]
+                run.out["knee"]["cpu_s_per_call_min"] = at[0]["server_cpu_s_per_call_min"]
+    finally:
+        for run, _ in running:
+            run.proc.stop()
+    return results
+
+
+def stack_floor(sessions: int, seconds: float, logdir: Path) -> dict[str, Any]:
+    """The bare serving stack (``stack_floor.py``, mode ``both``) measured in this run:
+    its CPU per WebSocket message, hence the sessions one core carries at a message rate."""
+    script = Path(__file__).resolve().parent / "stack_floor.py"
+    out = logdir / "stack_floor.json"
+    argv = [sys.executable, str(script), "--modes", "both", "--sessions", str(sessions)]
+    argv += ["--seconds", str(seconds), "--port", str(_free_port()), "--json", str(out)]
+    with open(logdir / "stack_floor.log", "wb") as log:
+        done = subprocess.run(argv, stdout=log, stderr=log, timeout=seconds + 120, check=False)
+    if done.returncode or not out.exists():
+        return {"skipped": f"stack_floor.py exited {done.returncode}: see its log"}
+    (row,) = json.loads(out.read_text())["rows"]
+    return {"floor": row}
 
 
 async def wait_for_quiet(procs: Sequence[Proc], max_wait: float, cores: float = 0.25) -> float:
@@ -917,10 +1055,15 @@ def plot(result: dict[str, Any], path: Path) -> bool:
         return False
     fig, (v2v, added, cpu) = plt.subplots(1, 3, figsize=(15, 4.4))
     for name, sysres in result["systems"].items():
-        steps = sysres.get("steps") or []
+        steps = sorted(sysres.get("steps") or [], key=lambda s: s["sessions"])  # knee: bisected
         if not steps:
             continue
         color = _COLORS.get(name)
+        knee_row = sysres.get("knee") or {}
+        knee = knee_row.get("knee_sessions")
+        if knee:
+            bound = "" if knee_row.get("outcome") in ("found", "cap") else " (lower bound)"
+            added.axvline(knee, color=color, lw=1.2, alpha=0.6, label=f"{name} knee {knee}{bound}")
         xs = [s["sessions"] for s in steps]
         key = "added_net_ms" if "added_net_ms" in steps[0] else "added_ms"
         for pct, style in (("p50", "o-"), ("p99", "s--")):
@@ -1054,6 +1197,33 @@ def configure_parser(p: argparse.ArgumentParser, root: Path | None = None) -> No
         help="run the Vantum server under cProfile and write the stats here",
     )
     p.add_argument(
+        "--knee",
+        action="store_true",
+        help="find each server's knee (raise sessions until p99 added > 50 ms or an "
+        "underrun, then bisect) instead of measuring --sizes; also measures the bare stack",
+    )
+    p.add_argument("--knee-start", type=int, default=10, help="first load of the knee sweep")
+    p.add_argument("--knee-max", type=int, default=400, help="largest load the sweep tries")
+    p.add_argument(
+        "--knee-servers",
+        default="vantum,vantum-twilio,pipecat,floor",
+        help="servers in the knee sweep (floor: the bare serving stack, stack_floor.py)",
+    )
+    p.add_argument(
+        "--stall-ms",
+        type=float,
+        default=None,
+        help="run the server's loop-stall monitor (VANTUM_STALL_MS) and report, per step, "
+        "task steps and garbage collections longer than this",
+    )
+    p.add_argument(
+        "--stall-clock",
+        choices=("wall", "cpu"),
+        default="wall",
+        help="what --stall-ms times: wall time (counts preemption on a busy machine) or "
+        "the loop thread's CPU time",
+    )
+    p.add_argument(
         "--server-env",
         action="append",
         default=[],
@@ -1086,9 +1256,12 @@ def _ints(text: str) -> list[int]:
 def run(args: argparse.Namespace) -> int:
     if args.quick:
         args.sizes, args.peer_sizes, args.turns, args.idle = "10,30", "10", 1, 50
-        args.twilio_sizes = ""
+        args.twilio_sizes = "" if not args.knee else args.twilio_sizes
         args.quiet_wait = min(args.quiet_wait, 2.0)
-        args.no_peer = True
+        args.no_peer = not args.knee or args.no_peer
+    if args.knee:
+        args.idle = 0
+        knee_servers = set(args.knee_servers.split(","))
     if not 10 <= args.frame_ms <= 1000:
         raise SystemExit("--frame-ms must be 10..1000")
     wl = Workload(
@@ -1149,6 +1322,14 @@ def run(args: argparse.Namespace) -> int:
                 "VANTUM_INSECURE_NO_AUTH": "1",
                 "VANTUM_CONNECT_RATE": "0",
                 "VANTUM_TWILIO_CONNECT_RATE": "0",
+                **(
+                    {
+                        "VANTUM_STALL_MS": f"{args.stall_ms:g}",
+                        "VANTUM_STALL_CLOCK": args.stall_clock,
+                    }
+                    if args.stall_ms
+                    else {}
+                ),
                 **dict(kv.split("=", 1) for kv in args.server_env),
             },
         )
@@ -1166,7 +1347,7 @@ def run(args: argparse.Namespace) -> int:
         sizes.update({t.name: sizes["vantum"] for t in vantum})
     targets = list(vantum)
     twilio_floor = _twilio_extra_floor(wl)
-    if _ints(args.twilio_sizes) and twilio_floor is not None:
+    if (args.knee or _ints(args.twilio_sizes)) and twilio_floor is not None:
         targets.append(
             attrs.evolve(
                 targets[0], name="vantum-twilio", protocol="twilio", extra_floor=twilio_floor
@@ -1196,6 +1377,8 @@ def run(args: argparse.Namespace) -> int:
     }
     if peer_note:
         result["systems"]["pipecat"] = {"skipped": peer_note}
+    if args.knee:
+        targets = [t for t in targets if t.name in knee_servers]
     args.out.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="vantum-bench-") as tmp:
@@ -1223,20 +1406,48 @@ def run(args: argparse.Namespace) -> int:
                 f"{result['server_pinned_cores']}\n{_HEADER}",
                 flush=True,
             )
-            result["systems"].update(
-                trio.run(
-                    measure_all,
-                    targets,
-                    sizes,
-                    args.idle,
-                    clips,
-                    wl,
-                    fake_env,
-                    (server_cores, fakes),
-                    logdir,
-                    args.quiet_wait,
+            if args.knee:
+                search = (
+                    KneeSearch(args.knee_start, 2.0, 10, args.knee_max, max_steps=4)
+                    if args.quick
+                    else KneeSearch(args.knee_start, 1.5, 4, args.knee_max, max_steps=9)
                 )
-            )
+                result["knee_search"] = attrs.asdict(search, value_serializer=_plain)
+                result["systems"].update(
+                    trio.run(
+                        partial(
+                            measure_knee,
+                            targets,
+                            search,
+                            clips,
+                            wl,
+                            fake_env,
+                            (server_cores, fakes),
+                            logdir,
+                            args.quiet_wait,
+                            (result.get("fakes_calibration") or {}).get("fake_overhead_ms"),
+                        )
+                    )
+                )
+                if "floor" in knee_servers:
+                    n = 40 if args.quick else 100
+                    print(f"bare serving stack: {n} sessions, 20 ms in + 40 ms out ...")
+                    result["systems"]["floor"] = stack_floor(n, 6.0 if args.quick else 15.0, logdir)
+            else:
+                result["systems"].update(
+                    trio.run(
+                        measure_all,
+                        targets,
+                        sizes,
+                        args.idle,
+                        clips,
+                        wl,
+                        fake_env,
+                        (server_cores, fakes),
+                        logdir,
+                        args.quiet_wait,
+                    )
+                )
         finally:
             fakes.stop()
     overhead = result.get("fakes_calibration", {}).get("fake_overhead_ms")
@@ -1251,14 +1462,106 @@ def run(args: argparse.Namespace) -> int:
         if "steps" in sysres:
             sysres.update(capacity(sysres["steps"], args.bar_ms))
     result["bar_ms"] = args.bar_ms
+    if args.knee:
+        result["knee"] = knee_table(result["systems"])
     result["wall_s"] = round(time.monotonic() - started, 1)
     result["comparison"] = compare(result["systems"])
     result["scaling"] = scaling(result["systems"])
     (args.out / "latest.json").write_text(json.dumps(result, indent=2) + "\n")
     drew = plot(result, args.out / "latest.png")
     print_summary(result)
+    if "knee" in result:
+        print_knee(result["knee"])
     print(f"wrote {args.out / 'latest.json'}" + (f" and {args.out / 'latest.png'}" if drew else ""))
     return 0
+
+
+def _plain(_inst: Any, _field: Any, value: Any) -> Any:
+    return value.value if hasattr(value, "value") else value
+
+
+def knee_table(systems: dict[str, Any]) -> dict[str, Any]:
+    """Max sessions per core within the bound, side by side, with the bare stack's
+    floor at the browser call's own message rate (CPU-projected: the stack alone has
+    no latency bound to break before its core is full)."""
+    rows: dict[str, Any] = {}
+    for name, sysres in systems.items():
+        if "knee" in sysres:
+            rows[name] = dict(sysres["knee"])
+    floor = systems.get("floor", {}).get("floor")
+    browser = systems.get("vantum", {}).get("steps") or []
+    rates = [
+        s["client_messages_per_session_s"]
+        for s in browser
+        if s.get("client_messages_per_session_s")
+    ]
+    if floor:
+        row: dict[str, Any] = {
+            "us_per_message": floor["server_cpu_us_per_message"],
+            "sessions_per_core_at_its_mix": floor["sessions_per_core_on_the_stack_alone"],
+            "outcome": "cpu_projected",
+        }
+        if rates:
+            rate = float(np.median(rates))
+            row["call_messages_per_session_s"] = rate
+            row["sessions_per_core_at_call_mix"] = int(
+                1e6 / (floor["server_cpu_us_per_message"] * rate)
+            )
+        rows["floor"] = row
+    # A knee the load side cut short (or never found) is a lower bound: no ratio from it.
+    measured = ("found", "cap", "cpu_projected")
+
+    def knee_of(name: str) -> Any:
+        row = rows.get(name, {})
+        if row.get("outcome") not in measured:
+            return None
+        return row.get("knee_sessions") or row.get("sessions_per_core_at_call_mix")
+
+    v = knee_of("vantum")
+    for name in ("pipecat", "floor"):
+        theirs = knee_of(name)
+        if v and theirs:
+            rows.setdefault("ratios", {})[f"vantum/{name}"] = round(v / theirs, 2)
+    return rows
+
+
+def print_knee(table: dict[str, Any]) -> None:
+    print("\nknee: max sessions on one core within p99 added <= 50 ms (net), no underrun")
+    for name, row in table.items():
+        if name == "ratios":
+            print("ratios: " + ", ".join(f"{k} {r}" for k, r in row.items()))
+        elif name == "floor":
+            mix = row.get("sessions_per_core_at_call_mix")
+            print(
+                f"  floor (bare stack, CPU-projected): {row['us_per_message']} us/message; "
+                f"{row['sessions_per_core_at_its_mix']} sessions at 50 in + 25 out msg/s"
+                + (
+                    f", {mix} at the browser call's {row['call_messages_per_session_s']} msg/s"
+                    if mix
+                    else ""
+                )
+            )
+        else:
+            busy = row.get("server_core_busy")
+            detail = (
+                f", core {busy:.0%} busy, {row.get('cpu_s_per_call_min')} CPU s/call-min"
+                if busy
+                else ""
+            )
+            limit = {
+                "load_generator_limit": " (the load generator, not the server, was the limit: "
+                "the knee is above this)",
+                "cap": " (the sweep's cap)",
+                "out_of_steps": " (step budget ran out: knee between this and the next)",
+                "none_passed": " (even the smallest load broke the bound)",
+            }.get(str(row.get("outcome")), "")
+            if row.get("knee_sessions") is None and row.get("outcome") == "load_generator_limit":
+                print(f"  {name}: not measured: the load side was the limit at the first step")
+                continue
+            print(
+                f"  {name}: {row.get('knee_sessions')} (first broken "
+                f"{row.get('first_broken_sessions')}){detail}{limit}"
+            )
 
 
 def compare(systems: dict[str, Any]) -> dict[str, Any]:
@@ -1336,6 +1639,8 @@ def print_summary(result: dict[str, Any]) -> None:
         if "skipped" in sysres:
             print(f"{name}: {sysres['skipped']}")
             continue
+        if "steps" not in sysres:
+            continue  # the bare stack (--knee): see the knee table
         rss = sysres.get("idle_rss")
         parts = [f"{rss['per_session_kb']} KB RSS per idle session"] if rss else []
         largest = " (largest tested)" if sysres.get("measured_is_largest_tested") else ""

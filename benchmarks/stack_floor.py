@@ -174,6 +174,22 @@ async def drive(url: str, sessions: int, seconds: float, mode: str) -> dict[str,
     return results
 
 
+def _wait_listening(port: int, server: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
+    """Until the server accepts connections (a busy machine starts it slowly)."""
+    import socket
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise SystemExit(f"the stack server exited with {server.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)  # polling a port, not synchronising with our own code
+    raise SystemExit(f"the stack server did not listen on {port} within {timeout:g} s")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sessions", type=int, default=100)
@@ -196,7 +212,7 @@ def main() -> None:
         command = [sys.executable, __file__, "--serve", "--port", str(args.port)]
         server = subprocess.Popen([*command, *(["--guarded"] if args.guarded else [])], env=env)
         try:
-            time.sleep(1.5)
+            _wait_listening(args.port, server)
             os.sched_setaffinity(0, {1})
             os.environ["FLOOR_SERVER_PID"] = str(server.pid)
             url = f"ws://127.0.0.1:{args.port}/"

@@ -44,6 +44,7 @@ from vantum.protocol.twilio import (
     TwilioDtmf,
     TwilioMark,
     TwilioMedia,
+    TwilioSerializer,
     TwilioStart,
     TwilioStop,
     clear_message,
@@ -76,7 +77,7 @@ from vantum.testing.fake_twilio import (
 from vantum.testing.stack import Stack, open_stack
 from vantum.transports import twilio_ws
 from vantum.transports.twilio_rest import TwilioAPIError, TwilioREST, dial_twiml
-from vantum.transports.twilio_ws import TwilioTransport
+from vantum.transports.twilio_ws import MediaStreamTransport, TwilioTransport
 
 TOKEN = "twilio-auth-token-for-tests"
 DG = FakeDeepgramConfig(
@@ -146,14 +147,16 @@ async def test_phone_conversation_through_webhook_and_stream() -> None:
                 assert stack.openai.requests[n - 1]["messages"][-1]["content"] == expected
                 seconds = stack.cartesia.audio_seconds[uid]
                 assert seconds == pytest.approx(len(f"Heard {expected}.") * 0.06, abs=0.05)
-                # Whole 20 ms frames: at most one frame of padding on the last one.
-                assert seconds - 0.002 <= call.heard_seconds_for(uid + ":") <= seconds + 0.021
+                # Chunks go whole, unpadded: the caller hears exactly the answer.
+                assert call.heard_seconds_for(uid + ":") == pytest.approx(seconds, abs=0.002)
                 produced += seconds
             history = [m["role"] for m in stack.openai.requests[-1]["messages"]]
             assert history == ["system", "user", "assistant", "user"]
-            assert set(call.frame_sizes) == {160}
+            # One media message per answer chunk (40 ms; the first ones as they come).
+            assert max(call.frame_sizes) == 320 and 320 in call.frame_sizes
             assert call.marks_echoed == call.marks_received and call.marks_cleared == []
-            assert len(call.marks_received) > 20  # one per answer chunk, plus a final one
+            # A mark per 200 ms of audio, plus a final one per answer.
+            assert len(call.marks_received) <= produced / 0.2 + 2 * 2
             assert call.heard_seconds == pytest.approx(produced, abs=0.05)
             assert rms_dbfs(bytes(call.heard)) > -30  # the TTS voice, not silence
             assert call.bad_messages == []
@@ -560,9 +563,9 @@ class Line:
         self.asgi.feed(encode_inbound(TwilioMark(self.next(), STREAM, name)))
 
 
-async def started() -> tuple[TwilioTransport, MemoryASGI, Line]:
+async def started(**options: Any) -> tuple[TwilioTransport, MemoryASGI, Line]:
     asgi = MemoryASGI()
-    transport = TwilioTransport("session-1", asgi.receive, asgi.send)
+    transport = TwilioTransport("session-1", asgi.receive, asgi.send, **options)
     line = Line(asgi)
     line.start(language="de-DE", voiceId="voice-7")
     start = await transport.receive()
@@ -571,6 +574,17 @@ async def started() -> tuple[TwilioTransport, MemoryASGI, Line]:
         start.event_id, 8000, language="de-DE", voice_id="voice-7", turn_mode="auto"
     )
     assert transport.call_id == CALL
+    return transport, asgi, line
+
+
+async def framed() -> tuple[MediaStreamTransport, MemoryASGI, Line]:
+    """The phone transport in 20 ms frames with a mark per chunk (what Telnyx gets),
+    over Twilio's serializer."""
+    asgi = MemoryASGI()
+    transport = MediaStreamTransport("session-1", asgi.receive, asgi.send, TwilioSerializer())
+    line = Line(asgi)
+    line.start()
+    assert isinstance(await transport.receive(), InputStart)
     return transport, asgi, line
 
 
@@ -613,7 +627,7 @@ async def test_transport_disconnect_is_peer_gone() -> None:
 
 
 async def test_transport_send_frames_audio_and_marks_each_chunk() -> None:
-    transport, asgi, line = await started()
+    transport, asgi, line = await framed()
     await transport.send(e.OutputStarted("u1", 0))
     assert asgi.take() == []
     await transport.send(chunk("u1", 40))
@@ -650,8 +664,57 @@ async def test_transport_send_frames_audio_and_marks_each_chunk() -> None:
     assert await transport.wait_finished("u1") is True
 
 
-async def test_transport_cancel_sends_clear_and_drops_late_audio() -> None:
+async def test_twilio_sends_each_chunk_whole_and_marks_every_mark_ms() -> None:
+    """Twilio plays a payload of any length: one ``media`` message per answer chunk
+    (no 20 ms cutting, no padding), and a mark per ``MARK_MS`` of audio, not per chunk."""
     transport, asgi, line = await started()
+    assert twilio_ws.MARK_MS == 200
+    await transport.send(chunk("u1", 40))
+    out = asgi.take()
+    assert [type(o) for o in out] == [OutboundMedia]  # 40 ms: no mark yet
+    assert len(out[0].payload) == 320
+    assert mulaw.decode(out[0].payload) == mulaw.decode(mulaw.encode(chunk("u1", 40).pcm))
+    await transport.send(chunk("u1", 30))  # any length goes as it is
+    assert [len(o.payload) for o in asgi.take() if isinstance(o, OutboundMedia)] == [240]
+    for _ in range(3):
+        await transport.send(chunk("u1", 40))
+    sent = asgi.take()  # 190 ms so far: the mark waits for the next chunk
+    assert [type(o) for o in sent] == [OutboundMedia] * 3
+    await transport.send(chunk("u1", 40))
+    assert [type(o) for o in asgi.take()] == [OutboundMedia, OutboundMark]
+    await transport.send(chunk("u1", 25))
+    await transport.send(e.OutputComplete("u1"))
+    tail = asgi.take()
+    assert tail[-1] == OutboundMark(STREAM, "u1:end") and len(tail) == 2
+    assert isinstance(tail[0], OutboundMedia) and len(tail[0].payload) == 200  # unpadded
+    playback = transport.playback("u1")
+    assert playback is not None and playback.sent_ms == 255 and playback.marks == 1
+    for name, played in (("u1:1", 230), ("u1:end", 255)):
+        line.mark(name)
+        line.media()
+        assert isinstance(await transport.receive(), InputChunk)
+        assert transport.played_ms("u1") == played
+    assert await transport.wait_finished("u1") is True
+
+
+async def test_twilio_cut_answer_reports_the_audio_before_its_last_echoed_mark() -> None:
+    """With a mark per 200 ms, a cut answer's played audio is what its echoed marks
+    cover: it errs low by less than one mark interval, never high."""
+    transport, asgi, line = await started()
+    for _ in range(10):  # 400 ms: marks after 200 and 400 ms
+        await transport.send(chunk("u7", 40))
+    assert [o.name for o in asgi.take() if isinstance(o, OutboundMark)] == ["u7:1", "u7:2"]
+    line.mark("u7:1")
+    line.media()
+    assert isinstance(await transport.receive(), InputChunk)
+    await transport.send(e.OutputCancelled("u7", "barge_in"))
+    assert asgi.take() == [OutboundClear(STREAM)]
+    line.mark("u7:2")  # returned by the clear: not played
+    assert await transport.receive() == PlaybackProgress("u7", 200)
+
+
+async def test_transport_cancel_sends_clear_and_drops_late_audio() -> None:
+    transport, asgi, line = await framed()
     await transport.send(chunk("u2", 40))
     await transport.send(chunk("u2", 40))
     asgi.take()
@@ -676,7 +739,7 @@ async def test_transport_cancel_sends_clear_and_drops_late_audio() -> None:
 async def test_transport_reports_a_cut_answer_whose_marks_were_all_back() -> None:
     """Cut just as its last chunk played: no mark is pending, so the clear returns none;
     what was played is reported at once."""
-    transport, asgi, line = await started()
+    transport, asgi, line = await framed()
     await transport.send(chunk("u5", 40))
     asgi.take()
     line.mark("u5:1")
@@ -687,7 +750,7 @@ async def test_transport_reports_a_cut_answer_whose_marks_were_all_back() -> Non
 
 
 async def test_transport_resamples_other_rates_to_8k() -> None:
-    transport, asgi, _line = await started()
+    transport, asgi, _line = await framed()
     for _ in range(5):
         await transport.send(chunk("u4", 40, rate=16_000))
     await transport.send(e.OutputComplete("u4"))

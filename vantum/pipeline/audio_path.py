@@ -1,6 +1,7 @@
 """The audio path between ingress and the STT engine.
 
-One actor resamples the caller's audio to 16 kHz, runs the VAD on it in 20 ms
+One actor resamples the caller's audio to 16 kHz (a phone's 8 kHz by a half-band
+interpolator in numpy, other rates by libsamplerate), runs the VAD on it in 20 ms
 frames and hands the STT batches of up to ``batch_ms``; the STT supervisor keeps
 a recogniser running for the whole call and turns a provider failure into an
 error event instead of a dead session.
@@ -38,7 +39,7 @@ import trio
 
 from ..audio import denoise
 from ..audio.log_mel import SAMPLES as SEMANTIC_SAMPLES
-from ..audio.resample import StreamResampler
+from ..audio.resample import StreamResampler, Upsampler2x, open_resampler
 from ..audio.smart_turn import load_smart_turn
 from ..audio.vad import (
     WEBRTC_HANGOVER_MS,
@@ -141,7 +142,7 @@ async def _audio_path(
     batch_ms: int,
     nursery: trio.Nursery,
 ) -> None:
-    resampler: StreamResampler | None = None
+    resampler: StreamResampler | Upsampler2x | None = None
     rate: int | None = None
     language: str | None = None
     classifier: FrameClassifier | None = None  # chosen by the first settings
@@ -296,7 +297,7 @@ async def _audio_path(
         if new.sample_rate != rate:
             await drain_resampler()
             rate = new.sample_rate
-            resampler = None if rate is None else StreamResampler(rate, STT_SAMPLE_RATE)
+            resampler = None if rate is None else open_resampler(rate, STT_SAMPLE_RATE)
         auto = new.turn_mode == "auto"
         # A VAD that holds "speech" longer than WebRTC's after the voice stops gets
         # that extra hangover back from the silence: ``silenceMs`` then means the same

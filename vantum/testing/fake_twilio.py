@@ -183,7 +183,7 @@ class FakeTwilioCall:
         self.marks_cleared: list[str] = []
         self.clears = 0
         self.frame_sizes: Counter[int] = Counter()
-        """mu-law bytes per outbound media message (Vantum sends 160)."""
+        """mu-law bytes per outbound media message (Vantum sends each answer chunk whole)."""
         self.bad_messages: list[str] = []
         self.overflow_frames = 0
         self.close_code: int | None = None

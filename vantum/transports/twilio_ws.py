@@ -10,17 +10,22 @@ so Telnyx, Plivo or Vonage are one serializer each, not another transport.
 A phone line has no channel for error events, and one garbled frame must not
 hang up on a caller: bad frames are logged with the call id and skipped.
 
-Outbound audio leaves as exact 20 ms frames (a carry keeps the remainder for
-the next chunk), each answer chunk followed by a mark named ``<utteranceId>:<n>``
-(``<utteranceId>:end`` after its last frame). The carrier echoes a mark once
-the audio before it has played, which gives :meth:`MediaStreamTransport.played_ms`: what the caller
-really heard. A cancelled answer sends ``clear``, dropping whatever the carrier
-still has queued; its pending marks come back at once, and when all are back the
-transport reports what was played to the session as a
-:class:`~vantum.protocol.client_events.PlaybackProgress`, so the history after a
-barge-in holds what the carrier played, not the server clock's guess. A paused
-answer (caller speech being judged) sends ``clear`` too, at once; if it resumes,
-its audio follows again from the server's estimate of what was played.
+Outbound audio leaves either as one ``media`` message per answer chunk (Twilio
+plays a payload of any length: every message is a JSON + base64 encode and a
+WebSocket frame, so the fewer the better) or, for a carrier that wants them, as
+exact 20 ms frames (a carry keeps the remainder for the next chunk). A mark named
+``<utteranceId>:<n>`` follows every ``mark_ms`` of audio (``<utteranceId>:end``
+after its last audio). The carrier echoes a mark once the audio before it has
+played, which gives :meth:`MediaStreamTransport.played_ms`: what the caller really
+heard, to within one mark interval (it errs low: audio played after the last
+echoed mark of a cut answer is not counted). Each mark costs two messages (ours and
+the echo), hence one per ``mark_ms`` rather than one per chunk. A cancelled answer
+sends ``clear``, dropping whatever the carrier still has queued; its pending marks
+come back at once, and when all are back the transport reports what was played to
+the session as a :class:`~vantum.protocol.client_events.PlaybackProgress`, so the
+history after a barge-in holds what the carrier played, not the server clock's
+guess. A paused answer (caller speech being judged) sends ``clear`` too, at once; if
+it resumes, its audio follows again from the server's estimate of what was played.
 """
 
 from __future__ import annotations
@@ -86,6 +91,9 @@ from .twilio_rest import TwilioAPIError, TwilioREST
 log = logging.getLogger("vantum.twilio")
 
 FRAME_MS = 20
+MARK_MS = 200
+"""Audio between two marks on a carrier that takes chunks whole (Twilio): the
+player's lead, so the marks' resolution is that of the server's own clock."""
 START_TIMEOUT_S = 10.0
 """A stream must send ``start`` this soon after the handshake (Twilio sends it at once)."""
 DTMF_DIGITS = frozenset("0123456789*#ABCD")
@@ -101,6 +109,9 @@ class UtterancePlayback:
 
     utterance_id: str
     sent_ms: int = 0
+    sent_samples: int = 0
+    marked_samples: int = 0
+    """Samples sent before this answer's latest mark."""
     played_ms: int = 0
     marks: int = 0
     final_mark: str | None = None
@@ -129,7 +140,12 @@ class MediaStreamTransport:
         *,
         max_frame_bytes: int = 1 << 20,
         carrier: str = "carrier",
+        frame_ms: int | None = FRAME_MS,
+        mark_ms: int = 0,
     ) -> None:
+        """``frame_ms``: outbound audio cut into frames of exactly this length (None:
+        one message per answer chunk, as long as the chunk). ``mark_ms``: a mark
+        after at least this much audio since the previous one (0: after every chunk)."""
         self.session_id = session_id
         self.serializer = serializer
         self.carrier = carrier
@@ -141,7 +157,9 @@ class MediaStreamTransport:
         """The carrier's ``start`` could not be used (e.g. an unsupported media format)."""
         self.ws = AsgiWebSocket(receive, send, max_frame_bytes)
         self._rate = serializer.sample_rate
-        self._frame_bytes = 2 * self._rate * FRAME_MS // 1000
+        self._frame_ms = frame_ms
+        self._frame_bytes = 2 * self._rate * (frame_ms or FRAME_MS) // 1000
+        self._mark_samples = self._rate * mark_ms // 1000
         self._carry = b""
         self._current: UtterancePlayback | None = None
         self._resampler: StreamResampler | None = None
@@ -349,15 +367,23 @@ class MediaStreamTransport:
             self._resampler = None if rate == self._rate else StreamResampler(rate, self._rate)
         if self._resampler is not None:
             pcm = self._resampler.process(pcm)
-        chunks, self._carry = frame_audio(pcm, self._frame_bytes, self._carry)
+        if self._frame_ms is None:
+            chunks = [pcm] if pcm else []
+        else:
+            chunks, self._carry = frame_audio(pcm, self._frame_bytes, self._carry)
         frames += [self.serializer.serialize_audio(c) for c in chunks]
-        play.sent_ms += len(chunks) * FRAME_MS
-        if chunks:
+        self._count(play, sum(len(c) for c in chunks) // 2)
+        if chunks and play.sent_samples - play.marked_samples >= max(1, self._mark_samples):
             frames.append(self._mark(play))
         await self._write(frames)
 
+    def _count(self, play: UtterancePlayback, samples: int) -> None:
+        play.sent_samples += samples
+        play.sent_ms = play.sent_samples * 1000 // self._rate
+
     def _flush(self) -> list[str | bytes]:
-        """The current answer's last partial frame, padded with silence, and its final mark."""
+        """The current answer's held-back audio (in 20 ms framing, the last partial frame
+        padded with silence) and its final mark."""
         play, self._current = self._current, None
         if play is None:
             return []
@@ -366,16 +392,23 @@ class MediaStreamTransport:
             self._resampler = None
         frames: list[str | bytes] = []
         carry, self._carry = self._carry, b""
-        for start in range(0, len(carry), self._frame_bytes):
-            piece = carry[start : start + self._frame_bytes]
-            frames.append(self.serializer.serialize_audio(piece.ljust(self._frame_bytes, b"\0")))
-            play.sent_ms += FRAME_MS
+        if self._frame_ms is None:
+            if carry:
+                frames.append(self.serializer.serialize_audio(carry))
+                self._count(play, len(carry) // 2)
+        else:
+            for start in range(0, len(carry), self._frame_bytes):
+                piece = carry[start : start + self._frame_bytes]
+                padded = piece.ljust(self._frame_bytes, b"\0")
+                frames.append(self.serializer.serialize_audio(padded))
+                self._count(play, len(padded) // 2)
         play.final_mark = f"{play.utterance_id}:end"
         frames.append(self.serializer.serialize_mark(play.final_mark))
         return frames
 
     def _mark(self, play: UtterancePlayback) -> str | bytes:
         play.marks += 1
+        play.marked_samples = play.sent_samples
         return self.serializer.serialize_mark(f"{play.utterance_id}:{play.marks}")
 
     async def _complete(self, uid: str) -> None:
@@ -415,7 +448,8 @@ class MediaStreamTransport:
 
 
 class TwilioTransport(MediaStreamTransport):
-    """:class:`MediaStreamTransport` speaking Twilio Media Streams."""
+    """:class:`MediaStreamTransport` speaking Twilio Media Streams: each answer chunk
+    is one ``media`` message, with a mark every :data:`MARK_MS` of audio."""
 
     def __init__(
         self,
@@ -424,6 +458,7 @@ class TwilioTransport(MediaStreamTransport):
         send: ASGISend,
         *,
         max_frame_bytes: int = 1 << 20,
+        mark_ms: int = MARK_MS,
     ) -> None:
         super().__init__(
             session_id,
@@ -432,6 +467,8 @@ class TwilioTransport(MediaStreamTransport):
             TwilioSerializer(),
             max_frame_bytes=max_frame_bytes,
             carrier="Twilio",
+            frame_ms=None,  # Twilio plays a media payload of any length
+            mark_ms=mark_ms,
         )
 
 
