@@ -139,7 +139,7 @@ class VantumApp:
         deliveries; the URLs are ``config.webhook_urls`` (or the call's agent's)."""
         self.uploader: RecordingUploader | None = None
         """Copies finished recordings to S3 (set by ``run_server`` when configured)."""
-        self.dialer = OutboundDialer(config, lambda: self.store)
+        self.dialer = OutboundDialer(config, lambda: self.store, amd=lambda: self.calls)
         """Places outbound Twilio calls (rate, cap, records) and hands AMD verdicts to
         their streams; ``POST /v1/calls`` is meant to call ``dialer.dial``."""
         self.tracing: Tracing | None = None

@@ -19,6 +19,9 @@ Keys (one Redis, not Redis Cluster; ``vantum:`` prefix):
   is reconnecting (Redis just restarted) still arrives, within TTL/3.
 - ``vantum:expired``: ids of calls whose worker stopped refreshing them (it died),
   swept by whoever saw them first; ``vantum:expired_total`` counts them.
+- ``vantum:amd:<CallSid>``: Twilio's AMD verdict, pushed by the worker that took the
+  callback (:data:`AMD_REPORT`), popped with ``BLPOP`` by the one whose stream waits
+  (before or after the push: the list keeps it for :data:`AMD_KEEP_S`).
 
 Every ``VANTUM_REDIS_CALL_TTL_S``/3 each worker re-registers all its calls
 (:data:`HEARTBEAT`, ``ZADD`` without ``XX``), so after Redis restarts empty, or after
@@ -28,7 +31,10 @@ Redis down: calls in progress go on (nothing in a running call touches Redis); n
 calls are admitted on this worker's own limits (``VANTUM_REDIS_FAIL=open``, the
 default: the connect rate and session cap then hold per worker) or refused with
 ``session.error.capacity`` and close 1013 (``closed``); each operation is
-bounded by :data:`OP_TIMEOUT_S`; coredis reconnects when Redis is back.
+bounded by :data:`OP_TIMEOUT_S`; coredis reconnects when Redis is back. AMD verdicts
+are then handed over in this worker's memory (a stream on another worker greets after
+its ``amd_wait_ms``); a waiting stream listens to both, so a verdict reported either
+way on its own worker reaches it.
 """
 
 from __future__ import annotations
@@ -45,6 +51,7 @@ import coredis
 import trio
 
 from ..config import Config
+from ..transports.amd import AmdVerdicts
 from .cluster import CAPACITY, UNAVAILABLE
 from .metrics import ServerMetrics
 
@@ -58,6 +65,17 @@ EXPIRED = PREFIX + "expired"
 EXPIRED_TOTAL = PREFIX + "expired_total"
 HEARTBEATS = PREFIX + "heartbeats"
 """Channel each worker announces its beats on (tests and operators watch it)."""
+
+AMD_KEEP_S = 300
+"""How long a reported AMD verdict waits in Redis for its stream (longer than any
+``amd_wait_ms``, 59 s, plus the time Twilio takes to open the stream)."""
+
+AMD_REPORT = """
+-- KEYS: the call's AMD list. ARGV: AnsweredBy, keep s
+redis.call('RPUSH', KEYS[1], ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+return 1
+"""
 
 _NOW_MS = """
 local t = redis.call('TIME')
@@ -152,8 +170,12 @@ class RedisCalls:
         local_calls: Callable[[], Iterable[str]],
         draining: Callable[[], bool],
         me: str | None = None,
+        amd_client: coredis.Redis[str] | None = None,
     ) -> None:
         self.client = client
+        self.amd_client = amd_client or client
+        """For the AMD waits' ``BLPOP``: each holds a connection for up to
+        ``amd_wait_ms``, so they get a pool of their own and never starve admissions."""
         self.me = me or worker_id()
         self.cap = config.max_sessions
         self.ttl_ms = int(config.redis_call_ttl_s * 1000)
@@ -170,6 +192,10 @@ class RedisCalls:
         self._release = client.register_script(RELEASE)
         self._heartbeat = client.register_script(HEARTBEAT)
         self._rate = client.register_script(RATE)
+        self._amd_report = client.register_script(AMD_REPORT)
+        self.amd = AmdVerdicts()
+        """Verdicts reported while Redis is down, for streams of this worker."""
+        self._amd_local_logged = False
         self.up = True
         self._beat_now = trio.Event()
 
@@ -227,6 +253,52 @@ class RedisCalls:
         except RedisDown:
             return False
         return True
+
+    async def report_amd(self, call_sid: str, answered_by: str) -> None:
+        try:
+            await self._call(self._amd_report, [_amd_key(call_sid)], [answered_by, AMD_KEEP_S])
+        except RedisDown:
+            if not self._amd_local_logged:
+                self._amd_local_logged = True
+                log.warning(
+                    "Redis unreachable: AMD verdicts reach only streams on this worker "
+                    "(others greet after their amd_wait_ms)"
+                )
+            self.amd.report(call_sid, answered_by)
+
+    async def wait_amd(self, call_sid: str, timeout_s: float) -> str | None:
+        """Redis's list and this worker's memory at once (the verdict was reported in
+        memory if Redis was down then); whichever has it first ends the wait."""
+        answer: str | None = None
+        async with trio.open_nursery() as nursery:
+
+            async def local() -> None:
+                nonlocal answer
+                found = await self.amd.wait(call_sid, timeout_s)
+                if found is not None:
+                    answer = found
+                    nursery.cancel_scope.cancel()
+
+            async def shared() -> None:
+                nonlocal answer
+                key = _amd_key(call_sid)
+                try:
+                    if timeout_s <= 0:  # BLPOP 0 would block for ever
+                        found = await self._op(self.client.lpop(key))
+                    else:
+                        popped = await self._op(
+                            self.amd_client.blpop([key], timeout_s), timeout_s + OP_TIMEOUT_S
+                        )
+                        found = None if popped is None else popped[1]
+                except RedisDown:
+                    return  # the local wait goes on to its bound
+                if found is not None:
+                    answer = str(found)
+                    nursery.cancel_scope.cancel()
+
+            nursery.start_soon(local)
+            nursery.start_soon(shared)
+        return answer
 
     # --- background ----------------------------------------------------------------
 
@@ -287,9 +359,9 @@ class RedisCalls:
     async def _call(self, script: Any, keys: list[str], args: list[Any]) -> Any:
         return await self._op(script(keys=keys, args=args))
 
-    async def _op(self, operation: Any) -> Any:
+    async def _op(self, operation: Any, timeout_s: float = OP_TIMEOUT_S) -> Any:
         try:
-            with trio.fail_after(OP_TIMEOUT_S):
+            with trio.fail_after(timeout_s):
                 result = await operation
         except (coredis.exceptions.RedisError, OSError, trio.TooSlowError) as exc:
             self._mark(False, exc)
@@ -302,6 +374,7 @@ class RedisCalls:
             self.up = up
             self.metrics.redis_up.set(1 if up else 0)
             if up:
+                self._amd_local_logged = False
                 log.warning("Redis is reachable again")
             else:
                 mode = "admitting on local limits" if self.fail_open else "refusing new calls"
@@ -323,6 +396,10 @@ def _call_key(call_id: str) -> str:
     return f"{PREFIX}call:{call_id}"
 
 
+def _amd_key(call_sid: str) -> str:
+    return f"{PREFIX}amd:{call_sid}"
+
+
 def _hangup_channel(worker: str) -> str:
     return f"{PREFIX}hangup:{worker}"
 
@@ -339,7 +416,12 @@ async def open_redis_calls(
     """Connect (Redis need not be up yet), run the heartbeat and listener for the block."""
     assert config.redis_url is not None
     client: coredis.Redis[str] = coredis.Redis.from_url(config.redis_url, decode_responses=True)
-    async with client:
+    # One connection per call that may wait for its AMD verdict (a worker never runs
+    # more than max_sessions calls).
+    amd_client: coredis.Redis[str] = coredis.Redis.from_url(
+        config.redis_url, decode_responses=True, max_connections=max(config.max_sessions, 1)
+    )
+    async with client, amd_client:
         calls = RedisCalls(
             client,
             config,
@@ -347,6 +429,7 @@ async def open_redis_calls(
             deliver=deliver,
             local_calls=local_calls,
             draining=draining,
+            amd_client=amd_client,
         )
         metrics.redis_up.set(1)
         async with trio.open_nursery() as nursery:

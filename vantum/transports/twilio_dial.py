@@ -11,18 +11,16 @@ status as its outcome (``completed``, ``busy``, ``no-answer``, ``failed``,
 ``canceled``); the AMD callback appends ``telephony.amd``. The session of the
 answered call is recorded under its own id with ``meta.dial`` pointing back here.
 
-:class:`AmdVerdicts` hands the asynchronous AMD verdict (an HTTP callback) to the
-media stream waiting for it before the greeting: one bounded dict and an event per
-call, nothing else shared. Both live in the server process that receives Twilio's
-callbacks; with several processes, route ``/twilio/amd`` and ``/twilio/stream`` of a
-call to the same one (or the greeting just waits its bound and goes on).
+:meth:`OutboundDialer.on_amd` hands the asynchronous AMD verdict (an HTTP callback)
+to the media stream waiting for it before the greeting, through ``amd`` (``amd.py``):
+the server's call registry, so the verdict reaches a stream on another worker when
+the workers share Redis.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
@@ -34,12 +32,10 @@ from ..errors import ConfigError, VantumError
 from ..limits import RateLimiter
 from ..protocol.ids import new_id
 from ..protocol.twilio.dialing import FINAL_STATUSES, DialRequest, create_call_params, verdict
+from .amd import AmdHandoff, AmdVerdicts
 from .twilio_rest import TwilioAPIError, TwilioREST
 
 log = logging.getLogger("vantum.twilio")
-
-MAX_VERDICTS = 10_000
-"""AMD verdicts kept for streams that have not asked yet (oldest forgotten first)."""
 
 
 class DialRecords(Protocol):
@@ -93,33 +89,6 @@ class _Active:
     expires_at: float
 
 
-class AmdVerdicts:
-    """``CallSid`` -> Twilio's ``AnsweredBy``, from the callback to the waiting stream."""
-
-    def __init__(self, max_entries: int = MAX_VERDICTS) -> None:
-        self.max_entries = max_entries
-        self._answers: OrderedDict[str, str] = OrderedDict()
-        self._events: dict[str, trio.Event] = {}
-
-    def report(self, call_sid: str, answered_by: str) -> None:
-        self._answers[call_sid] = answered_by
-        while len(self._answers) > self.max_entries:
-            self._answers.popitem(last=False)
-        event = self._events.pop(call_sid, None)
-        if event is not None:
-            event.set()
-
-    async def wait(self, call_sid: str, timeout_s: float) -> str | None:
-        """The verdict for ``call_sid``, waiting up to ``timeout_s``; None if none came."""
-        if call_sid not in self._answers:
-            event = self._events.setdefault(call_sid, trio.Event())
-            with trio.move_on_after(timeout_s):
-                await event.wait()
-            if self._events.get(call_sid) is event:
-                del self._events[call_sid]
-        return self._answers.pop(call_sid, None)
-
-
 class OutboundDialer:
     """Places Twilio calls within a rate and a concurrency cap, and records them."""
 
@@ -129,9 +98,14 @@ class OutboundDialer:
         store: Callable[[], DialRecords | None] = lambda: None,
         *,
         clock: Callable[[], float] = trio.current_time,
+        amd: Callable[[], AmdHandoff] | None = None,
     ) -> None:
         self.config = config
         self._store = store
+        local = AmdVerdicts()
+        self.amd: Callable[[], AmdHandoff] = amd or (lambda: local)
+        """Where AMD verdicts are handed over: the server's call registry (read at each
+        use: it becomes Redis once connected), else this dialer's own memory."""
         self._clock = clock
         self.max_active = config.max_outbound_calls
         self.limiter = (
@@ -142,7 +116,6 @@ class OutboundDialer:
         self.active: dict[str, _Active] = {}
         """Dial id -> placed calls without a final status yet (each expires eventually,
         so a lost callback cannot hold a slot forever)."""
-        self.verdicts = AmdVerdicts()
 
     def _purge(self, now: float) -> None:
         for dial_id in [d for d, a in self.active.items() if a.expires_at <= now]:
@@ -222,7 +195,7 @@ class OutboundDialer:
     async def on_amd(self, dial_id: str | None, fields: Mapping[str, str]) -> None:
         """Twilio's async AMD callback: hand the verdict to the stream, record it."""
         call_sid, answered_by = fields.get("CallSid", ""), fields.get("AnsweredBy", "unknown")
-        self.verdicts.report(call_sid, answered_by)
+        await self.amd().report_amd(call_sid, answered_by)
         log.info("call %s answered by %s", call_sid, answered_by)
         store = self._store()
         if store is not None and dial_id:

@@ -553,7 +553,7 @@ async def answering_machine(
                 nursery.cancel_scope.cancel()
 
         nursery.start_soon(drain)
-        answered_by = await app.dialer.verdicts.wait(call_sid, agent.amd_wait_ms / 1000)
+        answered_by = await app.dialer.amd().wait_amd(call_sid, agent.amd_wait_ms / 1000)
         nursery.cancel_scope.cancel()
     if gone:
         return None
