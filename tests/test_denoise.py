@@ -68,14 +68,16 @@ class Muting(denoise.DeepFilter):
 
 async def _run(
     settings: CallSettings, audio: bytes, ready: Callable[[], bool] = lambda: True
-) -> tuple[list[TurnInput], bytes, float]:
-    """``audio`` through the audio path; the speech (after 2 s) is sent only once
-    ``ready()`` (the suppressor was handed over: its loading thread takes real time
-    the mock clock would otherwise run through)."""
+) -> tuple[list[TurnInput], bytes, float, bytes]:
+    """``audio`` through the audio path, and what was fed to it: the speech (after 2 s)
+    starts only once ``ready()`` (the suppressor is in use: its loading thread takes
+    real time the mock clock would otherwise run through); until then more silence is
+    fed, so the path has frames to hand the suppressor once it has it."""
     audio_tx, audio_rx = trio.open_memory_channel[AudioItem](8)
     stt_tx, stt_rx = trio.open_memory_channel[SttItem](512)
     inbox_tx, inbox_rx = trio.open_memory_channel[TurnInput](64)
     sent: list[bytes] = []
+    fed: list[bytes] = []
     inbox: list[TurnInput] = []
     monitor = StallMonitor(threshold_s=0.010, log_stalls=False, clock=time.thread_time)
 
@@ -95,14 +97,18 @@ async def _run(
             nursery.start_soon(stt)
             nursery.start_soon(run_audio_path, audio_rx, stt_tx, inbox_tx, settings)
             async with audio_tx:
-                for i in range(0, len(audio), 640):
+                i = 0
+                while i < len(audio):
                     await trio.sleep(0.02)
-                    while i >= 2 * RATE * 2 and not ready():
-                        await trio.lowlevel.checkpoint()
-                    await audio_tx.send(audio[i : i + 640])
+                    if i >= 2 * RATE * 2 and not ready():
+                        chunk = bytes(640)
+                    else:
+                        chunk, i = audio[i : i + 640], i + 640
+                    fed.append(chunk)
+                    await audio_tx.send(chunk)
     finally:
         trio.lowlevel.remove_instrument(monitor)
-    return inbox, b"".join(sent), monitor.longest_s
+    return inbox, b"".join(sent), monitor.longest_s, b"".join(fed)
 
 
 async def test_the_vad_hears_the_denoised_copy_and_the_stt_the_raw_audio(
@@ -121,11 +127,14 @@ async def test_the_vad_hears_the_denoised_copy_and_the_stt_the_raw_audio(
     # Silence first: the suppressor loads (in a thread) while nothing is said.
     audio = bytes(2 * RATE * 2) + tone(1.0) + bytes(2 * RATE)
     plain = CallSettings(RATE, turn_mode="auto", vad="webrtc")
-    inbox, _, _ = await _run(plain, audio)
+    inbox, _, _, _ = await _run(plain, audio)
     assert any(isinstance(x, VoiceStart) for x in inbox)  # the tone is speech to WebRTC
     denoised = attrs.evolve(plain, turn=TurnPolicy(noise_reduction=True))
-    inbox, sent, longest = await _run(denoised, audio, lambda: bool(handed))
-    assert prebuilt.calls > 0
+    # Ready once the path *uses* the suppressor (it has processed a frame), not merely
+    # once the loading thread built it: the hand-over back to the loop takes real time
+    # too, and speech sent in between reached the VAD raw (a failure seen under load).
+    inbox, sent, longest, fed = await _run(denoised, audio, lambda: prebuilt.calls > 0)
+    assert handed and prebuilt.calls > 0
     assert not any(isinstance(x, VoiceStart) for x in inbox)  # the VAD heard the copy
-    assert sent == audio  # the recogniser gets the caller's audio untouched
+    assert sent == fed  # the recogniser gets the caller's audio untouched
     assert longest < 0.010, longest  # the model ran in its thread, not on the loop
