@@ -11,16 +11,23 @@ from __future__ import annotations
 import os
 import re
 import signal
-from contextlib import AsyncExitStack
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
+from cluster_helpers import (
+    ServerProcess,
+    health,
+    metrics_text,
+    serve_process,
+    worker_sessions,
+)
 from cluster_helpers import answers as _answers
 from cluster_helpers import calls_on_both as _calls_on_both
-from cluster_helpers import health, metrics_text, serve_process, worker_sessions
 from e2e_helpers import FAST_CA, FAST_DG, FAST_OA
 
 from vantum.protocol import events as ev
@@ -51,16 +58,22 @@ def _fake_env(dg: Any, oa: Any, ca: Any, tmp: str) -> dict[str, str]:
     }
 
 
-async def test_two_workers_share_the_port_and_a_killed_worker_is_restarted_alone(
-    tmp_path: os.PathLike[str],
-) -> None:
+@asynccontextmanager
+async def two_workers(tmp_path: os.PathLike[str]) -> AsyncIterator[ServerProcess]:
+    """``vantum serve --workers 2`` against the fake providers, for one test."""
     async with (
         serve_fake_deepgram(FAST_DG) as dg,
         serve_fake_openai(FAST_OA) as oa,
         serve_fake_cartesia(FAST_CA) as ca,
         serve_process(_fake_env(dg, oa, ca, str(tmp_path)), new_secret()) as server,
-        AsyncExitStack() as stack,
     ):
+        yield server
+
+
+async def test_two_workers_share_the_port_and_a_killed_worker_is_restarted_alone(
+    tmp_path: os.PathLike[str],
+) -> None:
+    async with two_workers(tmp_path) as server, AsyncExitStack() as stack:
         with trio.fail_after(60):
             by_worker = await _calls_on_both(server, stack)
             victim = server.workers()[0]
@@ -94,13 +107,7 @@ async def test_two_workers_share_the_port_and_a_killed_worker_is_restarted_alone
 async def test_sigterm_drains_every_worker_and_the_supervisor_exits_on_time(
     tmp_path: os.PathLike[str],
 ) -> None:
-    async with (
-        serve_fake_deepgram(FAST_DG) as dg,
-        serve_fake_openai(FAST_OA) as oa,
-        serve_fake_cartesia(FAST_CA) as ca,
-        serve_process(_fake_env(dg, oa, ca, str(tmp_path)), new_secret()) as server,
-        AsyncExitStack() as stack,
-    ):
+    async with two_workers(tmp_path) as server, AsyncExitStack() as stack:
         with trio.fail_after(60):
             by_worker = await _calls_on_both(server, stack)
             pids = [w.pid for w in server.workers().values()]
@@ -131,13 +138,7 @@ async def test_workers_drain_when_their_supervisor_is_killed(
 ) -> None:
     """SIGKILL to the supervisor (no chance to stop anyone): each worker sees its stdin
     pipe close, drains its calls (1001) and exits, instead of serving on unsupervised."""
-    async with (
-        serve_fake_deepgram(FAST_DG) as dg,
-        serve_fake_openai(FAST_OA) as oa,
-        serve_fake_cartesia(FAST_CA) as ca,
-        serve_process(_fake_env(dg, oa, ca, str(tmp_path)), new_secret()) as server,
-        AsyncExitStack() as stack,
-    ):
+    async with two_workers(tmp_path) as server, AsyncExitStack() as stack:
         with trio.fail_after(60):
             by_worker = await _calls_on_both(server, stack)
             pids = [w.pid for w in server.workers().values()]
@@ -160,13 +161,7 @@ async def test_back_to_back_calls_spread_over_both_workers(
     worker 0 (issue 19); with SO_REUSEPORT the kernel hashes each connection onto a
     worker's own listener. Binomial(40, 1/2) falls below 8 on one side once in ~20000
     runs."""
-    async with (
-        serve_fake_deepgram(FAST_DG) as dg,
-        serve_fake_openai(FAST_OA) as oa,
-        serve_fake_cartesia(FAST_CA) as ca,
-        serve_process(_fake_env(dg, oa, ca, str(tmp_path)), new_secret()) as server,
-        AsyncExitStack() as stack,
-    ):
+    async with two_workers(tmp_path) as server, AsyncExitStack() as stack:
         with trio.fail_after(90):
             for _ in range(40):
                 call = await stack.enter_async_context(
@@ -189,13 +184,7 @@ async def test_a_busy_worker_does_not_lose_its_share_to_the_running_one(
     with a listener per worker the kernel queued worker 1's share on worker 1's own
     socket, and worker 1 answers it once it runs again. Binomial(30, 1/2) puts fewer
     than 5 on one side once in ~15000 runs."""
-    async with (
-        serve_fake_deepgram(FAST_DG) as dg,
-        serve_fake_openai(FAST_OA) as oa,
-        serve_fake_cartesia(FAST_CA) as ca,
-        serve_process(_fake_env(dg, oa, ca, str(tmp_path)), new_secret()) as server,
-        AsyncExitStack() as stack,
-    ):
+    async with two_workers(tmp_path) as server, AsyncExitStack() as stack:
         total = 30
         port = int(server.url.rsplit(":", 1)[1])
         stopped = server.workers()[1]
@@ -257,13 +246,7 @@ async def test_a_draining_worker_leaves_the_port_to_the_others(
     kernel sends every new call to the other worker (none refused with
     ``connection.error.shutdown``, none reset). Staying in the group, the draining
     worker would get its share of new calls and refuse each one."""
-    async with (
-        serve_fake_deepgram(FAST_DG) as dg,
-        serve_fake_openai(FAST_OA) as oa,
-        serve_fake_cartesia(FAST_CA) as ca,
-        serve_process(_fake_env(dg, oa, ca, str(tmp_path)), new_secret()) as server,
-        AsyncExitStack() as stack,
-    ):
+    async with two_workers(tmp_path) as server, AsyncExitStack() as stack:
         with trio.fail_after(60):
             by_worker = await _calls_on_both(server, stack)
             draining = server.workers()[0]

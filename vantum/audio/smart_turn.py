@@ -22,13 +22,13 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
-import threading
 from typing import Any
 
 import numpy as np
 import trio
 
 from .log_mel import last_seconds, log_mel
+from .process_model import ProcessModel
 
 log = logging.getLogger("vantum.audio.smart_turn")
 
@@ -75,27 +75,18 @@ class SmartTurnModel:
         return float(np.asarray(out[0]).reshape(-1)[0])
 
 
-_model: SmartTurnModel | None = None
-_model_lock = threading.Lock()
+_MODEL = ProcessModel(SmartTurnModel)
 
 
 def load_smart_turn() -> SmartTurnModel:
     """The process's model, loaded on first use (~0.2 s: from a thread or at start-up).
     Raises FileNotFoundError / ImportError when it is not installed."""
-    global _model
-    with _model_lock:
-        if _model is None:
-            _model = SmartTurnModel()
-        return _model
+    return _MODEL.get()
 
 
 def smart_turn_unavailable() -> str | None:
     """None when the model can be used, else why not (for logs and test skips)."""
-    try:
-        load_smart_turn()
-    except Exception as exc:  # not installed, or onnxruntime refusing the model
-        return f"{type(exc).__name__}: {exc}"
-    return None
+    return _MODEL.unavailable()
 
 
 def _threads() -> int:

@@ -27,12 +27,13 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 from typing import Any, Literal, Protocol
 
 import attrs
 import numpy as np
 import numpy.typing as npt
+
+from .process_model import ProcessModel
 
 log = logging.getLogger("vantum.audio.vad")
 
@@ -222,27 +223,18 @@ class SileroModel:
         return float(out[0][0, 0]), out[1]
 
 
-_model: SileroModel | None = None
-_model_lock = threading.Lock()
+_MODEL = ProcessModel(SileroModel)
 
 
 def load_silero_model() -> SileroModel:
     """The process's Silero model, loading it on first use (~0.1 s of CPU: call it
     from a thread, or at start-up). Raises ImportError when it is not installed."""
-    global _model
-    with _model_lock:
-        if _model is None:
-            _model = SileroModel()
-        return _model
+    return _MODEL.get()
 
 
 def silero_available() -> str | None:
     """None when Silero can be used, else why not (for the start-up log)."""
-    try:
-        load_silero_model()
-    except Exception as exc:  # ImportError, or onnxruntime refusing the model
-        return f"{type(exc).__name__}: {exc}"
-    return None
+    return _MODEL.unavailable()
 
 
 _fallback_logged = False
