@@ -562,6 +562,7 @@ def summarize(sessions: Sequence[Session], wl: Workload, floor: float) -> dict[s
     minutes = sum(
         (s.ended - s.started) / 60 for s in sessions if not math.isnan(s.ended - s.started)
     )
+    tail = tail_attribution(answered)
     return {
         "turns": len(turns),
         "turns_answered": len(answered),
@@ -577,6 +578,7 @@ def summarize(sessions: Sequence[Session], wl: Workload, floor: float) -> dict[s
         "underruns": sum(u[0] for u in under),
         "underrun_ms": round(1000 * sum(u[1] for u in under), 1),
         "server_stages_ms": stages,
+        "tail_attribution_ms": tail,
         "call_minutes": round(minutes, 3),
         "client_messages_per_session_s": (
             round(
@@ -587,6 +589,37 @@ def summarize(sessions: Sequence[Session], wl: Workload, floor: float) -> dict[s
         ),
         "floor_ms": round(floor_ms, 1),
     }
+
+
+def tail_attribution(answered: Sequence[Turn]) -> dict[str, dict[str, float]] | None:
+    """Where the slowest turns lose their time: each server stage, and what the server
+    does not see (client v2v less the server's voiceToVoiceMs: the caller's last
+    frames in flight, the first answer chunk on its way back, both ends' loops),
+    averaged over the slowest 5 % of turns (by client v2v, at least one) and over the
+    rest. The difference between the two rows says which stage makes the p99
+    (issue 21: "something produces 50 ms outliers at low load")."""
+    rows = [
+        (1000 * (t.first_audio - t.end_at), t.metrics)
+        for t in answered
+        if t.first_audio is not None and t.metrics.get("voiceToVoiceMs") is not None
+    ]
+    if len(rows) < 2:
+        return None
+    rows.sort(key=lambda r: r[0])
+    cut = max(1, math.ceil(0.05 * len(rows)))
+
+    def mean_of(part: Sequence[tuple[float, dict[str, Any]]]) -> dict[str, float]:
+        out = {"clientV2vMs": float(np.mean([v for v, _ in part]))}
+        for key in _STAGES:
+            vals = [float(m[key]) for _, m in part if m.get(key) is not None]
+            if vals:
+                out[key] = float(np.mean(vals))
+        out["outsideServerMs"] = float(
+            np.mean([v - float(m["voiceToVoiceMs"]) for v, m in part])
+        )
+        return {k: round(v, 1) for k, v in out.items()}
+
+    return {"slowest_5pct": mean_of(rows[-cut:]), "rest": mean_of(rows[:-cut])}
 
 
 # ---------------------------------------------------------------------------- runs

@@ -40,7 +40,6 @@ import struct
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from functools import partial
 from http import HTTPStatus
 
 import attrs
@@ -55,6 +54,7 @@ from trio_websocket import (
 
 from ..providers import cartesia_messages as cm
 from .faults import RefusalWindow
+from .loopback import serve_streams
 
 SECONDS_PER_CHAR = 0.06
 PATH = "/tts/websocket"
@@ -517,13 +517,6 @@ async def serve_fake_cartesia(
 ) -> AsyncIterator[FakeCartesia]:
     """Run the fake on ``host:port`` (0 = any free port) until the block exits."""
     fake = FakeCartesia(config)
-    async with trio.open_nursery() as nursery:
-        listeners = await nursery.start(
-            partial(trio.serve_tcp, fake._serve_stream, port, host=host)
-        )
-        bound = listeners[0].socket.getsockname()
-        fake.url = f"ws://{host}:{bound[1]}{PATH}"
-        try:
-            yield fake
-        finally:
-            nursery.cancel_scope.cancel()
+    async with serve_streams(fake._serve_stream, host, port) as bound:
+        fake.url = f"ws://{host}:{bound}{PATH}"
+        yield fake

@@ -74,6 +74,7 @@ from trio_websocket import (
 from ..providers import deepgram_messages as dm
 from .change import ChangeSignal
 from .faults import RefusalWindow
+from .loopback import serve_streams
 
 PATH = "/v1/listen"
 FRAME_BYTES = 640
@@ -498,10 +499,6 @@ async def serve_fake_deepgram(
     config: FakeDeepgramConfig | None = None, host: str = "127.0.0.1", port: int = 0
 ) -> AsyncIterator[FakeDeepgram]:
     fake = FakeDeepgram(config or FakeDeepgramConfig())
-    async with trio.open_nursery() as nursery:
-        serve = partial(trio.serve_tcp, partial(_handle_connection, fake), port, host=host)
-        listeners = await nursery.start(serve)
-        bound = listeners[0].socket.getsockname()
-        fake.url = f"ws://{host}:{bound[1]}{PATH}"
+    async with serve_streams(partial(_handle_connection, fake), host, port) as bound:
+        fake.url = f"ws://{host}:{bound}{PATH}"
         yield fake
-        nursery.cancel_scope.cancel()

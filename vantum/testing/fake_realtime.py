@@ -63,6 +63,7 @@ from trio_websocket import (
 
 from ..providers.realtime import codec as rc
 from .change import ChangeSignal
+from .loopback import serve_streams
 
 PATH = "/v1/realtime"
 FRAME_MS = 20
@@ -658,13 +659,9 @@ async def serve_fake_realtime(
     config: FakeRealtimeConfig | None = None, host: str = "127.0.0.1", port: int = 0
 ) -> AsyncIterator[FakeRealtime]:
     fake = FakeRealtime(config or FakeRealtimeConfig())
-    async with trio.open_nursery() as nursery:
-        serve = partial(trio.serve_tcp, partial(_handle_connection, fake), port, host=host)
-        listeners = await nursery.start(serve)
-        bound = listeners[0].socket.getsockname()
-        fake.url = f"ws://{host}:{bound[1]}{PATH}"
+    async with serve_streams(partial(_handle_connection, fake), host, port) as bound:
+        fake.url = f"ws://{host}:{bound}{PATH}"
         yield fake
-        nursery.cancel_scope.cancel()
 
 
 __all__ = [

@@ -14,7 +14,6 @@ import json
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from functools import partial
 from typing import Any
 
 import attrs
@@ -27,6 +26,7 @@ from ..webhooks.signing import (
     SignatureError,
     verify,
 )
+from .loopback import serve_streams
 
 
 @attrs.frozen
@@ -116,9 +116,6 @@ async def open_webhook_receiver(
 
     Pass ``receiver`` (with ``port``) to bring the same receiver back after a stop."""
     rx = receiver or WebhookReceiver(secret, status=status, wall_clock=wall_clock)
-    async with trio.open_nursery() as nursery:
-        listeners = await nursery.start(partial(trio.serve_tcp, rx.handle, port, host="127.0.0.1"))
-        bound = listeners[0].socket.getsockname()[1]
+    async with serve_streams(rx.handle, "127.0.0.1", port) as bound:
         rx.url = f"http://127.0.0.1:{bound}/hooks"
         yield rx
-        nursery.cancel_scope.cancel()
