@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, MutableMapping, Sequence
 from typing import Any
 
 import httpx
@@ -383,3 +383,29 @@ def test_fallback_messages_escalate_and_reset() -> None:
     assert fallbacks.message_for(LLMErrorKind.RATE_LIMIT) == fallbacks.tier1
     fallbacks.success()
     assert fallbacks.message_for(LLMErrorKind.AUTH) == fallbacks.tier3
+
+
+async def test_tokens_keep_their_schedule_after_a_late_send(autojump_clock: Any) -> None:
+    """A model streams at its own rate: when the fake's process is late for one token
+    (a busy core in a benchmark), the tokens after it are still due on the original
+    schedule. Paced by relative sleeps, every later token carried the delay."""
+    config = FakeOpenAIConfig(first_token_latency=0.3, tokens_per_second=50, chars_per_token=4)
+    fake = FakeOpenAI(config)
+    sent: list[float] = []
+    start = trio.current_time()
+
+    async def send(message: MutableMapping[str, Any]) -> None:
+        if message["type"] == "http.response.body" and b'"content":' in message["body"]:
+            sent.append(trio.current_time() - start)
+            if len(sent) == 4:  # the role chunk, then the third token
+                await trio.sleep(0.05)  # this process was busy for 50 ms
+
+    payload = {"model": "m", "stream": True, "messages": [{"role": "user", "content": "x"}]}
+    await fake._stream(payload, "one two three four five six seven eight", None, send)
+    tokens = sent[1:]  # the first body is the role chunk, at first_token_latency
+    assert sent[0] == pytest.approx(0.3)
+    late = [t - (0.3 + i * 0.02) for i, t in enumerate(tokens)]
+    assert late[2] == pytest.approx(0.0)  # the late one was sent on time, then held
+    assert late[3] == pytest.approx(0.03)  # due 20 ms after it: 30 ms late
+    assert late[4] == pytest.approx(0.01)  # due 40 ms after it: 10 ms late
+    assert all(x == pytest.approx(0.0) for x in late[5:])  # back on schedule

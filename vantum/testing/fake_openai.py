@@ -334,16 +334,23 @@ class FakeOpenAI:
             choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
             return _sse({**base, "choices": [choice]})
 
+        # Paced by the clock, like a model generating at its own rate: token i is due
+        # at first_token_latency + i / tokens_per_second after the request, so one
+        # late wake-up of this process delays one token, not every token after it.
+        interval = 1.0 / config.tokens_per_second
+        due = trio.current_time() + config.first_token_latency
         await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS})
-        await trio.sleep(config.first_token_latency)
+        await trio.sleep_until(due)
         await send(_body(chunk({"role": "assistant", "content": "", "refusal": None})))
         for i, token in enumerate(tokens):
             if i:
-                await trio.sleep(1.0 / config.tokens_per_second)
+                due += interval
+                await trio.sleep_until(due)
             if i == len(tokens) // 2:
                 if stall is not None:
                     self.injected["stall"] += 1
                     await trio.sleep(stall)
+                    due += stall
                 if fault == "reset":
                     self.injected["reset"] += 1
                     raise _InjectedReset  # Hypercorn drops the connection mid-body
@@ -355,7 +362,8 @@ class FakeOpenAI:
             first = {**call, "function": {"name": call["function"]["name"], "arguments": ""}}
             await send(_body(chunk({"tool_calls": [{"index": index, **first}]})))
             for piece in _tokens(call["function"]["arguments"], config.chars_per_token):
-                await trio.sleep(1.0 / config.tokens_per_second)
+                due += interval
+                await trio.sleep_until(due)
                 fragment = {"index": index, "function": {"arguments": piece}}
                 await send(_body(chunk({"tool_calls": [fragment]})))
         if calls:
