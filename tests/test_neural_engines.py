@@ -15,6 +15,8 @@ import time
 import wave
 from collections.abc import Sequence
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 import pytest
@@ -58,6 +60,7 @@ from vantum.providers.whisper_stt import (
     Utterance,
     WhisperSTT,
     decoded_part,
+    english_prompt,
     interims_affordable,
     shared_whisper,
     stable_prefix,
@@ -341,6 +344,31 @@ async def test_speech_after_a_pause_voids_the_pause_decode(
     # The final is decoded from the whole utterance, not taken from the early pause.
     assert finals[0].text == f"heard {max(calls)} bytes"
     assert max(calls) > len(silence(0.2) + fixture_pcm("weather") + silence(0.35)) + 32_000
+
+
+def test_a_multilingual_model_is_told_to_transcribe_english() -> None:
+    """Whisper base (multilingual, given as ``model_path``) gets ``<|en|><|transcribe|>``
+    in its prompt, as faster-whisper gives it for ``language="en"``; tiny.en's prompt has
+    no language. The multilingual model is the packaged one's tokenizer behind a
+    multilingual flag (the base model is not packaged: docs/embedded.md)."""
+    tiny = shared_whisper().load()
+
+    def tokens(model: Any) -> list[str]:
+        tok, prompt = english_prompt(model)
+        return [tok.tokenizer.id_to_token(t) for t in prompt]
+
+    assert tokens(tiny) == ["<|startoftranscript|>", "<|notimestamps|>"]
+    multilingual = SimpleNamespace(
+        hf_tokenizer=tiny.hf_tokenizer,
+        model=SimpleNamespace(is_multilingual=True),
+        get_prompt=tiny.get_prompt,
+    )
+    assert tokens(multilingual) == [
+        "<|startoftranscript|>",
+        "<|en|>",
+        "<|transcribe|>",
+        "<|notimestamps|>",
+    ]
 
 
 def test_one_model_per_process() -> None:
