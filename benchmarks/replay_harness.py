@@ -49,6 +49,7 @@ from typing import Any
 
 import attrs
 import numpy as np
+import pyspy
 import trio
 from knee import KneeSearch
 
@@ -224,6 +225,8 @@ def _free_port() -> int:
 
 
 _NICE = 0
+_PROFILE_DIR: Path | None = None
+"""``--profile``: where each step's py-spy recording goes (None: not profiled)."""
 
 
 def _raise_priority(own_session: bool = True) -> None:
@@ -614,9 +617,7 @@ def tail_attribution(answered: Sequence[Turn]) -> dict[str, dict[str, float]] | 
             vals = [float(m[key]) for _, m in part if m.get(key) is not None]
             if vals:
                 out[key] = float(np.mean(vals))
-        out["outsideServerMs"] = float(
-            np.mean([v - float(m["voiceToVoiceMs"]) for v, m in part])
-        )
+        out["outsideServerMs"] = float(np.mean([v - float(m["voiceToVoiceMs"]) for v, m in part]))
         return {k: round(v, 1) for k, v in out.items()}
 
     return {"slowest_5pct": mean_of(rows[-cut:]), "rest": mean_of(rows[:-cut])}
@@ -748,7 +749,14 @@ async def measure_step(
     f0, all0 = (fakes.cpu() if fakes else 0.0), sum(p.cpu() for p in ours)
     q0, busy0 = proc.runq_wait(), _busy()
     fq0, mq0 = (fakes.runq_wait() if fakes else 0.0), _runq_wait(os.getpid())
-    sessions = await run_step(run.url, n, clips, wl, run.target)
+    recording = None
+    if _PROFILE_DIR is not None:
+        out = _PROFILE_DIR / f"{run.target.name}-{n}.txt"
+        recording = pyspy.Recording(proc.popen.pid, out)
+    try:
+        sessions = await run_step(run.url, n, clips, wl, run.target)
+    finally:
+        profile = recording.stop() if recording is not None else None
     wall = time.monotonic() - t0
     m1 = me.cpu_times()
     step = {"sessions": n, **summarize(sessions, wl, wl.floor() + run.target.extra_floor)}
@@ -779,6 +787,8 @@ async def measure_step(
     step["server_rss_mb"] = round(proc.rss() / 2**20, 1)
     if run.target.env.get("VANTUM_STALL_MS"):
         step["stalls"] = stall_report(proc.log, log_at)
+    if profile is not None:
+        step["profile"] = profile
     return step
 
 
@@ -1250,6 +1260,15 @@ def configure_parser(p: argparse.ArgumentParser, root: Path | None = None) -> No
         "task steps and garbage collections longer than this",
     )
     p.add_argument(
+        "--profile",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="record every step of every server with py-spy (sampling, from outside, "
+        "never pausing it) into DIR/<server>-<sessions>.txt and report each step's CPU "
+        "by area (VAD model, WebSocket stack, scheduler, own code)",
+    )
+    p.add_argument(
         "--stall-clock",
         choices=("wall", "cpu"),
         default="wall",
@@ -1304,8 +1323,11 @@ def run(args: argparse.Namespace) -> int:
         ramp=2.0 if args.quick else 4.0,
     )
     clips = load_clips(args.fixtures)
-    global _NICE
+    global _NICE, _PROFILE_DIR
     _NICE = args.nice
+    if args.profile is not None:
+        args.profile.mkdir(parents=True, exist_ok=True)
+        _PROFILE_DIR = args.profile
     own_session = os.getsid(0) == os.getpid()
     if args.nice and not own_session:
         # The load generator's own autogroup, as for the other roles (this also

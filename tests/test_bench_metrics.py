@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 
 import pytest
+from pyspy import area_of
+from pyspy import summarize as profile_summary
 from replay_harness import (
     REPLY,
     Session,
@@ -13,6 +15,7 @@ from replay_harness import (
     capacity,
     compare,
     summarize,
+    tail_attribution,
     trailing_silence,
 )
 
@@ -114,3 +117,46 @@ def test_capacity_prefers_latency_net_of_the_fakes_overhead() -> None:
     cap = capacity(steps)
     assert cap["capacity_latency_metric"] == "added_net_ms"
     assert cap["max_sessions_per_core_measured"] == 10
+
+
+def _answered(v2v_ms: float, llm_ms: float) -> Turn:
+    metrics = {
+        "endOfSpeechToFinalMs": 150.0,
+        "finalToLlmFirstTokenMs": llm_ms,
+        "llmFirstTokenToTtsFirstAudioMs": 290.0,
+        "voiceToVoiceMs": 150.0 + llm_ms + 290.0,
+    }
+    return Turn(end_at=0.0, first_audio=v2v_ms / 1000, complete=True, metrics=metrics)
+
+
+def test_tail_attribution_names_the_stage_the_slow_turns_lose_time_in() -> None:
+    fast = [_answered(750.0 + i, 300.0) for i in range(38)]
+    slow = [_answered(850.0, 390.0), _answered(860.0, 400.0)]  # 2 of 40: the slowest 5 %
+    out = tail_attribution(fast + slow)
+    assert out is not None
+    tail, rest = out["slowest_5pct"], out["rest"]
+    assert tail["finalToLlmFirstTokenMs"] - rest["finalToLlmFirstTokenMs"] == pytest.approx(95.0)
+    assert tail["endOfSpeechToFinalMs"] == rest["endOfSpeechToFinalMs"]
+    # What the server's own clock does not cover: client v2v less its voiceToVoiceMs.
+    assert tail["outsideServerMs"] == pytest.approx(855.0 - 835.0)
+    assert tail_attribution(fast[:1]) is None
+
+
+def test_profile_summary_groups_samples_by_where_the_cpu_was() -> None:
+    raw = "\n".join(
+        [
+            "main (vantum/cli.py:10);run (onnxruntime/capi/x.py:406) 30",
+            "main (vantum/cli.py:10);events (wsproto/connection.py:193) 10",
+            "main (vantum/cli.py:10);feed (vantum/pipeline/audio_path.py:239) 10",
+            "garbage",
+        ]
+    )
+    out = profile_summary(raw)
+    assert out["samples"] == 50
+    assert out["areas_pct"] == {
+        "VAD model (onnxruntime)": 60.0,
+        "WebSocket + HTTP stack": 20.0,
+        "Vantum": 20.0,
+    }
+    assert area_of("/usr/lib/python3.11/json/decoder.py") == "JSON / base64 / msgpack"
+    assert profile_summary("") == {"samples": 0}
