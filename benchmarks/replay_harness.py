@@ -226,6 +226,8 @@ def _free_port() -> int:
 
 _NICE = 0
 _PROFILE_DIR: Path | None = None
+_FAKE_ENV: dict[str, str] = {}
+"""The fakes' environment once they run: what :func:`probe_fake_llm` talks to."""
 """``--profile``: where each step's py-spy recording goes (None: not profiled)."""
 
 
@@ -683,6 +685,34 @@ async def run_step(
     return sessions
 
 
+async def probe_fake_llm(
+    env: dict[str, str], wl: Workload, late: list[float], period: float = 0.25
+) -> None:
+    """While a step runs: a bare client asks the fake LLM for a stream every
+    ``period`` s and records how much later than modelled its first chunk came.
+
+    The fakes and the load generator share a core; when that core is busy the
+    fake's first token is late for *every* server, and the server's latency tail
+    inherits it. The probe prices that directly (no server in its path), so a
+    step's p99 can be read against the load side's own p99 (issue 21: "the run
+    reports when they, not the server, are the limit")."""
+    import httpx
+
+    headers = {"Authorization": f"Bearer {env['OPENAI_API_KEY']}"}
+    body = {"model": "fake-model", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+    endpoint = env["OPENAI_BASE_URL"].rstrip("/") + "/chat/completions"
+    async with httpx.AsyncClient(headers=headers, timeout=10) as http:
+        while True:
+            next_at = trio.current_time() + period
+            t0 = trio.current_time()
+            async with http.stream("POST", endpoint, json=body) as response:
+                async for line in response.aiter_lines():
+                    if line.startswith("data: {"):
+                        late.append(trio.current_time() - t0 - wl.llm_first_token)
+                        break
+            await trio.sleep_until(next_at)
+
+
 async def idle_rss(url: str, proc: Proc, k: int) -> dict[str, float]:
     """Open ``k`` sessions that say nothing; the server's RSS growth per session."""
     from vantum.testing.browser_client import BrowserClient
@@ -753,8 +783,13 @@ async def measure_step(
     if _PROFILE_DIR is not None:
         out = _PROFILE_DIR / f"{run.target.name}-{n}.txt"
         recording = pyspy.Recording(proc.popen.pid, out)
+    probe_late: list[float] = []
     try:
-        sessions = await run_step(run.url, n, clips, wl, run.target)
+        async with trio.open_nursery() as probing:
+            if _FAKE_ENV:
+                probing.start_soon(probe_fake_llm, _FAKE_ENV, wl, probe_late)
+            sessions = await run_step(run.url, n, clips, wl, run.target)
+            probing.cancel_scope.cancel()
     finally:
         profile = recording.stop() if recording is not None else None
     wall = time.monotonic() - t0
@@ -789,6 +824,8 @@ async def measure_step(
         step["stalls"] = stall_report(proc.log, log_at)
     if profile is not None:
         step["profile"] = profile
+    if probe_late:
+        step["fake_llm_late_ms"] = _pct([1000 * x for x in probe_late])
     return step
 
 
@@ -1033,6 +1070,7 @@ def _fmt(v: Any) -> str:
 _HEADER = (
     f"{'server':<8} {'N':>4} {'v2v p50':>8} {'p99':>6} {'added p50':>9} {'p99':>6}"
     f" {'late p99':>8} {'undr':>5} {'ok/turns':>9} {'cpu s/min':>9} {'srv cpu':>7} {'gen cpu':>7}"
+    f" {'fake p99':>8}"
 )
 
 
@@ -1043,7 +1081,8 @@ def _row(name: str, s: dict[str, Any]) -> str:
         f" {_fmt(a['p50']):>9} {_fmt(a['p99']):>6} {_fmt(s['late_jitter_ms']['p99']):>8}"
         f" {s['underrun_turns']:>5} {s['turns_answered']:>4}/{s['turns']:<4}"
         f" {_fmt(s['server_cpu_s_per_call_min']):>9} {s['server_cpu_util']:>7.0%}"
-        f" {s['loadgen_cpu_util']:>7.0%}{_contended(s)}"
+        f" {s['loadgen_cpu_util']:>7.0%}"
+        f" {_fmt((s.get('fake_llm_late_ms') or {}).get('p99')):>8}{_contended(s)}"
     )
 
 
@@ -1447,6 +1486,7 @@ def run(args: argparse.Namespace) -> int:
         )
         try:
             fake_env = json.loads(fakes.read_line(30))
+            _FAKE_ENV.update(fake_env)
             try:
                 cal = trio.run(calibrate_fakes, fake_env, clips[0][0], wl)
                 result["fakes_calibration"] = cal
