@@ -45,6 +45,9 @@ AREAS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("numpy / resampling", ("numpy/", "samplerate/", "soxr/")),
     ("pydantic / openai SDK", ("pydantic", "openai/")),
 )
+IDLE_LEAVES = ("EpollIOManager.get_events", "EpollIOManager._epoll_wait", "EpollSelector.select")
+"""Innermost frames that are the event loop waiting in ``epoll_wait``: idle time that
+py-spy's idle detection does not always recognise under ``--nonblocking``."""
 _FRAME = re.compile(r"^(?P<func>.*) \((?P<file>.*?)(?::(?P<line>\d+))?\)$")
 
 
@@ -58,11 +61,12 @@ def area_of(path: str) -> str:
 
 
 def summarize(raw: str, top: int = 12) -> dict[str, object]:
-    """Share of samples per area (by the innermost frame: where the CPU was) and the
-    heaviest functions, from py-spy's ``--format raw`` (one ``a;b;c N`` per stack)."""
+    """Share of busy samples per area (by the innermost frame: where the CPU was) and
+    the heaviest functions, from py-spy's ``--format raw`` (one ``a;b;c N`` per
+    stack); samples waiting in epoll are counted apart, as idle."""
     areas: collections.Counter[str] = collections.Counter()
     funcs: collections.Counter[str] = collections.Counter()
-    total = 0
+    total = idle = 0
     for line in raw.splitlines():
         stack, _, count = line.rstrip().rpartition(" ")
         if not stack or not count.isdigit():
@@ -71,16 +75,21 @@ def summarize(raw: str, top: int = 12) -> dict[str, object]:
         total += n
         leaf = stack.split(";")[-1]
         m = _FRAME.match(leaf)
+        func = m.group("func") if m else leaf
+        if func in IDLE_LEAVES:
+            idle += n
+            continue
         path = m.group("file") if m else leaf
         areas[area_of(path)] += n
-        short = path.split("site-packages/")[-1]
-        funcs[f"{m.group('func') if m else leaf} ({short})"] += n
-    if not total:
-        return {"samples": 0}
+        funcs[f"{func} ({path.split('site-packages/')[-1]})"] += n
+    busy = total - idle
+    if not busy:
+        return {"samples": total, "busy_samples": 0}
     return {
         "samples": total,
-        "areas_pct": {a: round(100 * n / total, 1) for a, n in areas.most_common()},
-        "top_functions_pct": {f: round(100 * n / total, 1) for f, n in funcs.most_common(top)},
+        "busy_samples": busy,
+        "areas_pct": {a: round(100 * n / busy, 1) for a, n in areas.most_common()},
+        "top_functions_pct": {f: round(100 * n / busy, 1) for f, n in funcs.most_common(top)},
     }
 
 

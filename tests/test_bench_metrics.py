@@ -148,15 +148,16 @@ def test_profile_summary_groups_samples_by_where_the_cpu_was() -> None:
             "main (vantum/cli.py:10);run (onnxruntime/capi/x.py:406) 30",
             "main (vantum/cli.py:10);events (wsproto/connection.py:193) 10",
             "main (vantum/cli.py:10);feed (vantum/pipeline/audio_path.py:239) 10",
+            "run (trio/_core/_run.py:1);EpollIOManager.get_events (trio/_core/_io_epoll.py:2) 50",
             "garbage",
         ]
     )
     out = profile_summary(raw)
-    assert out["samples"] == 50
+    assert out["samples"] == 100 and out["busy_samples"] == 50  # waiting in epoll is idle
     assert out["areas_pct"] == {
         "VAD model (onnxruntime)": 60.0,
         "WebSocket + HTTP stack": 20.0,
         "Vantum": 20.0,
     }
     assert area_of("/usr/lib/python3.11/json/decoder.py") == "JSON / base64 / msgpack"
-    assert profile_summary("") == {"samples": 0}
+    assert profile_summary("") == {"samples": 0, "busy_samples": 0}
