@@ -614,9 +614,7 @@ def tail_attribution(answered: Sequence[Turn]) -> dict[str, dict[str, float]] | 
             vals = [float(m[key]) for _, m in part if m.get(key) is not None]
             if vals:
                 out[key] = float(np.mean(vals))
-        out["outsideServerMs"] = float(
-            np.mean([v - float(m["voiceToVoiceMs"]) for v, m in part])
-        )
+        out["outsideServerMs"] = float(np.mean([v - float(m["voiceToVoiceMs"]) for v, m in part]))
         return {k: round(v, 1) for k, v in out.items()}
 
     return {"slowest_5pct": mean_of(rows[-cut:]), "rest": mean_of(rows[:-cut])}
