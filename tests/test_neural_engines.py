@@ -350,7 +350,8 @@ def test_a_multilingual_model_is_told_to_transcribe_english() -> None:
     """Whisper base (multilingual, given as ``model_path``) gets ``<|en|><|transcribe|>``
     in its prompt, as faster-whisper gives it for ``language="en"``; tiny.en's prompt has
     no language. The multilingual model is the packaged one's tokenizer behind a
-    multilingual flag (the base model is not packaged: docs/embedded.md)."""
+    multilingual flag (base is an optional extra; with it installed,
+    tests/test_whisper_model_setting.py decodes speech with the real one)."""
     tiny = shared_whisper().load()
 
     def tokens(model: Any) -> list[str]:

@@ -1,26 +1,21 @@
 """The offline LLM of ``vantum[embedded]``: Qwen2.5-Coder 0.5B Instruct on cyllama.
 
-The model file is checked against its pinned sha256 (a mismatch is refused), the
-short offline system prompt replaces the long default one but never an agent's own
-instructions, and the real model answers a question, streaming, and stops at the
-next token when its caller is cancelled.
+The model file is checked against its pinned sha256 (a mismatch is refused:
+tests/test_packaged_model.py), the short offline system prompt replaces the long
+default one but never an agent's own instructions, and the real model answers a
+question, streaming, and stops at the next token when its caller is cancelled.
 """
 
 from __future__ import annotations
 
-import sys
 import time
-import types
-from pathlib import Path
 
 import pytest
 import trio
 
 pytest.importorskip("cyllama")
 
-from vantum.errors import LLMError
 from vantum.pipeline.context import DEFAULT_SYSTEM_PROMPT
-from vantum.providers import cyllama_llm
 from vantum.providers.base import ChatMessage
 from vantum.providers.cyllama_llm import (
     OFFLINE_SYSTEM_PROMPT,
@@ -46,23 +41,6 @@ def test_the_default_prompt_is_swapped_but_agent_instructions_are_kept() -> None
     agent = "You are the booking line of Luigi's. Only talk about table bookings."
     chat = offline_messages([ChatMessage("system", agent), ChatMessage("user", "Hi")], 4000)
     assert chat[0] == {"role": "system", "content": agent}
-
-
-def test_a_model_that_does_not_match_its_pinned_hash_is_refused(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    parts = []
-    for i in (1, 2):
-        part = tmp_path / f"part{i}.bin"
-        part.write_bytes(b"not the model %d" % i)
-        module = types.ModuleType(f"fake_part{i}")
-        module.get_part_path = lambda p=part: str(p)  # type: ignore[attr-defined]
-        monkeypatch.setitem(sys.modules, module.__name__, module)
-        parts.append(module.__name__)
-    monkeypatch.setattr(cyllama_llm, "PARTS", tuple(parts))
-    with pytest.raises(LLMError, match="does not match its pinned sha256"):
-        cyllama_llm.model_path(tmp_path / "cache")
-    assert list((tmp_path / "cache").iterdir()) == [], "nothing half-written is left"
 
 
 def test_the_kv_cache_keeps_the_shared_prefix_and_the_last_prompt_token_is_redone() -> None:

@@ -155,6 +155,10 @@ class Config:
     local_stt: str = "auto"
     """Offline STT when no Deepgram key: ``auto`` (Whisper if installed, else
     PocketSphinx), ``whisper`` or ``pocketsphinx`` (``VANTUM_LOCAL_STT``)."""
+    whisper_model: str = "tiny.en"
+    """The model of the offline Whisper STT (``VANTUM_WHISPER_MODEL``): ``tiny.en``,
+    ``base`` (the ``whisper-base`` extra; 2x the CPU) or a CTranslate2 model directory.
+    Asking for one that is not installed stops the server at start-up."""
     local_tts: str = "auto"
     """Offline TTS when no Cartesia key: ``auto`` (hibari if installed, else eSpeak NG),
     ``hibari`` or ``espeak`` (``VANTUM_LOCAL_TTS``)."""
@@ -287,6 +291,7 @@ class Config:
             "token_max_ttl_s": _env_int(e, "VANTUM_TOKEN_MAX_TTL_S", _default("token_max_ttl_s")),
             "local_stt": e.get("VANTUM_LOCAL_STT") or _default("local_stt"),
             "local_tts": e.get("VANTUM_LOCAL_TTS") or _default("local_tts"),
+            "whisper_model": e.get("VANTUM_WHISPER_MODEL", "").strip() or _default("whisper_model"),
             "system_prompt": e.get("VANTUM_SYSTEM_PROMPT") or None,
             "agents_file": e.get("VANTUM_AGENTS") or None,
             "default_agent": e.get("VANTUM_DEFAULT_AGENT") or None,

