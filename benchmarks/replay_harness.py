@@ -1253,6 +1253,13 @@ def configure_parser(p: argparse.ArgumentParser, root: Path | None = None) -> No
         ),
     )
     p.add_argument("--peer-script", type=Path, default=here / "peers" / "pipecat_server.py")
+    p.add_argument(
+        "--peer-vad",
+        choices=("none", "silero"),
+        default="none",
+        help="the Pipecat peer runs Pipecat's Silero VAD on the caller's audio too (its "
+        "cost only; the client still ends turns): Silero for Silero against Vantum's default",
+    )
     p.add_argument("--jitter-buffer-ms", type=float, default=0.0)
     p.add_argument(
         "--frame-ms",
@@ -1451,7 +1458,8 @@ def run(args: argparse.Namespace) -> int:
     peer_note = None
     if not args.no_peer:
         if Path(args.peer_python).exists() and args.peer_script.exists():
-            targets.append(Target("pipecat", [args.peer_python, str(args.peer_script)], False))
+            argv = [args.peer_python, str(args.peer_script), "--vad", args.peer_vad]
+            targets.append(Target("pipecat", argv, False))
         else:
             peer_note = (
                 f"skipped: {args.peer_python} or {args.peer_script} missing "
@@ -1464,6 +1472,7 @@ def run(args: argparse.Namespace) -> int:
         "server_pinned_cores": sorted(server_cores) if server_cores else None,
         "server_workers": worker_counts,
         "nice": args.nice,
+        "peer_vad": args.peer_vad,
         "workload": attrs.asdict(wl),
         "provider_floor_ms": round(1000 * wl.floor(), 1),
         "fixtures": [round(len(p) / 2 / r, 2) for p, r in clips],

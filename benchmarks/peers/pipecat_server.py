@@ -42,6 +42,8 @@ import msgpack
 import uvicorn
 from fastapi import FastAPI, WebSocket
 from loguru import logger
+from pipecat.audio.vad.silero import SileroVADAnalyzer
+from pipecat.audio.vad.vad_analyzer import VADParams
 from pipecat.frames.frames import (
     Frame,
     InputAudioRawFrame,
@@ -149,6 +151,8 @@ def _ws_base(url: str) -> str:
 
 
 app = FastAPI()
+VAD = "none"
+"""``--vad``: whether each call's pipeline runs Silero on the caller's audio."""
 
 
 @app.websocket("/ws")
@@ -187,12 +191,21 @@ async def call(websocket: WebSocket) -> None:
         settings=CartesiaTTSService.Settings(voice="a0e99841-438c-4a64-b679-ae501e7d6091"),
     )
     context = LLMContext()
+    user_params: dict[str, object] = {}
+    if VAD == "silero":
+        # The VAD's cost in the peer, not its turn-taking: the client still says when
+        # it starts and stops (above). Silero runs on every window of caller audio as
+        # Vantum's does, and a stop after 30 s of silence never ends a replayed turn.
+        user_params["vad_analyzer"] = SileroVADAnalyzer(
+            sample_rate=RATE, params=VADParams(stop_secs=30.0)
+        )
     strategies = UserTurnStrategies(
         start=[VADUserTurnStartStrategy()],
         stop=[SpeechTimeoutUserTurnStopStrategy(user_speech_timeout=0.0)],
     )
     user, assistant = LLMContextAggregatorPair(
-        context, user_params=LLMUserAggregatorParams(user_turn_strategies=strategies)
+        context,
+        user_params=LLMUserAggregatorParams(user_turn_strategies=strategies, **user_params),
     )
     pipeline = Pipeline(
         [
@@ -227,7 +240,16 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--log-level", default=os.environ.get("PEER_LOG_LEVEL", "WARNING"))
+    parser.add_argument(
+        "--vad",
+        choices=("none", "silero"),
+        default="none",
+        help="run Pipecat's SileroVADAnalyzer on the caller's audio (its cost only: the "
+        "client still ends turns), for a Silero-for-Silero comparison with Vantum",
+    )
     args = parser.parse_args()
+    global VAD
+    VAD = args.vad
     logger.remove()
     logger.add(sys.stderr, level=args.log_level)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(name)s %(message)s")
