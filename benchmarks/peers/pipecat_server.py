@@ -23,6 +23,10 @@ The turn ends on the finalized transcript (``SpeechTimeoutUserTurnStopStrategy``
 with ``user_speech_timeout=0``), so Pipecat waits for no silence timer the client
 already resolved: the same rule as Vantum's manual mode.
 
+It runs no VAD unless ``--vad silero`` (``replay.py --peer-vad silero``): then each
+call's user aggregator runs Pipecat's ``SileroVADAnalyzer`` on the caller's audio, for
+its cost only (the client still ends turns), so the two servers pay for the same model.
+
 Environment: DEEPGRAM_URL/DEEPGRAM_API_KEY, OPENAI_BASE_URL/OPENAI_API_KEY,
 CARTESIA_URL/CARTESIA_API_KEY (as printed by ``vantum fakes``). Usage:
 ``python pipecat_server.py --port 8765`` then connect to ``ws://127.0.0.1:8765/ws``.
