@@ -81,16 +81,22 @@ async def test_the_offline_model_answers_a_question(llm: CyllamaLLM) -> None:
 async def test_the_offline_model_stops_when_cancelled(llm: CyllamaLLM) -> None:
     out_tx, out_rx = trio.open_memory_channel[str](0)
     got: list[str] = []
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(
-            llm.stream, [ChatMessage("user", "Count slowly from one to one hundred.")], out_tx
-        )
-        async for delta in out_rx:
-            got.append(delta)
-            if len(got) == 3:
-                nursery.cancel_scope.cancel()
-                break
-    assert len(got) == 3  # unbuffered: nothing was generated past the cancel
+
+    async def produce() -> None:
+        # Closing the channel when the answer ends: a model that answered in fewer
+        # tokens than the test waits for ends the loop below instead of hanging it.
+        async with out_tx:
+            await llm.stream([ChatMessage("user", "Count slowly from one to one hundred.")], out_tx)
+
+    with trio.fail_after(120):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(produce)
+            async for delta in out_rx:
+                got.append(delta)
+                if len(got) == 1:
+                    nursery.cancel_scope.cancel()
+                    break
+    assert len(got) == 1  # unbuffered: nothing was generated past the cancel
     # The model is free again: the next answer is not refused as busy.
     assert "".join(await ask(llm, "Say hello."))
 
