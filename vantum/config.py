@@ -159,6 +159,11 @@ class Config:
     """The model of the offline Whisper STT (``VANTUM_WHISPER_MODEL``): ``tiny.en``,
     ``base`` (the ``whisper-base`` extra; 2x the CPU) or a CTranslate2 model directory.
     Asking for one that is not installed stops the server at start-up."""
+    llm_threads: int = 0
+    """Threads llama.cpp decodes the offline LLM with (``VANTUM_LLM_THREADS``); 0: two,
+    or one on a single-core machine. Measured on 2 cores, one conversation: 2 threads
+    generate 24 tokens/s, 1 thread 12.6 (voice to voice ~0.6 s instead of ~1.2 s); on a
+    machine busy with other work 1 thread degrades more gracefully (docs/embedded.md)."""
     local_tts: str = "auto"
     """Offline TTS when no Cartesia key: ``auto`` (hibari if installed, else eSpeak NG),
     ``hibari`` or ``espeak`` (``VANTUM_LOCAL_TTS``)."""
@@ -292,6 +297,7 @@ class Config:
             "local_stt": e.get("VANTUM_LOCAL_STT") or _default("local_stt"),
             "local_tts": e.get("VANTUM_LOCAL_TTS") or _default("local_tts"),
             "whisper_model": e.get("VANTUM_WHISPER_MODEL", "").strip() or _default("whisper_model"),
+            "llm_threads": _env_int(e, "VANTUM_LLM_THREADS", _default("llm_threads")),
             "system_prompt": e.get("VANTUM_SYSTEM_PROMPT") or None,
             "agents_file": e.get("VANTUM_AGENTS") or None,
             "default_agent": e.get("VANTUM_DEFAULT_AGENT") or None,
@@ -359,6 +365,8 @@ class Config:
             raise ConfigError("VANTUM_WEBHOOK_URL is set without VANTUM_WEBHOOK_SECRET")
         if config.webhook_secret is not None and len(config.webhook_secret) < 16:
             raise ConfigError("VANTUM_WEBHOOK_SECRET: use at least 16 characters")
+        if not 0 <= config.llm_threads <= 64:
+            raise ConfigError(f"VANTUM_LLM_THREADS={config.llm_threads}: use 1..64 (0: automatic)")
         if config.workers < 0:
             raise ConfigError(f"VANTUM_WORKERS={config.workers}: use 1 or more (0: automatic)")
         if config.write_timeout_ms < 100:
