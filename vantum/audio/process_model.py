@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 
@@ -39,3 +39,18 @@ class ProcessModel(Generic[T]):
         except Exception as exc:  # not installed, or the runtime refusing the model
             return f"{type(exc).__name__}: {exc}"
         return None
+
+
+def onnx_session(path: str) -> Any:
+    """An ONNX Runtime session for one of the process's small models: one thread per
+    inference and no spinning. Calls share the cores; a thread pool (or a spinning
+    one) per model would only add wake-ups and burn the CPU other calls need, and the
+    callers' own limiters, not ORT's pool, decide how many inferences run at once."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.log_severity_level = 3
+    return ort.InferenceSession(path, sess_options=options, providers=["CPUExecutionProvider"])

