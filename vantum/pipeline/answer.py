@@ -355,19 +355,30 @@ class Answer:
             if self.ctx.tones_in_band:
                 await self._synthesize_with_tones(self.conn, text_rx, audio_tx)
                 return
-            try:
-                settings = self.ctx.settings
-                await self.conn.synthesize(
-                    self.utterance_id,
-                    text_rx,
-                    audio_tx,
-                    voice_id=settings.voice_id,
-                    language=settings.language,
-                )
-            except TTSError as exc:
-                report(self.ctx.tts.name, "synthesis")
-                self._tts_ok = False
-                await self._error(ev.ERR_TTS, str(exc))
+            await self._synthesize_context(self.conn, self.utterance_id, text_rx, audio_tx)
+
+    async def _synthesize_context(
+        self,
+        conn: TTSConnection,
+        context_id: str,
+        text_rx: trio.MemoryReceiveChannel[str],
+        audio_tx: trio.MemorySendChannel[TTSEvent],
+    ) -> None:
+        """One TTS context in the call's voice and language; a TTSError is reported
+        to the caller as ``tts.error`` and the answer goes on without audio."""
+        try:
+            settings = self.ctx.settings
+            await conn.synthesize(
+                context_id,
+                text_rx,
+                audio_tx,
+                voice_id=settings.voice_id,
+                language=settings.language,
+            )
+        except TTSError as exc:
+            report(self.ctx.tts.name, "synthesis")
+            self._tts_ok = False
+            await self._error(ev.ERR_TTS, str(exc))
 
     async def _synthesize_with_tones(
         self,
@@ -418,7 +429,6 @@ class Answer:
         (returned, None at the end of the answer) and the answer's audio seconds after
         it. Word timings are moved by ``offset``, the audio before this context, so
         ``heard_text`` still lines them up with the answer's audio."""
-        settings = self.ctx.settings
         seg_tx, seg_rx = trio.open_memory_channel[str](8)
         seg_audio_tx, seg_audio_rx = trio.open_memory_channel[TTSEvent](32)
         start = offset
@@ -440,18 +450,7 @@ class Answer:
 
         async def speak() -> None:
             async with seg_audio_tx, seg_rx:
-                try:
-                    await conn.synthesize(
-                        context_id,
-                        seg_rx,
-                        seg_audio_tx,
-                        voice_id=settings.voice_id,
-                        language=settings.language,
-                    )
-                except TTSError as exc:
-                    report(self.ctx.tts.name, "synthesis")
-                    self._tts_ok = False
-                    await self._error(ev.ERR_TTS, str(exc))
+                await self._synthesize_context(conn, context_id, seg_rx, seg_audio_tx)
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(relay)
