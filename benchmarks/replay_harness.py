@@ -42,7 +42,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -871,23 +872,12 @@ async def measure_all(
     """Every server up at once, load levels interleaved (each level on each server in
     turn), so a change in the machine's background load hits all of them alike."""
     server_cores, fakes = cores
-    results: dict[str, dict[str, Any]] = {}
-    running: list[Running] = []
-    try:
-        for target in targets:
-            try:
-                proc, url = start_target(target, fake_env, server_cores, logdir)
-            except RuntimeError as exc:
-                results[target.name] = {"skipped": str(exc)}
-                log = logdir / f"{target.name}.log"
-                print(f"{target.name}: {exc}\n{log.read_text()[-3000:] if log.exists() else ''}")
-                continue
-            running.append(Running(target, proc, url))
-            results[target.name] = running[-1].out
+    async with started_servers(targets, fake_env, server_cores, logdir, clips, wl) as (
+        running,
+        results,
+    ):
         ours = [r.proc for r in running] + ([fakes] if fakes else [])
         for run in running:
-            # Warm up (lazy imports, first provider connections) before measuring anything.
-            await run_step(run.url, 2, clips, attrs.evolve(wl, turns=1, ramp=0.2), run.target)
             if idle_k and run.target.protocol == "browser":
                 run.out["idle_rss"] = await idle_rss(run.url, run.proc, idle_k)
         for n in sorted({n for r in running for n in sizes[r.target.name]}):
@@ -901,10 +891,41 @@ async def measure_all(
                     print(f"  {run.target.name}: most turns unanswered at {n}; its sweep ends")
                     run.done = True
                 await trio.sleep(1.0)
+    return results
+
+
+@asynccontextmanager
+async def started_servers(
+    targets: Sequence[Target],
+    fake_env: dict[str, str],
+    server_cores: set[int] | None,
+    logdir: Path,
+    clips: Sequence[tuple[bytes, int]],
+    wl: Workload,
+) -> AsyncIterator[tuple[list[Running], dict[str, dict[str, Any]]]]:
+    """Every server up at once for the block, each warmed up (lazy imports, first
+    provider connections) before anything is measured; yields the running ones and
+    the results by server name (a server that did not start is there as skipped,
+    with its log's tail printed). Leaving the block stops each by its own PID."""
+    results: dict[str, dict[str, Any]] = {}
+    running: list[Running] = []
+    try:
+        for target in targets:
+            try:
+                proc, url = start_target(target, fake_env, server_cores, logdir)
+            except RuntimeError as exc:
+                results[target.name] = {"skipped": str(exc)}
+                log = logdir / f"{target.name}.log"
+                print(f"{target.name}: {exc}\n{log.read_text()[-3000:] if log.exists() else ''}")
+                continue
+            running.append(Running(target, proc, url))
+            results[target.name] = running[-1].out
+        for run in running:
+            await run_step(run.url, 2, clips, attrs.evolve(wl, turns=1, ramp=0.2), run.target)
+        yield running, results
     finally:
         for run in running:
             run.proc.stop()
-    return results
 
 
 def holds(step: dict[str, Any], overhead_ms: float | None, budget_ms: float = 50.0) -> bool:
@@ -946,21 +967,12 @@ async def measure_knee(
     """Each server's knee (:mod:`knee`): raise, then bisect. All servers are up at once
     and the rounds interleave (each server's next step in turn), as in :func:`measure_all`."""
     server_cores, fakes = cores
-    results: dict[str, dict[str, Any]] = {}
-    running: list[tuple[Running, KneeSearch]] = []
-    try:
-        for target in targets:
-            try:
-                proc, url = start_target(target, fake_env, server_cores, logdir)
-            except RuntimeError as exc:
-                results[target.name] = {"skipped": str(exc)}
-                continue
-            run = Running(target, proc, url)
-            running.append((run, attrs.evolve(search)))
-            results[target.name] = run.out
-        ours = [r.proc for r, _ in running] + ([fakes] if fakes else [])
-        for run, _ in running:
-            await run_step(run.url, 2, clips, attrs.evolve(wl, turns=1, ramp=0.2), run.target)
+    async with started_servers(targets, fake_env, server_cores, logdir, clips, wl) as (
+        servers,
+        results,
+    ):
+        running = [(run, attrs.evolve(search)) for run in servers]
+        ours = [r.proc for r in servers] + ([fakes] if fakes else [])
         while True:
             todo = [(r, k, n) for r, k in running if (n := k.next_size()) is not None]
             if not todo:
@@ -981,9 +993,6 @@ async def measure_knee(
             if at:
                 run.out["knee"]["server_core_busy"] = at[0]["server_cpu_util"]
                 run.out["knee"]["cpu_s_per_call_min"] = at[0]["server_cpu_s_per_call_min"]
-    finally:
-        for run, _ in running:
-            run.proc.stop()
     return results
 
 
